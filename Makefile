@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: Apache-2.0
+# Front door. Each target installs what it needs (Debian packages, as root),
+# configures, builds and runs. `make help` lists them.
+
+JOBS ?= $(shell nproc)
+DEV := build/dev
+HMK := $(DEV)/tools/hmk/hmk
+SYSTEM ?= examples/figure1/system.toml
+SCRIPT ?= examples/figure1/demo.hmks
+
+.PHONY: help deps build run test bench asan tsan clang format format-check clean
+
+help:
+	@echo "make run           boot the Figure-1 system and run its demo script"
+	@echo "make test          build and run the whole test suite (ctest)"
+	@echo "make bench         build and run the benchmarks (release build)"
+	@echo "make asan|tsan     the test suite under ASan+UBSan / ThreadSanitizer"
+	@echo "make clang         build with clang 14, warnings as errors, and test"
+	@echo "make format        clang-format the sources (format-check: only check)"
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(DEV)/build.ninja: | deps
+	cmake --preset dev
+
+build: deps $(DEV)/build.ninja
+	cmake --build --preset dev -j $(JOBS)
+
+run: build
+	$(HMK) run $(SYSTEM) --script $(SCRIPT) --stats
+
+test: build
+	ctest --preset dev -j $(JOBS)
+
+bench: deps
+	cmake --preset release
+	cmake --build --preset release -j $(JOBS)
+	build/release/bench/hmk_bench --benchmark_counters_tabular=true
+
+asan tsan clang: deps
+	cmake --preset $@
+	cmake --build --preset $@ -j $(JOBS)
+	ctest --preset $@ -j $(JOBS)
+
+SOURCES = $(shell git ls-files '*.cpp' '*.hpp')
+format:
+	clang-format -i $(SOURCES)
+format-check:
+	clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf build

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hmk/broadcast_ring.hpp"
+
+#include <cstring>
+
+namespace hmk {
+
+// Control block at the start of the region. Immutable geometry first, then the
+// writer's head on a cache line of its own.
+struct BroadcastRing::Control {
+    std::uint64_t magic;
+    std::uint32_t version;
+    std::uint32_t slot_count;
+    std::uint32_t stride;
+    std::uint32_t max_payload;
+    alignas(64) std::atomic<std::uint64_t> head;
+};
+
+// Slot layout: tag (the sequence number it holds; k_busy set while written),
+// size, then the encoded message, padded to a multiple of 8 bytes.
+struct BroadcastRing::Slot {
+    std::atomic<std::uint64_t> tag;
+    std::atomic<std::uint32_t> size;
+    std::uint32_t reserved;
+    std::uint64_t data[1];  // really stride/8 - 2 words
+};
+
+namespace {
+
+constexpr std::uint64_t k_ring_magic = 0x474e4952'4b4d4831ull;  // "1HMKRING"
+constexpr std::uint32_t k_ring_version = 1;
+constexpr std::uint64_t k_busy = 1ull << 63;
+constexpr std::size_t k_control_size = 128;
+constexpr std::size_t k_slot_header = 16;
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && std::atomic<std::uint64_t>::is_always_lock_free,
+              "the ring relies on lock-free 64-bit atomics (they also work across processes)");
+
+constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+std::uint32_t stride_for(std::uint32_t max_payload) {
+    return static_cast<std::uint32_t>(round_up(k_slot_header + k_header_size + max_payload, 64));
+}
+
+bool is_power_of_two(std::uint32_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+// Message bytes are moved in 8-byte relaxed atomics so that a reader racing the
+// writer reads torn data (which the seqlock then discards) rather than causing
+// undefined behaviour. On x86-64 and AArch64 these are plain loads and stores.
+void store_words(std::uint64_t* dst, const std::byte* src, std::size_t bytes) {
+    const std::size_t words = bytes / 8;
+    for (std::size_t i = 0; i < words; ++i) {
+        std::uint64_t w;
+        std::memcpy(&w, src + 8 * i, 8);
+        std::atomic_ref<std::uint64_t>(dst[i]).store(w, std::memory_order_relaxed);
+    }
+    if (const std::size_t rest = bytes % 8; rest != 0) {
+        std::uint64_t w = 0;
+        std::memcpy(&w, src + 8 * words, rest);
+        std::atomic_ref<std::uint64_t>(dst[words]).store(w, std::memory_order_relaxed);
+    }
+}
+
+void load_words(std::byte* dst, const std::uint64_t* src, std::size_t bytes) {
+    const std::size_t words = bytes / 8;
+    for (std::size_t i = 0; i < words; ++i) {
+        // atomic_ref needs a non-const object; the load never writes.
+        const std::uint64_t w = std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(src[i]))
+                                    .load(std::memory_order_relaxed);
+        std::memcpy(dst + 8 * i, &w, 8);
+    }
+    if (const std::size_t rest = bytes % 8; rest != 0) {
+        const std::uint64_t w =
+            std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(src[words]))
+                .load(std::memory_order_relaxed);
+        std::memcpy(dst + 8 * words, &w, rest);
+    }
+}
+
+}  // namespace
+
+const char* to_string(RingError error) {
+    switch (error) {
+        case RingError::misaligned: return "ring region is not 64-byte aligned";
+        case RingError::too_small: return "ring region too small";
+        case RingError::bad_geometry: return "slot count must be a power of two and payload limit at most 1 MiB";
+        case RingError::not_formatted: return "region holds no hmk ring";
+    }
+    return "ring error";
+}
+
+std::size_t BroadcastRing::region_size(std::uint32_t slot_count, std::uint32_t max_payload) {
+    return k_control_size + std::size_t{slot_count} * stride_for(max_payload);
+}
+
+Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> region,
+                                                       std::uint32_t slot_count,
+                                                       std::uint32_t max_payload) {
+    static_assert(sizeof(Control) <= k_control_size);
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
+    if (!is_power_of_two(slot_count) || max_payload > k_max_payload) {
+        return Err{RingError::bad_geometry};
+    }
+    if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
+    std::memset(region.data(), 0, region_size(slot_count, max_payload));
+    auto* control = new (region.data()) Control{};
+    control->magic = k_ring_magic;
+    control->version = k_ring_version;
+    control->slot_count = slot_count;
+    control->stride = stride_for(max_payload);
+    control->max_payload = max_payload;
+    control->head.store(0, std::memory_order_release);
+    std::byte* slots = region.data() + k_control_size;
+    for (std::uint32_t i = 0; i < slot_count; ++i) {
+        new (slots + std::size_t{i} * control->stride) Slot{};
+    }
+    return BroadcastRing(control, slots, slot_count, control->stride, max_payload);
+}
+
+Result<BroadcastRing, RingError> BroadcastRing::attach(std::span<std::byte> region) {
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
+    if (region.size() < k_control_size) return Err{RingError::too_small};
+    auto* control = std::launder(reinterpret_cast<Control*>(region.data()));
+    if (control->magic != k_ring_magic || control->version != k_ring_version) {
+        return Err{RingError::not_formatted};
+    }
+    // The geometry is read once and kept in the view, so a later change of the
+    // control block by another party cannot make this view read out of bounds.
+    const std::uint32_t slot_count = control->slot_count;
+    const std::uint32_t max_payload = control->max_payload;
+    const std::uint32_t stride = control->stride;
+    if (!is_power_of_two(slot_count) || max_payload > k_max_payload ||
+        stride != stride_for(max_payload)) {
+        return Err{RingError::bad_geometry};
+    }
+    if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
+    return BroadcastRing(control, region.data() + k_control_size, slot_count, stride, max_payload);
+}
+
+BroadcastRing::Slot* BroadcastRing::slot(std::uint64_t seq) const {
+    const std::size_t index = static_cast<std::size_t>(seq & (m_slot_count - 1));
+    return std::launder(reinterpret_cast<Slot*>(m_slots + index * m_stride));
+}
+
+std::uint64_t BroadcastRing::head() const { return m_control->head.load(std::memory_order_acquire); }
+
+std::uint64_t BroadcastRing::oldest() const {
+    const std::uint64_t h = head();
+    return h < m_slot_count ? 1 : h - m_slot_count + 1;
+}
+
+std::uint64_t BroadcastRing::publish(Header& header, std::span<const std::byte> payload) {
+    const std::uint64_t seq = m_control->head.load(std::memory_order_relaxed) + 1;
+    header.seq = seq;
+    header.payload_size = static_cast<std::uint32_t>(payload.size());
+    Slot* s = slot(seq);
+    s->tag.store(seq | k_busy, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+
+    alignas(8) std::byte head_bytes[k_header_size];
+    encode_header(header, std::span<std::byte, k_header_size>(head_bytes));
+    store_words(s->data, head_bytes, k_header_size);
+    store_words(s->data + k_header_size / 8, payload.data(), payload.size());
+    s->size.store(static_cast<std::uint32_t>(k_header_size + payload.size()),
+                  std::memory_order_relaxed);
+
+    s->tag.store(seq, std::memory_order_release);
+    m_control->head.store(seq, std::memory_order_release);
+    return seq;
+}
+
+ReadResult BroadcastRing::read(std::uint64_t& cursor, std::span<std::byte> out) const {
+    ReadResult r;
+    for (;;) {
+        const std::uint64_t h = head();
+        if (cursor > h) return r;  // empty
+        if (cursor == 0 || h - cursor >= m_slot_count) {
+            // Lapped (or a cursor that was never set): jump to the oldest held.
+            const std::uint64_t first = cursor == 0 ? 1 : cursor;
+            const std::uint64_t oldest = h < m_slot_count ? 1 : h - m_slot_count + 1;
+            cursor = oldest;
+            if (first < oldest) {
+                r.status = ReadStatus::lost;
+                r.lost_first = first;
+                r.lost_last = oldest - 1;
+                return r;
+            }
+            continue;
+        }
+        const Slot* s = slot(cursor);
+        const std::uint64_t t1 = s->tag.load(std::memory_order_acquire);
+        if (t1 != cursor) continue;  // being overwritten by a newer lap: re-check head
+        const std::uint32_t size = s->size.load(std::memory_order_relaxed);
+        const std::uint32_t max = max_message();
+        const std::uint32_t n = size <= max && size <= out.size() ? size : 0;
+        load_words(out.data(), s->data, n);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (s->tag.load(std::memory_order_relaxed) != cursor) continue;  // torn: retry
+        r.status = ReadStatus::ok;
+        r.size = n;
+        r.seq = cursor;
+        ++cursor;
+        return r;
+    }
+}
+
+}  // namespace hmk

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "hmk/result.hpp"
+#include "hmk/runtime/module.hpp"
+#include "hmk/runtime/system_spec.hpp"
+
+namespace hmk {
+
+/// A problem in a system description, with where it is.
+struct ConfigError {
+    SourceLocation where;
+    std::string message;
+
+    /// "FILE:LINE:COL: error: message", the form compilers use.
+    std::string to_string() const;
+};
+
+/// Reads and checks a system description (docs/system-toml.md). Every module's
+/// kind must be in `registry` and its config must match the kind's schema.
+/// Nothing is started; the first problem found is returned.
+Result<SystemSpec, ConfigError> load_system_file(const std::string& path, const Registry& registry);
+
+/// The same, from text; `file_name` is used in error locations.
+Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::string& file_name,
+                                             const Registry& registry);
+
+}  // namespace hmk

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+namespace hmk {
+
+enum class LogLevel : std::uint8_t { debug, info, warn, error };
+const char* to_string(LogLevel level);
+std::optional<LogLevel> parse_log_level(std::string_view text);
+
+/// Line-oriented, thread-safe log: "  12.345678 WARN  /drivers/disk: text".
+/// Owned by whoever builds the system and passed down; there is no global logger.
+class Logger {
+public:
+    explicit Logger(std::FILE* out = stderr, LogLevel threshold = LogLevel::info);
+    Logger(const Logger&) = delete;
+    Logger& operator=(const Logger&) = delete;
+
+    /// Any thread. `source` names who speaks: a module path, "hmk", "script".
+    void log(LogLevel level, std::string_view source, std::string_view text);
+    bool enabled(LogLevel level) const { return level >= m_threshold; }
+    void set_threshold(LogLevel level) { m_threshold = level; }
+
+    /// Console output (stdout), serialised with the log so lines never interleave.
+    void print(std::string_view line);
+
+private:
+    std::FILE* m_out;
+    LogLevel m_threshold;
+    std::uint64_t m_start_ns;
+    std::mutex m_mutex;
+};
+
+}  // namespace hmk

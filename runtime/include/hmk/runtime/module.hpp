@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hmk/header.hpp"
+#include "hmk/message_types.hpp"
+#include "hmk/result.hpp"
+#include "hmk/runtime/log.hpp"
+#include "hmk/runtime/module_config.hpp"
+#include "hmk/topology.hpp"
+
+namespace hmk {
+
+/// A received message. The payload view is valid only during the handler call
+/// that receives it: copy what you keep.
+struct Message {
+    Header header;
+    std::span<const std::byte> payload;
+
+    std::string_view text() const {
+        return {reinterpret_cast<const char*>(payload.data()), payload.size()};
+    }
+};
+
+/// A message to send. The runtime fills in everything the bus owner stamps.
+struct Outgoing {
+    ModuleId destination = k_no_module;  ///< k_no_module: broadcast within `scope`
+    Scope scope = Scope::bus;
+    std::uint32_t type = msg::k_data;
+    std::uint64_t correlation = 0;
+    std::uint16_t flags = 0;
+    std::span<const std::byte> payload;
+};
+
+/// Views text as payload bytes.
+inline std::span<const std::byte> as_bytes(std::string_view text) {
+    return {reinterpret_cast<const std::byte*>(text.data()), text.size()};
+}
+
+enum class SendError : std::uint8_t {
+    payload_too_large = 1,   ///< over the bus's max_payload
+    unknown_destination,     ///< no module with that id in the system
+    no_child_bus,            ///< send_child() from a module that is not a gateway
+    rejected,                ///< the bus owner refused it (forged sender, hop limit)
+    stopped,                 ///< the system is shutting down
+};
+const char* to_string(SendError error);
+
+using TimerId = std::uint64_t;
+enum class TimerMode : std::uint8_t { once, periodic };
+
+/// What a module may do. Every call is made from the module's own thread
+/// (inside its constructor or a handler) unless stated otherwise.
+class Env {
+public:
+    virtual ~Env() = default;
+
+    virtual ModuleId id() const = 0;
+    virtual const std::string& path() const = 0;
+    virtual const ModuleConfig& config() const = 0;
+    /// The system's tree, to resolve paths to ids. Valid while the module lives.
+    virtual const Topology& topology() const = 0;
+
+    /// Sends on the module's parent bus (the root sends on Bus 0).
+    virtual Result<void, SendError> send(const Outgoing& message) = 0;
+    /// Gateways only: sends on the module's own child bus.
+    virtual Result<void, SendError> send_child(const Outgoing& message) = 0;
+    /// Answers `request`: addressed to its sender, same type and correlation id.
+    Result<void, SendError> reply(const Message& request, std::span<const std::byte> payload,
+                                  std::uint16_t extra_flags = 0);
+
+    /// Calls the module's on_timer(id) after `delay`, once or every `delay`.
+    virtual TimerId set_timer(std::chrono::nanoseconds delay, TimerMode mode) = 0;
+    virtual void cancel_timer(TimerId id) = 0;
+
+    /// Kernel clock, nanoseconds. Modules take time only from here so that a
+    /// replay can give them the same answers (DESIGN.md section 7).
+    virtual std::uint64_t now_ns() = 0;
+    /// Randomness, likewise only from here.
+    virtual std::uint64_t random() = 0;
+    /// A fresh correlation id for a request.
+    virtual std::uint64_t next_correlation() = 0;
+
+    virtual void log(LogLevel level, std::string_view text) = 0;
+    /// A line on the system console (stdout).
+    virtual void print(std::string_view line) = 0;
+};
+
+/// Which way a gateway is about to forward a message.
+enum class Direction : std::uint8_t { up, down };
+
+/// A gateway's decision on a message the router would forward.
+enum class Verdict : std::uint8_t {
+    forward,    ///< pass it on unchanged
+    translate,  ///< pass on `Translation::type` and `Translation::payload` instead
+    drop,       ///< do not forward
+};
+struct Translation {
+    std::uint32_t type = 0;
+    std::vector<std::byte> payload;
+};
+
+/// A module: a self-contained unit that only sends and receives messages.
+/// Construct with the Env it will use for its whole life (keep the reference).
+/// Handlers run on one thread, one at a time; a handler that throws fails the
+/// module (its parent decides what happens next) and never the bus.
+class Module {
+public:
+    virtual ~Module() = default;
+
+    /// Runs once before the first message.
+    virtual void on_start() {}
+    /// Messages addressed to this module and broadcasts on its buses (every
+    /// message of its buses for an eavesdropping kind).
+    virtual void on_message(const Message& message) = 0;
+    virtual void on_timer(TimerId /*id*/) {}
+    /// Runs once when the module is stopped in order.
+    virtual void on_stop() {}
+
+    /// Gateways: called before the router forwards `message`. The default
+    /// forwards everything unchanged.
+    virtual Verdict on_forward(Direction /*direction*/, const Message& /*message*/,
+                               Translation& /*out*/) {
+        return Verdict::forward;
+    }
+};
+
+enum class Eavesdrop : std::uint8_t { no, yes };
+
+/// A module kind: how to make one, what config it takes, whether it owns a bus.
+struct ModuleKind {
+    using Factory = std::function<Result<std::unique_ptr<Module>, std::string>(Env&)>;
+
+    std::string name;
+    std::string help;
+    Role role = Role::leaf;
+    Eavesdrop eavesdrop = Eavesdrop::no;
+    std::vector<ConfigKey> config;
+    Factory create;
+};
+
+/// Module kinds by name. Built once at start-up and passed where needed.
+class Registry {
+public:
+    /// Adds a kind; false if the name is taken.
+    bool add(ModuleKind kind);
+    const ModuleKind* find(std::string_view name) const;
+    std::vector<std::string> names() const;
+
+    /// Adds kind `name` made by `T::create(Env&)`.
+    template <typename T>
+    bool add(std::string name, std::string help, Role role, std::vector<ConfigKey> config,
+             Eavesdrop eavesdrop = Eavesdrop::no) {
+        return add(ModuleKind{std::move(name), std::move(help), role, eavesdrop, std::move(config),
+                              [](Env& env) { return T::create(env); }});
+    }
+
+private:
+    std::vector<ModuleKind> m_kinds;
+};
+
+/// Adds hmk's standard kinds: gateway, echo, sink, source, tap.
+void register_standard_modules(Registry& registry);
+
+}  // namespace hmk

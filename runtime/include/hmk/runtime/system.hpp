@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hmk/runtime/log.hpp"
+#include "hmk/runtime/module.hpp"
+#include "hmk/runtime/system_spec.hpp"
+
+namespace hmk {
+
+enum class ModuleState : std::uint8_t { created, running, failed, stopped };
+const char* to_string(ModuleState state);
+
+/// Counters of one module, as its runner sees them.
+struct ModuleStats {
+    ModuleState state = ModuleState::created;
+    std::uint64_t rx = 0;        ///< messages handed to the module's handler
+    std::uint64_t tx = 0;        ///< messages the module sent
+    std::uint64_t seen = 0;      ///< messages read off its bus(es), for it or not
+    std::uint64_t fwd_up = 0;    ///< gateway: copies forwarded to the parent bus
+    std::uint64_t fwd_down = 0;  ///< gateway: copies forwarded to the child bus
+    std::uint64_t denied = 0;    ///< gateway: held back by its up policy or its on_forward
+    std::uint64_t lost = 0;      ///< messages the bus overwrote before this module read them
+    std::uint64_t invalid = 0;   ///< records that failed header validation
+    std::uint64_t send_errors = 0;
+};
+
+struct BusStats {
+    BusId id = k_no_module;
+    std::string name;            ///< "Bus 0" or the owner's path
+    std::uint64_t published = 0; ///< = last sequence number
+    std::uint64_t bytes = 0;
+    std::uint64_t rejected = 0;  ///< refused by the owner's checks
+    std::uint32_t capacity = 0;
+};
+
+/// A received message with its own copy of the payload.
+struct OwnedMessage {
+    Header header;
+    std::vector<std::byte> payload;
+    std::string_view text() const {
+        return {reinterpret_cast<const char*>(payload.data()), payload.size()};
+    }
+};
+
+namespace detail {
+class SystemImpl;
+}
+
+/// A booted hmk system: the microkernel, its buses and every module, each
+/// in-process module on a thread of its own. Created stopped; start() boots
+/// it parents-first, stop() (or the destructor) shuts it down children-first.
+class System {
+public:
+    static Result<std::unique_ptr<System>, std::string> create(const SystemSpec& spec,
+                                                               const Registry& registry,
+                                                               Logger& logger);
+    ~System();
+    System(const System&) = delete;
+    System& operator=(const System&) = delete;
+
+    /// Starts every module and waits until each has started or failed.
+    /// Error: which modules failed to start (the system is stopped again).
+    Result<void, std::string> start();
+    void stop();
+
+    /// Any thread. Sends `message` with operator authority as the module
+    /// `from` (the root by default), exactly as if that module had sent it.
+    /// Returns the correlation id used (one is made when message.correlation is 0).
+    Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from = k_root_id);
+
+    /// Any thread. Waits for a message addressed to the root with the given
+    /// correlation id (a reply to inject()); nullopt on timeout.
+    std::optional<OwnedMessage> wait_for_root(std::uint64_t correlation,
+                                              std::chrono::milliseconds timeout);
+
+    const SystemSpec& spec() const;
+    const Topology& topology() const;
+    ModuleStats module_stats(ModuleId id) const;
+    std::vector<BusStats> bus_stats() const;
+
+private:
+    explicit System(std::unique_ptr<detail::SystemImpl> impl);
+    std::unique_ptr<detail::SystemImpl> m_impl;
+};
+
+}  // namespace hmk

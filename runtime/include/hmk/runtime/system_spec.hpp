@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hmk/routing.hpp"
+#include "hmk/runtime/module_config.hpp"
+#include "hmk/topology.hpp"
+
+namespace hmk {
+
+/// Where something was written: file, 1-based line and column.
+struct SourceLocation {
+    std::string file;
+    std::uint32_t line = 0;
+    std::uint32_t column = 0;
+};
+
+/// How a module is isolated from its parent (DESIGN.md section 5).
+enum class Isolation : std::uint8_t { inproc, process };
+const char* to_string(Isolation isolation);
+
+/// Settings of the bus a gateway owns.
+struct BusSpec {
+    std::uint32_t capacity = 4096;      ///< messages the broadcast ring holds (power of two)
+    std::uint32_t max_payload = 4096;   ///< bytes per message payload
+    UpPolicy up;                        ///< what children may send out of the bus
+};
+
+struct ModuleSpec {
+    std::string path;
+    std::string kind;
+    ModuleId id = k_no_module;          ///< final id (assigned if not given)
+    Isolation isolation = Isolation::inproc;
+    ModuleConfig config;
+    BusSpec bus;                        ///< gateways only
+    SourceLocation where;
+};
+
+/// A checked system description: every module's kind exists, its config
+/// matches the kind's schema, and the tree holds the topology invariants.
+struct SystemSpec {
+    std::string name;
+    std::string file;
+    BusSpec root_bus;                   ///< Bus 0
+    std::vector<ModuleSpec> modules;    ///< in declaration order, without the root
+    Topology topology;
+
+    const ModuleSpec* module(ModuleId id) const;
+};
+
+}  // namespace hmk
