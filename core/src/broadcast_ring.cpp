@@ -84,6 +84,7 @@ const char* to_string(RingError error) {
         case RingError::too_small: return "ring region too small";
         case RingError::bad_geometry: return "slot count must be a power of two and payload limit at most 1 MiB";
         case RingError::not_formatted: return "region holds no hmk ring";
+        case RingError::payload_too_large: return "payload larger than the ring's slots";
     }
     return "ring error";
 }
@@ -148,7 +149,8 @@ std::uint64_t BroadcastRing::oldest() const {
     return h < m_slot_count ? 1 : h - m_slot_count + 1;
 }
 
-std::uint64_t BroadcastRing::publish(Header& header, std::span<const std::byte> payload) {
+Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header, std::span<const std::byte> payload) {
+    if (payload.size() > m_max_payload) return Err{RingError::payload_too_large};
     const std::uint64_t seq = m_control->head.load(std::memory_order_relaxed) + 1;
     header.seq = seq;
     header.payload_size = static_cast<std::uint32_t>(payload.size());

@@ -57,7 +57,8 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header, std::span<con
     {
         const std::lock_guard lock(m_write);
         header.timestamp_ns = platform::monotonic_ns();
-        seq = m_ring.publish(header, payload);
+        // Size was checked above against the same limit the ring was made with.
+        seq = m_ring.publish(header, payload).value();
     }
     m_bytes.fetch_add(k_header_size + payload.size(), std::memory_order_relaxed);
     // Pairs with the reader's arm-then-check (seq_cst on both sides): either

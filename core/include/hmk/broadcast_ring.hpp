@@ -16,6 +16,7 @@ enum class RingError : std::uint8_t {
     too_small,        ///< the region cannot hold the requested geometry
     bad_geometry,     ///< slot count not a power of two, or payload limit out of range
     not_formatted,    ///< attach() found no ring (bad magic or version)
+    payload_too_large,  ///< publish() of more than max_payload() bytes
 };
 const char* to_string(RingError error);
 
@@ -55,10 +56,11 @@ public:
     /// Views a region another party formatted; checks its control block.
     static Result<BroadcastRing, RingError> attach(std::span<std::byte> region);
 
-    /// Writer only. Stamps `header.seq` with the next sequence number, writes
-    /// header and payload into the next slot and publishes it. `payload` must be
-    /// at most max_payload() bytes and header.payload_size must equal its size.
-    std::uint64_t publish(Header& header, std::span<const std::byte> payload);
+    /// Writer only. Stamps `header.seq` with the next sequence number and
+    /// `header.payload_size` with the payload's size, writes both into the next
+    /// slot and publishes it. Returns the sequence number, or payload_too_large
+    /// (nothing written) for more than max_payload() bytes.
+    Result<std::uint64_t, RingError> publish(Header& header, std::span<const std::byte> payload);
 
     /// Reader. `cursor` is the next sequence number the reader wants (start at
     /// oldest() or head() + 1). Copies at most out.size() bytes; `out` must hold
