@@ -299,6 +299,7 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
 }  // namespace
 
 std::string ConfigError::to_string() const {
+    if (where.line == 0) return fmt::format("{}: error: {}", where.file, message);
     return fmt::format("{}:{}:{}: error: {}", where.file, where.line, where.column, message);
 }
 

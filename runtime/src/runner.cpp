@@ -145,8 +145,10 @@ bool Runner::drain(InprocBus& bus, std::uint64_t& cursor, Side side) {
                                             r.lost_first, r.lost_last));
             continue;
         }
-        m_seen.fetch_add(1, std::memory_order_relaxed);
         handle(side, std::span<const std::byte>(m_record.data(), r.size));
+        // Counted once fully handled (forwards included), so that "seen equals
+        // published" means the module is done with everything on its buses.
+        m_seen.fetch_add(1, std::memory_order_release);
     }
     return n > 0;
 }

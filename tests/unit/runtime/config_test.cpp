@@ -1,1 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hmk/runtime/config.hpp"
+
 #include <gtest/gtest.h>
+
+namespace hmk {
+namespace {
+
+Registry standard() {
+    Registry r;
+    register_standard_modules(r);
+    return r;
+}
+
+TEST(ConfigTest, LoadsAValidSystem) {
+    const auto spec = parse_system(R"(
+[system]
+name = "t"
+[bus]
+capacity = 64
+[[module]]
+path = "/g"
+kind = "gateway"
+bus = { capacity = 128, max_payload = 100, up = { system = true } }
+[[module]]
+path = "/g/src"
+kind = "source"
+id = 40
+config = { to = "/g", count = 3, rate = 2.5, scope = "subtree" }
+)",
+                                   "t.toml", standard());
+    ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+    EXPECT_EQ(spec->name, "t");
+    EXPECT_EQ(spec->root_bus.capacity, 64u);
+    ASSERT_EQ(spec->modules.size(), 2u);
+    EXPECT_EQ(spec->modules[0].bus.capacity, 128u);
+    EXPECT_EQ(spec->modules[0].bus.max_payload, 100u);
+    EXPECT_TRUE(spec->modules[0].bus.up.system);
+    EXPECT_EQ(spec->modules[1].id, 40u);
+    EXPECT_EQ(spec->modules[1].config.integer("count"), 3);
+    EXPECT_DOUBLE_EQ(spec->modules[1].config.number("rate"), 2.5);
+    EXPECT_EQ(spec->modules[1].config.string("payload"), "tick");  // default filled in
+    EXPECT_EQ(spec->topology.find("/g/src")->level, 2u);
+}
+
+struct BadConfig {
+    const char* name;
+    const char* toml;
+    const char* location;  // "FILE:LINE:COL" prefix the error must start with
+    const char* says;      // text the message must contain
+};
+
+class ConfigErrorTest : public ::testing::TestWithParam<BadConfig> {};
+
+TEST_P(ConfigErrorTest, NamesFileLineColumnAndReason) {
+    const auto spec = parse_system(GetParam().toml, "bad.toml", standard());
+    ASSERT_FALSE(spec.has_value());
+    const std::string text = spec.error().to_string();
+    EXPECT_EQ(text.rfind(std::string(GetParam().location) + ": error: ", 0), 0u) << text;
+    EXPECT_NE(text.find(GetParam().says), std::string::npos) << text;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryErrorKind, ConfigErrorTest,
+    ::testing::Values(
+        BadConfig{"syntax", "[system\nname = 1\n", "bad.toml:1:8", ""},
+        BadConfig{"unknown_top_key", "colour = 1\n", "bad.toml:1:10", "unknown key 'colour'"},
+        BadConfig{"unknown_module_key", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nspeed = 3\n",
+                  "bad.toml:4:9", "unknown key 'speed'"},
+        BadConfig{"wrong_type", "[[module]]\npath = 5\nkind = \"echo\"\n", "bad.toml:2:8",
+                  "'path' must be a string, not an integer"},
+        BadConfig{"duplicate_path",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\n[[module]]\npath = \"/a\"\nkind = \"sink\"\n",
+                  "bad.toml:5:8", "first declared at bad.toml:1:1"},
+        BadConfig{"under_non_gateway",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\n[[module]]\npath = \"/a/b\"\nkind = \"sink\"\n",
+                  "bad.toml:5:8", "not a gateway"},
+        BadConfig{"missing_parent", "[[module]]\npath = \"/x/b\"\nkind = \"sink\"\n", "bad.toml:2:8",
+                  "parent /x is not declared"},
+        BadConfig{"missing_kind", "[[module]]\npath = \"/a\"\nkind = \"nosuch\"\n", "bad.toml:3:8",
+                  "no module kind 'nosuch'"},
+        BadConfig{"no_kind", "[[module]]\npath = \"/a\"\n", "bad.toml:1:1", "needs a 'kind'"},
+        BadConfig{"bad_path", "[[module]]\npath = \"/a//b\"\nkind = \"echo\"\n", "bad.toml:2:8", "bad module path"},
+        BadConfig{"root_declared", "[[module]]\npath = \"/\"\nkind = \"gateway\"\n", "bad.toml:2:8", "microkernel"},
+        BadConfig{"duplicate_id",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nid = 9\n[[module]]\npath = \"/b\"\nkind = \"echo\"\nid = 9\n",
+                  "bad.toml:8:6", "already used by /a"},
+        BadConfig{"bad_isolation", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"vm\"\n", "bad.toml:4:13",
+                  "must be one of: inproc, process"},
+        BadConfig{"bus_on_leaf", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nbus = { capacity = 8 }\n",
+                  "bad.toml:4:7", "not a gateway and owns no bus"},
+        BadConfig{"capacity_not_power_of_two", "[bus]\ncapacity = 100\n", "bad.toml:2:12", "power of two"},
+        BadConfig{"payload_too_big", "[bus]\nmax_payload = 2000000\n", "bad.toml:2:15", "between 0 and 1048576"},
+        BadConfig{"root_up_policy", "[bus]\nup = { system = true }\n", "bad.toml:2:6", "Bus 0 has no parent"},
+        BadConfig{"unknown_config_key", "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { speed = 1 }\n",
+                  "bad.toml:4:20", "has no config key 'speed'"},
+        BadConfig{"config_wrong_type", "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { count = \"ten\" }\n",
+                  "bad.toml:4:20", "'count' must be an integer, not a string"},
+        BadConfig{"config_out_of_range", "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { count = -1 }\n",
+                  "bad.toml:4:20", "must be between 0 and"},
+        BadConfig{"config_choice", "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { scope = \"world\" }\n",
+                  "bad.toml:4:20", "must be one of: bus, subtree, up, system"},
+        BadConfig{"config_path_unknown", "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { to = \"/nowhere\" }\n",
+                  "bad.toml:4:17", "/nowhere, which is not a module"},
+        BadConfig{"process_not_yet", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\n",
+                  "bad.toml:4:13", "not available yet"}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+TEST(ConfigTest, MissingFileIsAnErrorNotACrash) {
+    const auto spec = load_system_file("/nonexistent/system.toml", standard());
+    ASSERT_FALSE(spec.has_value());
+    EXPECT_NE(spec.error().to_string().find("cannot open"), std::string::npos);
+}
+
+TEST(ConfigTest, GarbageInputIsAnErrorNotACrash) {
+    std::string junk;
+    for (int i = 0; i < 4096; ++i) junk += static_cast<char>((i * 7919) % 256);
+    EXPECT_FALSE(parse_system(junk, "junk.toml", standard()).has_value());
+}
+
+}  // namespace
+}  // namespace hmk

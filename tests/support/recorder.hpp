@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test module kinds that record what they see, for assertions on real systems.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hmk/routing.hpp"
+#include "hmk/runtime/config.hpp"
+#include "hmk/runtime/module.hpp"
+#include "hmk/runtime/system.hpp"
+
+namespace hmk::testing {
+
+struct Record {
+    ModuleId module;
+    Header header;
+    bool addressed_to_me;
+};
+
+/// Everything recorders saw, by module. Thread-safe.
+class RecordBook {
+public:
+    void add(const Record& r) {
+        const std::lock_guard lock(m_mutex);
+        m_records[r.module].push_back(r);
+    }
+    std::vector<Record> of(ModuleId id) const {
+        const std::lock_guard lock(m_mutex);
+        const auto it = m_records.find(id);
+        return it == m_records.end() ? std::vector<Record>{} : it->second;
+    }
+    std::map<ModuleId, std::vector<Record>> all() const {
+        const std::lock_guard lock(m_mutex);
+        return m_records;
+    }
+
+private:
+    mutable std::mutex m_mutex;
+    std::map<ModuleId, std::vector<Record>> m_records;
+};
+
+class Recorder final : public Module {
+public:
+    Recorder(Env& env, RecordBook& book) : m_env(env), m_book(book) {}
+    void on_message(const Message& m) override {
+        m_book.add(Record{m_env.id(), m.header, m.header.destination == m_env.id()});
+        if (m_env.config().integer("sleep_us") > 0) {
+            std::this_thread::sleep_for(std::chrono::microseconds(m_env.config().integer("sleep_us")));
+        }
+    }
+
+private:
+    Env& m_env;
+    RecordBook& m_book;
+};
+
+/// A module that throws from its handler on any message addressed to it.
+class Thrower final : public Module {
+public:
+    explicit Thrower(Env& env) : m_env(env) {}
+    void on_message(const Message& m) override {
+        if (m.header.destination == m_env.id()) throw std::runtime_error("thrower was told to fail");
+    }
+
+private:
+    Env& m_env;
+};
+
+/// Standard kinds plus `rec` (eavesdropping leaf), `recgw` (eavesdropping
+/// gateway) and `thrower`, recording into `book`.
+inline Registry test_registry(RecordBook& book) {
+    Registry r;
+    register_standard_modules(r);
+    const std::vector<ConfigKey> keys{ConfigKey("sleep_us", ConfigType::integer, std::int64_t{0},
+                                                "pause after each message")};
+    auto make = [&book](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
+        return std::unique_ptr<Module>(std::make_unique<Recorder>(env, book));
+    };
+    r.add(ModuleKind{"rec", "records every message", Role::leaf, Eavesdrop::yes, keys, make});
+    r.add(ModuleKind{"recgw", "records every message, owns a bus", Role::gateway, Eavesdrop::yes, keys, make});
+    r.add(ModuleKind{"thrower", "throws on addressed messages", Role::leaf, Eavesdrop::no, {},
+                     [](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
+                         return std::unique_ptr<Module>(std::make_unique<Thrower>(env));
+                     }});
+    return r;
+}
+
+/// Waits until `done()` holds, polling; false after `limit`.
+template <typename F>
+bool eventually(F&& done, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+}
+
+/// A booted system from TOML text; fails the test on any error.
+struct Booted {
+    Logger logger{stderr, LogLevel::warn};
+    std::unique_ptr<System> system;
+    const Topology& topology() const { return system->topology(); }
+    ModuleId id(const std::string& path) const { return topology().find(path)->id; }
+};
+
+inline std::unique_ptr<Booted> boot(const std::string& toml, const Registry& registry) {
+    auto spec = parse_system(toml, "test.toml", registry);
+    if (!spec) throw std::runtime_error(spec.error().to_string());
+    auto b = std::make_unique<Booted>();
+    auto sys = System::create(*spec, registry, b->logger);
+    if (!sys) throw std::runtime_error(sys.error());
+    b->system = std::move(sys).value();
+    if (auto started = b->system->start(); !started) throw std::runtime_error(started.error());
+    return b;
+}
+
+}  // namespace hmk::testing
