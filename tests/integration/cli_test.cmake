@@ -1,1 +1,62 @@
+# SPDX-License-Identifier: Apache-2.0
+# Runs the hmk binary as a user would and checks exit codes and output.
+# Inputs: HMK (the binary), SRC (source tree), OUT (scratch directory).
 cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE ${OUT})
+file(MAKE_DIRECTORY ${OUT})
+
+function(run_hmk expected_rc)
+    execute_process(COMMAND ${HMK} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+    if(NOT rc STREQUAL "${expected_rc}")
+        message(FATAL_ERROR "hmk ${ARGN}: exit ${rc}, wanted ${expected_rc}\nstdout:\n${out}\nstderr:\n${err}")
+    endif()
+    set(OUT_TEXT "${out}" PARENT_SCOPE)
+    set(ERR_TEXT "${err}" PARENT_SCOPE)
+endfunction()
+
+function(require text pattern)
+    string(FIND "${text}" "${pattern}" at)
+    if(at EQUAL -1)
+        message(FATAL_ERROR "expected to find '${pattern}' in:\n${text}")
+    endif()
+endfunction()
+
+set(FIG ${SRC}/examples/figure1/system.toml)
+
+# --help on every command.
+foreach(cmd "" check tree run kinds)
+    run_hmk(0 ${cmd} --help)
+    require("${OUT_TEXT}" "Usage")
+endforeach()
+run_hmk(2 nosuchcommand)
+
+# check: ok, and a bad file with FILE:LINE:COL and exit 2.
+run_hmk(0 check ${FIG})
+require("${OUT_TEXT}" "ok: system 'figure1', 13 modules, 5 buses")
+file(WRITE ${OUT}/bad.toml "[[module]]\npath = \"/a\"\nkind = \"echo\"\n[[module]]\npath = \"/a/b\"\nkind = \"echo\"\n")
+run_hmk(2 check ${OUT}/bad.toml)
+require("${ERR_TEXT}" "${OUT}/bad.toml:5:8: error: module /a/b: its parent /a is not a gateway")
+run_hmk(2 check ${OUT}/missing.toml)
+require("${ERR_TEXT}" "missing.toml: error: cannot open file")
+
+# tree: one line per module, indented by level, with kind, bus and isolation.
+run_hmk(0 tree ${FIG})
+require("${OUT_TEXT}" "/ [microkernel] id=1 level=0 owns Bus 0")
+require("${OUT_TEXT}" "\n    app1 [gateway] id=3 level=2 on /apps, owns bus /apps/app1 inproc")
+require("${OUT_TEXT}" "\n      worker [echo] id=4 level=3 on /apps/app1 inproc")
+require("${OUT_TEXT}" "\n  fs [echo] id=9 level=1 on Bus 0 inproc")
+
+# run: the Figure-1 demo passes; a failing expectation exits 1 naming its line.
+run_hmk(0 run ${FIG} --script ${SRC}/examples/figure1/demo.hmks --stats)
+require("${OUT_TEXT}" "Bus 0")
+require("${ERR_TEXT}" "reply from /apps/app1/worker: \"hello app1\" (ok)")
+file(WRITE ${OUT}/fail.hmks "send /fs data one\nexpect reply one\ntimeout 300\nsend /fs data two\nexpect reply three\n")
+run_hmk(1 run ${FIG} --script ${OUT}/fail.hmks)
+require("${ERR_TEXT}" "fail.hmks:5: expect failed: reply to / -> /fs was \"two\", wanted \"three\"")
+file(WRITE ${OUT}/syntax.hmks "send /fs data one\nexpect sometimes\n")
+run_hmk(2 run ${FIG} --script ${OUT}/syntax.hmks)
+require("${ERR_TEXT}" "syntax.hmks:2:8: error: unknown expectation 'sometimes'")
+
+# run --for: boots, runs, stops cleanly.
+run_hmk(0 run ${FIG} --for 0.3 --log-level warn)
+message(STATUS "cli: all checks passed")
