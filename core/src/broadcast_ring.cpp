@@ -32,16 +32,21 @@ constexpr std::uint32_t k_ring_version = 1;
 constexpr std::uint64_t k_busy = 1ull << 63;
 constexpr std::size_t k_control_size = 128;
 constexpr std::size_t k_slot_header = 16;
-static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && std::atomic<std::uint64_t>::is_always_lock_free,
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 &&
+                  std::atomic<std::uint64_t>::is_always_lock_free,
               "the ring relies on lock-free 64-bit atomics (they also work across processes)");
 
-constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+constexpr std::size_t round_up(std::size_t n, std::size_t to) {
+    return (n + to - 1) / to * to;
+}
 
 std::uint32_t stride_for(std::uint32_t max_payload) {
     return static_cast<std::uint32_t>(round_up(k_slot_header + k_header_size + max_payload, 64));
 }
 
-bool is_power_of_two(std::uint32_t n) { return n != 0 && (n & (n - 1)) == 0; }
+bool is_power_of_two(std::uint32_t n) {
+    return n != 0 && (n & (n - 1)) == 0;
+}
 
 // Message bytes are moved in 8-byte relaxed atomics so that a reader racing the
 // writer reads torn data (which the seqlock then discards) rather than causing
@@ -80,11 +85,16 @@ void load_words(std::byte* dst, const std::uint64_t* src, std::size_t bytes) {
 
 const char* to_string(RingError error) {
     switch (error) {
-        case RingError::misaligned: return "ring region is not 64-byte aligned";
-        case RingError::too_small: return "ring region too small";
-        case RingError::bad_geometry: return "slot count must be a power of two and payload limit at most 1 MiB";
-        case RingError::not_formatted: return "region holds no hmk ring";
-        case RingError::payload_too_large: return "payload larger than the ring's slots";
+        case RingError::misaligned:
+            return "ring region is not 64-byte aligned";
+        case RingError::too_small:
+            return "ring region too small";
+        case RingError::bad_geometry:
+            return "slot count must be a power of two and payload limit at most 1 MiB";
+        case RingError::not_formatted:
+            return "region holds no hmk ring";
+        case RingError::payload_too_large:
+            return "payload larger than the ring's slots";
     }
     return "ring error";
 }
@@ -97,7 +107,8 @@ Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> regi
                                                        std::uint32_t slot_count,
                                                        std::uint32_t max_payload) {
     static_assert(sizeof(Control) <= k_control_size);
-    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
+        return Err{RingError::misaligned};
     if (!is_power_of_two(slot_count) || max_payload > k_max_payload) {
         return Err{RingError::bad_geometry};
     }
@@ -118,7 +129,8 @@ Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> regi
 }
 
 Result<BroadcastRing, RingError> BroadcastRing::attach(std::span<std::byte> region) {
-    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
+        return Err{RingError::misaligned};
     if (region.size() < k_control_size) return Err{RingError::too_small};
     auto* control = std::launder(reinterpret_cast<Control*>(region.data()));
     if (control->magic != k_ring_magic || control->version != k_ring_version) {
@@ -142,14 +154,17 @@ BroadcastRing::Slot* BroadcastRing::slot(std::uint64_t seq) const {
     return std::launder(reinterpret_cast<Slot*>(m_slots + index * m_stride));
 }
 
-std::uint64_t BroadcastRing::head() const { return m_control->head.load(std::memory_order_acquire); }
+std::uint64_t BroadcastRing::head() const {
+    return m_control->head.load(std::memory_order_acquire);
+}
 
 std::uint64_t BroadcastRing::oldest() const {
     const std::uint64_t h = head();
     return h < m_slot_count ? 1 : h - m_slot_count + 1;
 }
 
-Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header, std::span<const std::byte> payload) {
+Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header,
+                                                        std::span<const std::byte> payload) {
     if (payload.size() > m_max_payload) return Err{RingError::payload_too_large};
     const std::uint64_t seq = m_control->head.load(std::memory_order_relaxed) + 1;
     header.seq = seq;

@@ -45,26 +45,40 @@ T get(const std::byte* in, std::size_t offset) {
 
 const char* to_string(Scope scope) {
     switch (scope) {
-        case Scope::bus: return "bus";
-        case Scope::subtree: return "subtree";
-        case Scope::up: return "up";
-        case Scope::system: return "system";
+        case Scope::bus:
+            return "bus";
+        case Scope::subtree:
+            return "subtree";
+        case Scope::up:
+            return "up";
+        case Scope::system:
+            return "system";
     }
     return "invalid";
 }
 
 const char* to_string(HeaderError error) {
     switch (error) {
-        case HeaderError::truncated: return "buffer shorter than a message header";
-        case HeaderError::bad_magic: return "bad magic";
-        case HeaderError::bad_version: return "unsupported header version";
-        case HeaderError::bad_header_size: return "bad header size";
-        case HeaderError::bad_scope: return "bad scope";
-        case HeaderError::unknown_flags: return "unknown flag bits";
-        case HeaderError::reserved_not_zero: return "reserved field not zero";
-        case HeaderError::payload_too_large: return "payload larger than allowed";
-        case HeaderError::payload_truncated: return "payload truncated";
-        case HeaderError::trailing_bytes: return "bytes after the payload";
+        case HeaderError::truncated:
+            return "buffer shorter than a message header";
+        case HeaderError::bad_magic:
+            return "bad magic";
+        case HeaderError::bad_version:
+            return "unsupported header version";
+        case HeaderError::bad_header_size:
+            return "bad header size";
+        case HeaderError::bad_scope:
+            return "bad scope";
+        case HeaderError::unknown_flags:
+            return "unknown flag bits";
+        case HeaderError::reserved_not_zero:
+            return "reserved field not zero";
+        case HeaderError::payload_too_large:
+            return "payload larger than allowed";
+        case HeaderError::payload_truncated:
+            return "payload truncated";
+        case HeaderError::trailing_bytes:
+            return "bytes after the payload";
     }
     return "unknown header error";
 }

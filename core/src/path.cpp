@@ -5,21 +5,28 @@ namespace hmk {
 
 const char* to_string(PathError error) {
     switch (error) {
-        case PathError::empty: return "path is empty";
-        case PathError::not_absolute: return "path must start with '/'";
-        case PathError::empty_segment: return "path has an empty name (\"//\" or a trailing '/')";
-        case PathError::bad_character: return "a module name may hold only A-Z a-z 0-9 _ . -";
-        case PathError::dot_segment: return "'.' and '..' are not module names";
-        case PathError::too_long: return "path longer than 255 characters";
-        case PathError::name_too_long: return "module name longer than 63 characters";
+        case PathError::empty:
+            return "path is empty";
+        case PathError::not_absolute:
+            return "path must start with '/'";
+        case PathError::empty_segment:
+            return "path has an empty name (\"//\" or a trailing '/')";
+        case PathError::bad_character:
+            return "a module name may hold only A-Z a-z 0-9 _ . -";
+        case PathError::dot_segment:
+            return "'.' and '..' are not module names";
+        case PathError::too_long:
+            return "path longer than 255 characters";
+        case PathError::name_too_long:
+            return "module name longer than 63 characters";
     }
     return "bad path";
 }
 
 namespace {
 bool is_name_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
 }
 bool fail(PathError* why, PathError e) {
     if (why != nullptr) *why = e;

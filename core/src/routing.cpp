@@ -29,8 +29,8 @@ Forward route(const Topology& topology, ModuleId gateway, Side side, const Heade
         wants_up = h.scope == Scope::up || h.scope == Scope::system;
         allowed = h.scope == Scope::up ? policy.up : policy.system;
     } else {
-        wants_up = !topology.in_subtree(h.destination, gateway) &&
-                   topology.find(h.destination) != nullptr;
+        wants_up =
+            !topology.in_subtree(h.destination, gateway) && topology.find(h.destination) != nullptr;
         allowed = policy.addressed;
     }
     // The gateway itself is trusted by its parent to speak for itself.

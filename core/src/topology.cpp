@@ -25,8 +25,9 @@ Result<Topology, TopologyError> Topology::build(std::vector<ModuleDecl> decls) {
             return Err{error(Kind::bad_path, path, to_string(why))};
         }
         if (path == "/") {
-            return Err{error(Kind::root_declared, path,
-                             "'/' is the microkernel; it is part of every system and is not declared")};
+            return Err{
+                error(Kind::root_declared, path,
+                      "'/' is the microkernel; it is part of every system and is not declared")};
         }
         if (!by_path.emplace(path, i).second) {
             return Err{error(Kind::duplicate_path, path, "module path declared twice")};
@@ -45,9 +46,9 @@ Result<Topology, TopologyError> Topology::build(std::vector<ModuleDecl> decls) {
                                  std::to_string(k_max_module_id) + ")")};
         }
         if (!by_id.emplace(id, i).second) {
-            return Err{error(Kind::duplicate_id, decls[i].path,
-                             "id " + std::to_string(id) + " is already used by " +
-                                 decls[by_id[id]].path)};
+            return Err{
+                error(Kind::duplicate_id, decls[i].path,
+                      "id " + std::to_string(id) + " is already used by " + decls[by_id[id]].path)};
         }
         next_id = std::max(next_id, id + 1);
     }
@@ -74,9 +75,9 @@ Result<Topology, TopologyError> Topology::build(std::vector<ModuleDecl> decls) {
                              "its parent " + std::string(parent) + " is not declared")};
         }
         if (decls[it->second].role != Role::gateway) {
-            return Err{error(Kind::parent_not_gateway, decls[i].path,
-                             "its parent " + std::string(parent) +
-                                 " is not a gateway and so has no child bus")};
+            return Err{error(
+                Kind::parent_not_gateway, decls[i].path,
+                "its parent " + std::string(parent) + " is not a gateway and so has no child bus")};
         }
         children_of[it->second].push_back(i);
     }
@@ -134,7 +135,9 @@ const TopologyNode* Topology::node(ModuleId id) const {
     return it == m_index_by_id.end() ? nullptr : &m_nodes[it->second];
 }
 
-const TopologyNode* Topology::find(ModuleId id) const { return node(id); }
+const TopologyNode* Topology::find(ModuleId id) const {
+    return node(id);
+}
 
 const TopologyNode* Topology::find(std::string_view path) const {
     const auto it = m_index_by_path.find(path);

@@ -6,7 +6,7 @@ namespace hmk::std_modules {
 namespace {
 
 class Echo final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         return std::unique_ptr<Module>(new Echo(env));
     }
@@ -18,7 +18,7 @@ public:
         }
     }
 
-private:
+  private:
     explicit Echo(Env& env) : m_env(env) {}
     Env& m_env;
 };
@@ -26,7 +26,8 @@ private:
 }  // namespace
 
 void add_echo(Registry& registry) {
-    registry.add<Echo>("echo", "replies to each message addressed to it with its payload", Role::leaf, {});
+    registry.add<Echo>("echo", "replies to each message addressed to it with its payload",
+                       Role::leaf, {});
 }
 
 }  // namespace hmk::std_modules

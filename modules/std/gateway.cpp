@@ -6,13 +6,13 @@ namespace hmk::std_modules {
 namespace {
 
 class Gateway final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         return std::unique_ptr<Module>(new Gateway(env));
     }
     void on_message(const Message& /*message*/) override {}
 
-private:
+  private:
     explicit Gateway(Env& env) : m_env(env) {}
     [[maybe_unused]] Env& m_env;
 };

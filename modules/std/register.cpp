@@ -35,7 +35,8 @@ std::string show_payload(std::span<const std::byte> payload, std::size_t limit) 
         out = "\"" + std::string(reinterpret_cast<const char*>(payload.data()), n) + "\"";
     } else {
         out = "hex:";
-        for (std::size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", static_cast<unsigned>(payload[i]));
+        for (std::size_t i = 0; i < n; ++i)
+            out += fmt::format("{:02x}", static_cast<unsigned>(payload[i]));
     }
     if (payload.size() > limit) out += fmt::format("...(+{} bytes)", payload.size() - limit);
     return out;

@@ -10,7 +10,7 @@ namespace hmk::std_modules {
 namespace {
 
 class Sink final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         return std::unique_ptr<Module>(new Sink(env));
     }
@@ -18,8 +18,8 @@ public:
         const Header& h = m.header;
         if (h.destination == m_env.id() && !h.is_reply()) {
             if (h.type == msg::k_stats) {
-                const std::string text = fmt::format("count={} bytes={} broadcast={} gaps={}", m_count,
-                                                     m_bytes, m_broadcast, m_gaps);
+                const std::string text = fmt::format("count={} bytes={} broadcast={} gaps={}",
+                                                     m_count, m_bytes, m_broadcast, m_gaps);
                 (void)m_env.reply(m, as_bytes(text));
                 return;
             }
@@ -39,12 +39,12 @@ public:
         if (h.correlation != 0 && last != 0 && h.correlation != last + 1) ++m_gaps;
         last = h.correlation;
         if (m_env.config().boolean("verbose")) {
-            m_env.log(LogLevel::info, fmt::format("got type {:#x} from {} ({} bytes)", h.type, h.sender,
-                                                  m.payload.size()));
+            m_env.log(LogLevel::info, fmt::format("got type {:#x} from {} ({} bytes)", h.type,
+                                                  h.sender, m.payload.size()));
         }
     }
 
-private:
+  private:
     explicit Sink(Env& env) : m_env(env) {}
     Env& m_env;
     std::uint64_t m_count = 0, m_bytes = 0, m_broadcast = 0, m_gaps = 0;
@@ -54,11 +54,11 @@ private:
 }  // namespace
 
 void add_sink(Registry& registry) {
-    registry.add<Sink>("sink",
-                       "counts messages it receives; answers 'stats' with count=N bytes=N broadcast=N "
-                       "gaps=N and 'reset' with ok",
-                       Role::leaf,
-                       {ConfigKey("verbose", ConfigType::boolean, false, "log every message")});
+    registry.add<Sink>(
+        "sink",
+        "counts messages it receives; answers 'stats' with count=N bytes=N broadcast=N "
+        "gaps=N and 'reset' with ok",
+        Role::leaf, {ConfigKey("verbose", ConfigType::boolean, false, "log every message")});
 }
 
 }  // namespace hmk::std_modules

@@ -10,11 +10,13 @@ namespace hmk::std_modules {
 namespace {
 
 class Source final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         const ModuleConfig& c = env.config();
         auto type = msg::parse_type(c.string("type"));
-        if (!type) return Err{fmt::format("'type' is \"{}\", not a type name or number", c.string("type"))};
+        if (!type)
+            return Err{
+                fmt::format("'type' is \"{}\", not a type name or number", c.string("type"))};
         ModuleId to = k_no_module;
         if (!c.string("to").empty()) to = env.topology().find(c.string("to"))->id;
         return std::unique_ptr<Module>(new Source(env, *type, to, *parse_scope(c.string("scope"))));
@@ -62,11 +64,12 @@ public:
                                          : std::chrono::nanoseconds(0);
             m_env.set_timer(period, TimerMode::once);
         } else {
-            m_env.log(LogLevel::info, fmt::format("sent {} messages ({} failed)", m_sent, m_failed));
+            m_env.log(LogLevel::info,
+                      fmt::format("sent {} messages ({} failed)", m_sent, m_failed));
         }
     }
 
-private:
+  private:
     static constexpr std::uint64_t k_burst = 256;
 
     Source(Env& env, std::uint32_t type, ModuleId to, Scope scope)
@@ -90,16 +93,20 @@ private:
 
 void add_source(Registry& registry) {
     registry.add<Source>(
-        "source", "sends 'count' messages at 'rate' per second to 'to', or broadcasts them within 'scope'",
+        "source",
+        "sends 'count' messages at 'rate' per second to 'to', or broadcasts them within 'scope'",
         Role::leaf,
         {
-            ConfigKey("to", ConfigType::path, std::string(), "destination path; empty to broadcast"),
+            ConfigKey("to", ConfigType::path, std::string(),
+                      "destination path; empty to broadcast"),
             ConfigKey("scope", ConfigType::string, std::string("bus"), "broadcast scope")
                 .one_of({"bus", "subtree", "up", "system"}),
-            ConfigKey("type", ConfigType::string, std::string("data"), "message type, name or number"),
+            ConfigKey("type", ConfigType::string, std::string("data"),
+                      "message type, name or number"),
             ConfigKey("count", ConfigType::integer, std::int64_t{10}, "messages to send")
                 .range(0, 1'000'000'000),
-            ConfigKey("rate", ConfigType::number, 100.0, "messages per second; 0 = as fast as possible"),
+            ConfigKey("rate", ConfigType::number, 100.0,
+                      "messages per second; 0 = as fast as possible"),
             ConfigKey("payload", ConfigType::string, std::string("tick"), "payload text"),
             ConfigKey("delay_ms", ConfigType::integer, std::int64_t{0}, "wait before sending")
                 .range(0, 3'600'000),

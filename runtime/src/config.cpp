@@ -3,10 +3,10 @@
 
 #include <fmt/core.h>
 
+#include <toml++/toml.h>
 #include <fstream>
 #include <map>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace hmk {
 namespace {
@@ -30,13 +30,20 @@ struct Loader {
 
 const char* type_name(const toml::node& node) {
     switch (node.type()) {
-        case toml::node_type::table: return "a table";
-        case toml::node_type::array: return "an array";
-        case toml::node_type::string: return "a string";
-        case toml::node_type::integer: return "an integer";
-        case toml::node_type::floating_point: return "a number";
-        case toml::node_type::boolean: return "a boolean";
-        default: return "a date or time";
+        case toml::node_type::table:
+            return "a table";
+        case toml::node_type::array:
+            return "an array";
+        case toml::node_type::string:
+            return "a string";
+        case toml::node_type::integer:
+            return "an integer";
+        case toml::node_type::floating_point:
+            return "a number";
+        case toml::node_type::boolean:
+            return "a boolean";
+        default:
+            return "a date or time";
     }
 }
 
@@ -48,8 +55,8 @@ Result<void, ConfigError> only_keys(const Loader& ld, const toml::table& table,
         if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
             std::string list;
             for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-            return ld.fail(node, fmt::format("unknown key '{}' in {} (expected one of: {})", key.str(),
-                                             where, list));
+            return ld.fail(node, fmt::format("unknown key '{}' in {} (expected one of: {})",
+                                             key.str(), where, list));
         }
     }
     return {};
@@ -73,9 +80,11 @@ Result<std::uint32_t, ConfigError> get_u32(const Loader& ld, const toml::node& n
 
 Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node, bool is_root) {
     const toml::table* t = node.as_table();
-    if (t == nullptr) return ld.fail(node, fmt::format("'bus' must be a table, not {}", type_name(node)));
+    if (t == nullptr)
+        return ld.fail(node, fmt::format("'bus' must be a table, not {}", type_name(node)));
     if (is_root) {
-        HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload"}, "[bus] (Bus 0 has no parent, so no 'up' policy)"));
+        HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload"},
+                          "[bus] (Bus 0 has no parent, so no 'up' policy)"));
     } else {
         HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload", "up"}, "a module's 'bus' table"));
     }
@@ -83,7 +92,8 @@ Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node,
     if (const toml::node* n = t->get("capacity")) {
         bus.capacity = HMK_TRY(get_u32(ld, *n, "capacity", 2, 1 << 20));
         if ((bus.capacity & (bus.capacity - 1)) != 0) {
-            return ld.fail(*n, fmt::format("'capacity' is {}, must be a power of two", bus.capacity));
+            return ld.fail(*n,
+                           fmt::format("'capacity' is {}, must be a power of two", bus.capacity));
         }
     }
     if (const toml::node* n = t->get("max_payload")) {
@@ -91,11 +101,15 @@ Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node,
     }
     if (const toml::node* n = t->get("up")) {
         const toml::table* up = n->as_table();
-        if (up == nullptr) return ld.fail(*n, fmt::format("'up' must be a table, not {}", type_name(*n)));
+        if (up == nullptr)
+            return ld.fail(*n, fmt::format("'up' must be a table, not {}", type_name(*n)));
         HMK_TRY(only_keys(ld, *up, {"addressed", "up", "system"}, "an 'up' policy"));
-        if (const toml::node* v = up->get("addressed")) bus.up.addressed = HMK_TRY(get_as<bool>(ld, *v, "addressed", "a boolean"));
-        if (const toml::node* v = up->get("up")) bus.up.up = HMK_TRY(get_as<bool>(ld, *v, "up", "a boolean"));
-        if (const toml::node* v = up->get("system")) bus.up.system = HMK_TRY(get_as<bool>(ld, *v, "system", "a boolean"));
+        if (const toml::node* v = up->get("addressed"))
+            bus.up.addressed = HMK_TRY(get_as<bool>(ld, *v, "addressed", "a boolean"));
+        if (const toml::node* v = up->get("up"))
+            bus.up.up = HMK_TRY(get_as<bool>(ld, *v, "up", "a boolean"));
+        if (const toml::node* v = up->get("system"))
+            bus.up.system = HMK_TRY(get_as<bool>(ld, *v, "system", "a boolean"));
     }
     return bus;
 }
@@ -103,25 +117,28 @@ Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node,
 // Checks a module's `config` table against its kind's schema and fills defaults.
 // Path-typed keys are checked later, once the tree is known.
 Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const ModuleKind& kind,
-                                                      const toml::table* table, const toml::node& owner) {
+                                                      const toml::table* table,
+                                                      const toml::node& owner) {
     ModuleConfig config;
     if (table != nullptr) {
         for (const auto& [key, node] : *table) {
+            const std::string_view name = key.str();  // (clang 14 cannot capture bindings)
             const auto it = std::find_if(kind.config.begin(), kind.config.end(),
-                                         [&](const ConfigKey& k) { return k.name == key.str(); });
+                                         [&](const ConfigKey& k) { return k.name == name; });
             if (it == kind.config.end()) {
                 std::string list;
                 for (const auto& k : kind.config) list += (list.empty() ? "" : ", ") + k.name;
-                return ld.fail(node, fmt::format("module kind '{}' has no config key '{}' (it takes: {})",
-                                                 kind.name, key.str(), list.empty() ? "none" : list));
+                return ld.fail(node,
+                               fmt::format("module kind '{}' has no config key '{}' (it takes: {})",
+                                           kind.name, key.str(), list.empty() ? "none" : list));
             }
             const ConfigKey& k = *it;
             switch (k.type) {
                 case ConfigType::integer: {
                     const auto v = HMK_TRY(get_as<std::int64_t>(ld, node, k.name, "an integer"));
                     if (v < k.min || v > k.max) {
-                        return ld.fail(node, fmt::format("'{}' is {}, must be between {} and {}", k.name, v,
-                                                         k.min, k.max));
+                        return ld.fail(node, fmt::format("'{}' is {}, must be between {} and {}",
+                                                         k.name, v, k.min, k.max));
                     }
                     config.set(k.name, v);
                     break;
@@ -139,12 +156,15 @@ Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const Mo
                     break;
                 case ConfigType::string:
                 case ConfigType::path: {
-                    auto v = HMK_TRY(get_as<std::string>(ld, node, k.name,
-                                                         k.type == ConfigType::path ? "a module path string" : "a string"));
-                    if (!k.choices.empty() && std::find(k.choices.begin(), k.choices.end(), v) == k.choices.end()) {
+                    auto v = HMK_TRY(get_as<std::string>(
+                        ld, node, k.name,
+                        k.type == ConfigType::path ? "a module path string" : "a string"));
+                    if (!k.choices.empty() &&
+                        std::find(k.choices.begin(), k.choices.end(), v) == k.choices.end()) {
                         std::string list;
                         for (const auto& c : k.choices) list += (list.empty() ? "" : ", ") + c;
-                        return ld.fail(node, fmt::format("'{}' is \"{}\", must be one of: {}", k.name, v, list));
+                        return ld.fail(node, fmt::format("'{}' is \"{}\", must be one of: {}",
+                                                         k.name, v, list));
                     }
                     config.set(k.name, std::move(v));
                     break;
@@ -155,8 +175,8 @@ Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const Mo
     for (const ConfigKey& k : kind.config) {
         if (config.has(k.name)) continue;
         if (k.required) {
-            return ld.fail(owner, fmt::format("module kind '{}' needs config key '{}' ({})", kind.name,
-                                              k.name, k.help));
+            return ld.fail(owner, fmt::format("module kind '{}' needs config key '{}' ({})",
+                                              kind.name, k.name, k.help));
         }
         config.set(k.name, k.fallback);
     }
@@ -167,9 +187,11 @@ Result<Isolation, ConfigError> parse_isolation(const Loader& ld, const toml::nod
     const auto text = HMK_TRY(get_as<std::string>(ld, node, "isolation", "a string"));
     if (text == "inproc") return Isolation::inproc;
     if (text == "process") {
-        return ld.fail(node, "isolation 'process' is not available yet in this build (use 'inproc')");
+        return ld.fail(node,
+                       "isolation 'process' is not available yet in this build (use 'inproc')");
     }
-    return ld.fail(node, fmt::format("'isolation' is \"{}\", must be one of: inproc, process", text));
+    return ld.fail(node,
+                   fmt::format("'isolation' is \"{}\", must be one of: inproc, process", text));
 }
 
 struct PendingModule {
@@ -189,10 +211,13 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
 
     if (const toml::node* n = root.get("system")) {
         const toml::table* t = n->as_table();
-        if (t == nullptr) return ld.fail(*n, fmt::format("'system' must be a table, not {}", type_name(*n)));
+        if (t == nullptr)
+            return ld.fail(*n, fmt::format("'system' must be a table, not {}", type_name(*n)));
         HMK_TRY(only_keys(ld, *t, {"name", "description"}, "[system]"));
-        if (const toml::node* v = t->get("name")) spec.name = HMK_TRY(get_as<std::string>(ld, *v, "name", "a string"));
-        if (const toml::node* v = t->get("description")) (void)HMK_TRY(get_as<std::string>(ld, *v, "description", "a string"));
+        if (const toml::node* v = t->get("name"))
+            spec.name = HMK_TRY(get_as<std::string>(ld, *v, "name", "a string"));
+        if (const toml::node* v = t->get("description"))
+            (void)HMK_TRY(get_as<std::string>(ld, *v, "description", "a string"));
     }
     if (const toml::node* n = root.get("bus")) spec.root_bus = HMK_TRY(parse_bus(ld, *n, true));
 
@@ -200,48 +225,60 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
     if (const toml::node* n = root.get("module")) {
         const toml::array* arr = n->as_array();
         if (arr == nullptr) {
-            return ld.fail(*n, fmt::format("'module' must be an array of tables ([[module]]), not {}", type_name(*n)));
+            return ld.fail(*n,
+                           fmt::format("'module' must be an array of tables ([[module]]), not {}",
+                                       type_name(*n)));
         }
         for (const toml::node& item : *arr) {
             const toml::table* t = item.as_table();
-            if (t == nullptr) return ld.fail(item, fmt::format("each module must be a table, not {}", type_name(item)));
-            HMK_TRY(only_keys(ld, *t, {"path", "kind", "id", "isolation", "bus", "config"}, "a [[module]] table"));
+            if (t == nullptr)
+                return ld.fail(item,
+                               fmt::format("each module must be a table, not {}", type_name(item)));
+            HMK_TRY(only_keys(ld, *t, {"path", "kind", "id", "isolation", "bus", "config"},
+                              "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
             pm.spec.where = ld.at(item);
             const toml::node* path = t->get("path");
-            if (path == nullptr) return ld.fail(item, "a module needs a 'path' (e.g. path = \"/apps\")");
+            if (path == nullptr)
+                return ld.fail(item, "a module needs a 'path' (e.g. path = \"/apps\")");
             pm.path_node = path;
             pm.spec.path = HMK_TRY(get_as<std::string>(ld, *path, "path", "a string"));
             PathError why{};
             if (!is_valid_path(pm.spec.path, &why)) {
-                return ld.fail(*path, fmt::format("bad module path \"{}\": {}", pm.spec.path, to_string(why)));
+                return ld.fail(
+                    *path, fmt::format("bad module path \"{}\": {}", pm.spec.path, to_string(why)));
             }
             const toml::node* kind = t->get("kind");
-            if (kind == nullptr) return ld.fail(item, fmt::format("module {} needs a 'kind'", pm.spec.path));
+            if (kind == nullptr)
+                return ld.fail(item, fmt::format("module {} needs a 'kind'", pm.spec.path));
             pm.spec.kind = HMK_TRY(get_as<std::string>(ld, *kind, "kind", "a string"));
             pm.kind = ld.registry.find(pm.spec.kind);
             if (pm.kind == nullptr) {
                 std::string list;
                 for (const auto& k : ld.registry.names()) list += (list.empty() ? "" : ", ") + k;
-                return ld.fail(*kind, fmt::format("no module kind '{}' (known kinds: {})", pm.spec.kind, list));
+                return ld.fail(*kind, fmt::format("no module kind '{}' (known kinds: {})",
+                                                  pm.spec.kind, list));
             }
             if (const toml::node* id = t->get("id")) {
                 pm.id_node = id;
                 pm.spec.id = HMK_TRY(get_u32(ld, *id, "id", 2, k_max_module_id));
             }
-            if (const toml::node* iso = t->get("isolation")) pm.spec.isolation = HMK_TRY(parse_isolation(ld, *iso));
+            if (const toml::node* iso = t->get("isolation"))
+                pm.spec.isolation = HMK_TRY(parse_isolation(ld, *iso));
             if (const toml::node* bus = t->get("bus")) {
                 if (pm.kind->role != Role::gateway) {
-                    return ld.fail(*bus, fmt::format("module {} of kind '{}' is not a gateway and owns no bus",
-                                                     pm.spec.path, pm.spec.kind));
+                    return ld.fail(
+                        *bus, fmt::format("module {} of kind '{}' is not a gateway and owns no bus",
+                                          pm.spec.path, pm.spec.kind));
                 }
                 pm.spec.bus = HMK_TRY(parse_bus(ld, *bus, false));
             }
             if (const toml::node* cfg = t->get("config")) {
                 pm.config_table = cfg->as_table();
                 if (pm.config_table == nullptr) {
-                    return ld.fail(*cfg, fmt::format("'config' must be a table, not {}", type_name(*cfg)));
+                    return ld.fail(
+                        *cfg, fmt::format("'config' must be a table, not {}", type_name(*cfg)));
                 }
             }
             pm.spec.config = HMK_TRY(parse_module_config(ld, *pm.kind, pm.config_table, item));
@@ -259,17 +296,17 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
         for (const auto& pm : pending) {
             if (pm.spec.path == e.path) culprit = &pm;  // the later one, for duplicates
         }
-        const toml::node& where = culprit != nullptr
-                                      ? (e.kind == TopologyError::Kind::duplicate_id && culprit->id_node
-                                             ? *culprit->id_node
-                                             : *culprit->path_node)
-                                      : static_cast<const toml::node&>(root);
+        const toml::node& where =
+            culprit != nullptr ? (e.kind == TopologyError::Kind::duplicate_id && culprit->id_node
+                                      ? *culprit->id_node
+                                      : *culprit->path_node)
+                               : static_cast<const toml::node&>(root);
         std::string message = fmt::format("module {}: {}", e.path, e.detail);
         if (e.kind == TopologyError::Kind::duplicate_path) {
             for (const auto& pm : pending) {
                 if (pm.spec.path == e.path) {
-                    message += fmt::format(" (first declared at {}:{}:{})", pm.spec.where.file, pm.spec.where.line,
-                                           pm.spec.where.column);
+                    message += fmt::format(" (first declared at {}:{}:{})", pm.spec.where.file,
+                                           pm.spec.where.line, pm.spec.where.column);
                     break;
                 }
             }
@@ -286,9 +323,11 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             const std::string& target = pm.spec.config.string(k.name);
             if (target.empty() && !k.required) continue;
             if (spec.topology.find(target) == nullptr) {
-                const toml::node* n = pm.config_table != nullptr ? pm.config_table->get(k.name) : nullptr;
+                const toml::node* n =
+                    pm.config_table != nullptr ? pm.config_table->get(k.name) : nullptr;
                 return ld.fail(n != nullptr ? *n : *pm.node,
-                               fmt::format("'{}' names {}, which is not a module of this system", k.name, target));
+                               fmt::format("'{}' names {}, which is not a module of this system",
+                                           k.name, target));
             }
         }
         spec.modules.push_back(std::move(pm.spec));
@@ -318,7 +357,8 @@ Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::s
     return build_spec(ld, root);
 }
 
-Result<SystemSpec, ConfigError> load_system_file(const std::string& path, const Registry& registry) {
+Result<SystemSpec, ConfigError> load_system_file(const std::string& path,
+                                                 const Registry& registry) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return Err{ConfigError{Where{path, 0, 0}, "cannot open file"}};
     std::ostringstream text;

@@ -11,9 +11,11 @@ namespace hmk::detail {
 namespace {
 
 std::byte* allocate_region(std::size_t size) {
-    return static_cast<std::byte*>(::operator new(size, std::align_val_t{64}));
+    return static_cast<std::byte*>(::operator new (size, std::align_val_t{64}));
 }
-void free_region(std::byte* p) { ::operator delete(p, std::align_val_t{64}); }
+void free_region(std::byte* p) {
+    ::operator delete (p, std::align_val_t{64});
+}
 
 BroadcastRing make_ring(std::byte* memory, const BusSettings& s) {
     auto ring = BroadcastRing::create(
@@ -32,11 +34,13 @@ InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
       m_name(std::move(name)),
       m_settings(settings),
       m_topology(topology),
-      m_memory(allocate_region(BroadcastRing::region_size(settings.slot_count, settings.max_payload)),
-               free_region),
+      m_memory(
+          allocate_region(BroadcastRing::region_size(settings.slot_count, settings.max_payload)),
+          free_region),
       m_ring(make_ring(m_memory.get(), settings)) {}
 
-Result<std::uint64_t, SendError> InprocBus::publish(Header header, std::span<const std::byte> payload,
+Result<std::uint64_t, SendError> InprocBus::publish(Header header,
+                                                    std::span<const std::byte> payload,
                                                     ModuleId via) {
     if (payload.size() > m_settings.max_payload) return Err{SendError::payload_too_large};
     // The owner's checks: the module putting the message here must be attached

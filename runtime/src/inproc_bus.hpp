@@ -34,7 +34,7 @@ struct BusSettings {
 /// the ring keeps a single writer and one total order. The bus, as its owner's
 /// agent, stamps seq, bus, via and timestamp and checks the claimed sender.
 class InprocBus {
-public:
+  public:
     InprocBus(BusId id, std::string name, const BusSettings& settings, const Topology& topology);
     InprocBus(const InprocBus&) = delete;
     InprocBus& operator=(const InprocBus&) = delete;
@@ -58,7 +58,7 @@ public:
     std::uint64_t bytes() const { return m_bytes.load(std::memory_order_relaxed); }
     std::uint64_t rejected() const { return m_rejected.load(std::memory_order_relaxed); }
 
-private:
+  private:
     void wake_armed();
 
     BusId m_id;

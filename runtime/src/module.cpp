@@ -7,11 +7,16 @@ namespace hmk {
 
 const char* to_string(SendError error) {
     switch (error) {
-        case SendError::payload_too_large: return "payload larger than the bus allows";
-        case SendError::unknown_destination: return "no such destination module";
-        case SendError::no_child_bus: return "only a gateway has a child bus";
-        case SendError::rejected: return "rejected by the bus owner";
-        case SendError::stopped: return "system is stopping";
+        case SendError::payload_too_large:
+            return "payload larger than the bus allows";
+        case SendError::unknown_destination:
+            return "no such destination module";
+        case SendError::no_child_bus:
+            return "only a gateway has a child bus";
+        case SendError::rejected:
+            return "rejected by the bus owner";
+        case SendError::stopped:
+            return "system is stopping";
     }
     return "send error";
 }

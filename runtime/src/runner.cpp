@@ -50,7 +50,9 @@ Runner::~Runner() {
     join();
 }
 
-void Runner::start() { m_thread = std::thread([this] { run(); }); }
+void Runner::start() {
+    m_thread = std::thread([this] { run(); });
+}
 
 void Runner::request_stop() {
     m_stop.store(true, std::memory_order_seq_cst);
@@ -97,8 +99,8 @@ void Runner::run() {
         guarded("create", [&] {
             auto made = m_kind->create(*this);
             if (!made) {
-                log(LogLevel::error, fmt::format("cannot create module of kind '{}': {}", m_kind->name,
-                                                 made.error()));
+                log(LogLevel::error, fmt::format("cannot create module of kind '{}': {}",
+                                                 m_kind->name, made.error()));
                 m_state.store(ModuleState::failed);
                 return;
             }
@@ -116,7 +118,8 @@ void Runner::run() {
     int idle = 0;
     while (!m_stop.load(std::memory_order_relaxed) && m_state.load() == ModuleState::running) {
         bool work = false;
-        if (m_parent_bus != nullptr) work |= drain(*m_parent_bus, m_parent_cursor, Side::parent_bus);
+        if (m_parent_bus != nullptr)
+            work |= drain(*m_parent_bus, m_parent_cursor, Side::parent_bus);
         if (m_child_bus != nullptr) work |= drain(*m_child_bus, m_child_cursor, Side::child_bus);
         work |= fire_timers();
         if (work) {
@@ -168,8 +171,8 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         if (f.down) forward(Direction::down, message);
         if (f.denied) m_denied.fetch_add(1, std::memory_order_relaxed);
     }
-    const bool deliver = m_eavesdrop ? !is_own_forward(m_id, message.header)
-                                     : is_for(m_id, message.header);
+    const bool deliver =
+        m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
     if (!deliver) return;
     m_rx.fetch_add(1, std::memory_order_relaxed);
     // Liveness is answered by the runtime, so it also proves the module's
@@ -188,7 +191,8 @@ void Runner::forward(Direction direction, const Message& message) {
     Header h = message.header;
     std::span<const std::byte> payload = message.payload;
     Verdict verdict = Verdict::forward;
-    guarded("on_forward", [&] { verdict = m_module->on_forward(direction, message, m_translation); });
+    guarded("on_forward",
+            [&] { verdict = m_module->on_forward(direction, message, m_translation); });
     if (verdict == Verdict::drop || m_state.load() != ModuleState::running) {
         m_denied.fetch_add(1, std::memory_order_relaxed);
         return;
@@ -247,7 +251,9 @@ Result<void, SendError> Runner::send_child(const Outgoing& message) {
     return publish_on(m_child_bus, message);
 }
 
-Result<void, SendError> Runner::send_as(const Outgoing& message) { return send(message); }
+Result<void, SendError> Runner::send_as(const Outgoing& message) {
+    return send(message);
+}
 
 TimerId Runner::set_timer(std::chrono::nanoseconds delay, TimerMode mode) {
     const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, delay.count()));
@@ -257,7 +263,9 @@ TimerId Runner::set_timer(std::chrono::nanoseconds delay, TimerMode mode) {
     return id;
 }
 
-void Runner::cancel_timer(TimerId id) { m_timers.erase(id); }
+void Runner::cancel_timer(TimerId id) {
+    m_timers.erase(id);
+}
 
 bool Runner::fire_timers() {
     if (m_deadlines.empty()) return false;
@@ -265,7 +273,8 @@ bool Runner::fire_timers() {
     bool fired = false;
     while (!m_deadlines.empty() && m_deadlines.begin()->first <= now &&
            m_state.load(std::memory_order_relaxed) == ModuleState::running) {
-        const auto [deadline, id] = *m_deadlines.begin();
+        const std::uint64_t deadline = m_deadlines.begin()->first;
+        const TimerId id = m_deadlines.begin()->second;
         m_deadlines.erase(m_deadlines.begin());
         const auto it = m_timers.find(id);
         if (it == m_timers.end()) continue;  // cancelled
@@ -281,9 +290,13 @@ bool Runner::fire_timers() {
     return fired;
 }
 
-std::uint64_t Runner::now_ns() { return platform::monotonic_ns(); }
+std::uint64_t Runner::now_ns() {
+    return platform::monotonic_ns();
+}
 
-void Runner::log(LogLevel level, std::string_view text) { m_host.logger().log(level, m_path, text); }
+void Runner::log(LogLevel level, std::string_view text) {
+    m_host.logger().log(level, m_path, text);
+}
 
 void Runner::sleep_until_work() {
     const std::uint32_t word = m_doorbell.word.load(std::memory_order_seq_cst);
@@ -292,9 +305,10 @@ void Runner::sleep_until_work() {
     if (m_child_bus != nullptr) m_child_bus->reader_armed();
     std::atomic_thread_fence(std::memory_order_seq_cst);
 
-    const bool pending = m_stop.load() ||
-                         (m_parent_bus != nullptr && m_parent_bus->ring().head() >= m_parent_cursor) ||
-                         (m_child_bus != nullptr && m_child_bus->ring().head() >= m_child_cursor);
+    const bool pending =
+        m_stop.load() ||
+        (m_parent_bus != nullptr && m_parent_bus->ring().head() >= m_parent_cursor) ||
+        (m_child_bus != nullptr && m_child_bus->ring().head() >= m_child_cursor);
     if (!pending) {
         std::int64_t timeout = -1;
         if (!m_deadlines.empty()) {

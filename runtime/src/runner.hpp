@@ -17,7 +17,7 @@ namespace hmk::detail {
 
 /// Callbacks from a runner to the system that owns it.
 class RunnerHost {
-public:
+  public:
     virtual ~RunnerHost() = default;
     virtual Logger& logger() = 0;
     virtual const Topology& topology() const = 0;
@@ -30,7 +30,7 @@ public:
 /// forwards for gateways, hands messages to the module, fires its timers.
 /// It is the module's Env.
 class Runner final : public Env {
-public:
+  public:
     /// `spec` is null for the root. The module is made by `kind` on the runner's thread.
     Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind, InprocBus* parent_bus,
            InprocBus* child_bus);
@@ -62,7 +62,7 @@ public:
     /// Any thread: publishes as this module (operator injection).
     Result<void, SendError> send_as(const Outgoing& message);
 
-private:
+  private:
     void run();
     bool drain(InprocBus& bus, std::uint64_t& cursor, Side side);
     void handle(Side side, std::span<const std::byte> record);
@@ -101,8 +101,8 @@ private:
     std::unordered_map<TimerId, Timer> m_timers;
 
     std::atomic<ModuleState> m_state{ModuleState::created};
-    std::atomic<std::uint64_t> m_rx{0}, m_tx{0}, m_seen{0}, m_fwd_up{0}, m_fwd_down{0},
-        m_denied{0}, m_lost{0}, m_invalid{0}, m_send_errors{0};
+    std::atomic<std::uint64_t> m_rx{0}, m_tx{0}, m_seen{0}, m_fwd_up{0}, m_fwd_down{0}, m_denied{0},
+        m_lost{0}, m_invalid{0}, m_send_errors{0};
 };
 
 }  // namespace hmk::detail

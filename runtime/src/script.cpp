@@ -19,7 +19,8 @@ struct Token {
 
 using Op = ScriptCommand::Op;
 
-Err<ConfigError> fail(const std::string& file, std::uint32_t line, std::uint32_t column, std::string message) {
+Err<ConfigError> fail(const std::string& file, std::uint32_t line, std::uint32_t column,
+                      std::string message) {
     return Err{ConfigError{SourceLocation{file, line, column}, std::move(message)}};
 }
 
@@ -37,7 +38,10 @@ Result<std::vector<Token>, ConfigError> tokenize(const std::string& file, std::u
     std::vector<Token> tokens;
     std::size_t i = 0;
     while (i < line.size()) {
-        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r') { ++i; continue; }
+        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r') {
+            ++i;
+            continue;
+        }
         if (line[i] == '#') break;
         Token t{{}, static_cast<std::uint32_t>(i + 1), false};
         if (line[i] == '"') {
@@ -46,30 +50,48 @@ Result<std::vector<Token>, ConfigError> tokenize(const std::string& file, std::u
             bool closed = false;
             while (i < line.size()) {
                 const char c = line[i++];
-                if (c == '"') { closed = true; break; }
-                if (c != '\\') { t.text += c; continue; }
+                if (c == '"') {
+                    closed = true;
+                    break;
+                }
+                if (c != '\\') {
+                    t.text += c;
+                    continue;
+                }
                 if (i >= line.size()) break;
                 const char e = line[i++];
                 switch (e) {
-                    case 'n': t.text += '\n'; break;
-                    case 't': t.text += '\t'; break;
-                    case '"': t.text += '"'; break;
-                    case '\\': t.text += '\\'; break;
+                    case 'n':
+                        t.text += '\n';
+                        break;
+                    case 't':
+                        t.text += '\t';
+                        break;
+                    case '"':
+                        t.text += '"';
+                        break;
+                    case '\\':
+                        t.text += '\\';
+                        break;
                     case 'x': {
                         const int hi = i < line.size() ? hex_digit(line[i]) : -1;
                         const int lo = i + 1 < line.size() ? hex_digit(line[i + 1]) : -1;
-                        if (hi < 0 || lo < 0) return fail(file, line_no, static_cast<std::uint32_t>(i), "\\x needs two hex digits");
+                        if (hi < 0 || lo < 0)
+                            return fail(file, line_no, static_cast<std::uint32_t>(i),
+                                        "\\x needs two hex digits");
                         t.text += static_cast<char>(hi * 16 + lo);
                         i += 2;
                         break;
                     }
                     default:
-                        return fail(file, line_no, static_cast<std::uint32_t>(i), fmt::format("unknown escape \\{}", e));
+                        return fail(file, line_no, static_cast<std::uint32_t>(i),
+                                    fmt::format("unknown escape \\{}", e));
                 }
             }
             if (!closed) return fail(file, line_no, t.column, "unterminated string");
         } else {
-            while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r') t.text += line[i++];
+            while (i < line.size() && line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
+                t.text += line[i++];
         }
         tokens.push_back(std::move(t));
     }
@@ -77,11 +99,13 @@ Result<std::vector<Token>, ConfigError> tokenize(const std::string& file, std::u
 }
 
 // Payload words: "text", a bare word, or hex:0a0b...
-Result<std::string, ConfigError> payload_of(const std::string& file, std::uint32_t line, const Token& t) {
+Result<std::string, ConfigError> payload_of(const std::string& file, std::uint32_t line,
+                                            const Token& t) {
     if (t.quoted || t.text.rfind("hex:", 0) != 0) return t.text;
     std::string out;
     const std::string_view hex = std::string_view(t.text).substr(4);
-    if (hex.size() % 2 != 0) return fail(file, line, t.column, "hex payload needs an even number of digits");
+    if (hex.size() % 2 != 0)
+        return fail(file, line, t.column, "hex payload needs an even number of digits");
     for (std::size_t i = 0; i < hex.size(); i += 2) {
         const int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
         if (hi < 0 || lo < 0) return fail(file, line, t.column, "bad hex digit in payload");
@@ -100,14 +124,15 @@ std::optional<std::uint64_t> parse_number(std::string_view s) {
     return v;
 }
 
-constexpr std::string_view k_stat_keys[] = {"rx", "tx", "seen", "fwd_up", "fwd_down", "fwd",
-                                            "denied", "lost", "invalid", "send_errors"};
+constexpr std::string_view k_stat_keys[] = {"rx",  "tx",     "seen", "fwd_up",  "fwd_down",
+                                            "fwd", "denied", "lost", "invalid", "send_errors"};
 constexpr std::string_view k_bus_keys[] = {"published", "bytes", "rejected"};
 constexpr std::string_view k_comparisons[] = {"==", "!=", "<", "<=", ">", ">="};
 
 template <std::size_t N>
 bool one_of(std::string_view s, const std::string_view (&list)[N]) {
-    for (auto x : list) if (x == s) return true;
+    for (auto x : list)
+        if (x == s) return true;
     return false;
 }
 template <std::size_t N>
@@ -164,50 +189,70 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         ScriptCommand c;
         c.line = line_no;
         auto need = [&](std::size_t n, const char* usage) -> Result<void, ConfigError> {
-            if (tokens.size() < n) return fail(file, line_no, tokens.back().column, fmt::format("too few words; usage: {}", usage));
+            if (tokens.size() < n)
+                return fail(file, line_no, tokens.back().column,
+                            fmt::format("too few words; usage: {}", usage));
             return {};
         };
         auto module_path = [&](const Token& t) -> Result<std::string, ConfigError> {
             if (topology.find(t.text) == nullptr) {
-                return fail(file, line_no, t.column, fmt::format("no module {} in this system", t.text));
+                return fail(file, line_no, t.column,
+                            fmt::format("no module {} in this system", t.text));
             }
             return t.text;
         };
         auto bus_path = [&](const Token& t) -> Result<std::string, ConfigError> {
             const TopologyNode* n = topology.find(t.text);
             if (n == nullptr || !n->is_gateway()) {
-                return fail(file, line_no, t.column, fmt::format("{} owns no bus (name a gateway, or / for Bus 0)", t.text));
+                return fail(file, line_no, t.column,
+                            fmt::format("{} owns no bus (name a gateway, or / for Bus 0)", t.text));
             }
             return t.text;
         };
         std::size_t consumed = 0;
         if (word == "send") {
-            static constexpr const char* usage = "send [--from PATH] [--scope bus|subtree|up|system] DEST|* TYPE [PAYLOAD]";
+            static constexpr const char* usage =
+                "send [--from PATH] [--scope bus|subtree|up|system] DEST|* TYPE [PAYLOAD]";
             c.op = Op::send;
             std::size_t i = 1;
             while (i < tokens.size() && !tokens[i].quoted && tokens[i].text.rfind("--", 0) == 0) {
                 const Token& flag = tokens[i];
-                if (i + 1 >= tokens.size()) return fail(file, line_no, flag.column, fmt::format("{} needs a value", flag.text));
+                if (i + 1 >= tokens.size())
+                    return fail(file, line_no, flag.column,
+                                fmt::format("{} needs a value", flag.text));
                 if (flag.text == "--from") {
                     c.from = HMK_TRY(module_path(tokens[i + 1]));
                 } else if (flag.text == "--scope") {
                     const std::string& s = tokens[i + 1].text;
-                    if (s == "bus") c.scope = Scope::bus;
-                    else if (s == "subtree") c.scope = Scope::subtree;
-                    else if (s == "up") c.scope = Scope::up;
-                    else if (s == "system") c.scope = Scope::system;
-                    else return fail(file, line_no, tokens[i + 1].column, fmt::format("unknown scope '{}' (bus, subtree, up, system)", s));
+                    if (s == "bus")
+                        c.scope = Scope::bus;
+                    else if (s == "subtree")
+                        c.scope = Scope::subtree;
+                    else if (s == "up")
+                        c.scope = Scope::up;
+                    else if (s == "system")
+                        c.scope = Scope::system;
+                    else
+                        return fail(
+                            file, line_no, tokens[i + 1].column,
+                            fmt::format("unknown scope '{}' (bus, subtree, up, system)", s));
                 } else {
-                    return fail(file, line_no, flag.column, fmt::format("unknown option {}; usage: {}", flag.text, usage));
+                    return fail(file, line_no, flag.column,
+                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
                 }
                 i += 2;
             }
-            if (tokens.size() < i + 2) return fail(file, line_no, tokens.back().column, fmt::format("too few words; usage: {}", usage));
+            if (tokens.size() < i + 2)
+                return fail(file, line_no, tokens.back().column,
+                            fmt::format("too few words; usage: {}", usage));
             if (tokens[i].text != "*") c.path = HMK_TRY(module_path(tokens[i]));
             const auto type = msg::parse_type(tokens[i + 1].text);
-            if (!type) return fail(file, line_no, tokens[i + 1].column, fmt::format("unknown message type '{}'", tokens[i + 1].text));
+            if (!type)
+                return fail(file, line_no, tokens[i + 1].column,
+                            fmt::format("unknown message type '{}'", tokens[i + 1].text));
             c.type = *type;
-            if (tokens.size() > i + 2) c.payload = HMK_TRY(payload_of(file, line_no, tokens[i + 2]));
+            if (tokens.size() > i + 2)
+                c.payload = HMK_TRY(payload_of(file, line_no, tokens[i + 2]));
             consumed = std::min(tokens.size(), i + 3);
         } else if (word == "expect") {
             HMK_TRY(need(2, "expect reply|reply~|no-reply|stat|bus|state ..."));
@@ -222,21 +267,26 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                 consumed = 2;
             } else if (what == "stat" || what == "bus") {
                 const bool bus = what == "bus";
-                HMK_TRY(need(6, bus ? "expect bus PATH published|bytes|rejected OP N" : "expect stat PATH KEY OP N"));
+                HMK_TRY(need(6, bus ? "expect bus PATH published|bytes|rejected OP N"
+                                    : "expect stat PATH KEY OP N"));
                 c.op = bus ? Op::expect_bus : Op::expect_stat;
                 c.path = bus ? HMK_TRY(bus_path(tokens[2])) : HMK_TRY(module_path(tokens[2]));
                 c.key = tokens[3].text;
                 if (bus ? !one_of(c.key, k_bus_keys) : !one_of(c.key, k_stat_keys)) {
-                    return fail(file, line_no, tokens[3].column, fmt::format("unknown counter '{}' (one of: {})", c.key,
-                                                                             bus ? join(k_bus_keys) : join(k_stat_keys)));
+                    return fail(file, line_no, tokens[3].column,
+                                fmt::format("unknown counter '{}' (one of: {})", c.key,
+                                            bus ? join(k_bus_keys) : join(k_stat_keys)));
                 }
                 c.comparison = tokens[4].text;
                 if (!one_of(c.comparison, k_comparisons)) {
-                    return fail(file, line_no, tokens[4].column, fmt::format("unknown comparison '{}' (one of: {})",
-                                                                             c.comparison, join(k_comparisons)));
+                    return fail(file, line_no, tokens[4].column,
+                                fmt::format("unknown comparison '{}' (one of: {})", c.comparison,
+                                            join(k_comparisons)));
                 }
                 const auto n = parse_number(tokens[5].text);
-                if (!n) return fail(file, line_no, tokens[5].column, fmt::format("'{}' is not a whole number", tokens[5].text));
+                if (!n)
+                    return fail(file, line_no, tokens[5].column,
+                                fmt::format("'{}' is not a whole number", tokens[5].text));
                 c.number = *n;
                 consumed = 6;
             } else if (what == "state") {
@@ -245,17 +295,23 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                 c.path = HMK_TRY(module_path(tokens[2]));
                 c.key = tokens[3].text;
                 if (c.key != "running" && c.key != "failed" && c.key != "stopped") {
-                    return fail(file, line_no, tokens[3].column, "state must be running, failed or stopped");
+                    return fail(file, line_no, tokens[3].column,
+                                "state must be running, failed or stopped");
                 }
                 consumed = 4;
             } else {
-                return fail(file, line_no, tokens[1].column, fmt::format("unknown expectation '{}' (reply, reply~, no-reply, stat, bus, state)", what));
+                return fail(
+                    file, line_no, tokens[1].column,
+                    fmt::format(
+                        "unknown expectation '{}' (reply, reply~, no-reply, stat, bus, state)",
+                        what));
             }
         } else if (word == "wait" || word == "timeout") {
             HMK_TRY(need(2, word == "wait" ? "wait MS" : "timeout MS"));
             c.op = word == "wait" ? Op::wait : Op::timeout;
             const auto n = parse_number(tokens[1].text);
-            if (!n || *n > 3'600'000) return fail(file, line_no, tokens[1].column, "needs milliseconds, 0 to 3600000");
+            if (!n || *n > 3'600'000)
+                return fail(file, line_no, tokens[1].column, "needs milliseconds, 0 to 3600000");
             c.number = *n;
             consumed = 2;
         } else if (word == "stats") {
@@ -263,14 +319,18 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             consumed = 1;
         } else if (word == "print") {
             c.op = Op::print;
-            for (std::size_t i = 1; i < tokens.size(); ++i) c.payload += (i > 1 ? " " : "") + tokens[i].text;
+            for (std::size_t i = 1; i < tokens.size(); ++i)
+                c.payload += (i > 1 ? " " : "") + tokens[i].text;
             consumed = tokens.size();
         } else {
-            return fail(file, line_no, tokens[0].column,
-                        fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, print)", word));
+            return fail(
+                file, line_no, tokens[0].column,
+                fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, print)",
+                            word));
         }
         if (consumed < tokens.size()) {
-            return fail(file, line_no, tokens[consumed].column, fmt::format("unexpected '{}'", tokens[consumed].text));
+            return fail(file, line_no, tokens[consumed].column,
+                        fmt::format("unexpected '{}'", tokens[consumed].text));
         }
         script.commands.push_back(std::move(c));
     }
@@ -315,34 +375,45 @@ int run_script(System& system, const Script& script, Logger& logger) {
                 out.payload = as_bytes(c.payload);
                 const ModuleId from = c.from.empty() ? k_root_id : id_of(c.from);
                 auto sent = system.inject(out, from);
-                last_send = fmt::format("{} -> {}", c.from.empty() ? "/" : c.from, c.path.empty() ? "*" : c.path);
-                if (!sent) return failed(fmt::format("send {} failed: {}", last_send, to_string(sent.error())));
+                last_send = fmt::format("{} -> {}", c.from.empty() ? "/" : c.from,
+                                        c.path.empty() ? "*" : c.path);
+                if (!sent)
+                    return failed(
+                        fmt::format("send {} failed: {}", last_send, to_string(sent.error())));
                 last_correlation = *sent;
-                logger.log(LogLevel::info, "script", fmt::format("{}: sent {} ({}{})", where, last_send,
-                                                                 c.path.empty() ? to_string(c.scope) : "addressed",
-                                                                 c.payload.empty() ? "" : ", \"" + c.payload + "\""));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: sent {} ({}{})", where, last_send,
+                                       c.path.empty() ? to_string(c.scope) : "addressed",
+                                       c.payload.empty() ? "" : ", \"" + c.payload + "\""));
                 break;
             }
             case Op::expect_reply:
             case Op::expect_reply_contains: {
                 auto reply = system.wait_for_root(last_correlation, timeout);
-                if (!reply) return failed(fmt::format("no reply to {} within {} ms", last_send, timeout.count()));
+                if (!reply)
+                    return failed(
+                        fmt::format("no reply to {} within {} ms", last_send, timeout.count()));
                 const std::string got(reply->text());
-                const bool ok = c.op == Op::expect_reply ? got == c.payload : got.find(c.payload) != std::string::npos;
+                const bool ok = c.op == Op::expect_reply ? got == c.payload
+                                                         : got.find(c.payload) != std::string::npos;
                 if (!ok) {
-                    return failed(fmt::format("reply to {} was \"{}\", wanted {}\"{}\"", last_send, got,
-                                              c.op == Op::expect_reply ? "" : "text containing ", c.payload));
+                    return failed(
+                        fmt::format("reply to {} was \"{}\", wanted {}\"{}\"", last_send, got,
+                                    c.op == Op::expect_reply ? "" : "text containing ", c.payload));
                 }
                 const TopologyNode* from = topo.find(reply->header.sender);
-                logger.log(LogLevel::info, "script", fmt::format("{}: reply from {}: \"{}\" (ok)", where,
-                                                                 from ? from->path : "?", got));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: reply from {}: \"{}\" (ok)", where,
+                                       from ? from->path : "?", got));
                 break;
             }
             case Op::expect_no_reply: {
                 if (auto reply = system.wait_for_root(last_correlation, timeout)) {
-                    return failed(fmt::format("unexpected reply to {}: \"{}\"", last_send, std::string(reply->text())));
+                    return failed(fmt::format("unexpected reply to {}: \"{}\"", last_send,
+                                              std::string(reply->text())));
                 }
-                logger.log(LogLevel::info, "script", fmt::format("{}: no reply to {} (ok)", where, last_send));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: no reply to {} (ok)", where, last_send));
                 break;
             }
             case Op::expect_stat: {
@@ -352,8 +423,11 @@ int run_script(System& system, const Script& script, Logger& logger) {
                     v = stat_value(system.module_stats(id), c.key);
                     return compare(v, c.comparison, c.number);
                 });
-                if (!ok) return failed(fmt::format("{} {} is {}, wanted {} {}", c.path, c.key, v, c.comparison, c.number));
-                logger.log(LogLevel::info, "script", fmt::format("{}: {} {} = {} (ok)", where, c.path, c.key, v));
+                if (!ok)
+                    return failed(fmt::format("{} {} is {}, wanted {} {}", c.path, c.key, v,
+                                              c.comparison, c.number));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: {} {} = {} (ok)", where, c.path, c.key, v));
                 break;
             }
             case Op::expect_bus: {
@@ -366,8 +440,11 @@ int run_script(System& system, const Script& script, Logger& logger) {
                     return compare(v, c.comparison, c.number);
                 });
                 const std::string name = id == k_root_id ? "Bus 0" : "bus " + c.path;
-                if (!ok) return failed(fmt::format("{} {} is {}, wanted {} {}", name, c.key, v, c.comparison, c.number));
-                logger.log(LogLevel::info, "script", fmt::format("{}: {} {} = {} (ok)", where, name, c.key, v));
+                if (!ok)
+                    return failed(fmt::format("{} {} is {}, wanted {} {}", name, c.key, v,
+                                              c.comparison, c.number));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: {} {} = {} (ok)", where, name, c.key, v));
                 break;
             }
             case Op::expect_state: {
@@ -377,8 +454,10 @@ int run_script(System& system, const Script& script, Logger& logger) {
                     s = system.module_stats(id).state;
                     return c.key == to_string(s);
                 });
-                if (!ok) return failed(fmt::format("{} is {}, wanted {}", c.path, to_string(s), c.key));
-                logger.log(LogLevel::info, "script", fmt::format("{}: {} is {} (ok)", where, c.path, c.key));
+                if (!ok)
+                    return failed(fmt::format("{} is {}, wanted {}", c.path, to_string(s), c.key));
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: {} is {} (ok)", where, c.path, c.key));
                 break;
             }
             case Op::wait:
@@ -399,19 +478,23 @@ int run_script(System& system, const Script& script, Logger& logger) {
 }
 
 std::string format_stats(const System& system) {
-    std::string out = fmt::format("{:<28} {:<12} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5}\n", "module",
-                                  "kind", "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied", "lost");
+    std::string out =
+        fmt::format("{:<28} {:<12} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5}\n", "module",
+                    "kind", "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied", "lost");
     for (const TopologyNode& n : system.topology().nodes()) {
         const ModuleStats s = system.module_stats(n.id);
         const ModuleSpec* spec = system.spec().module(n.id);
-        const std::string name = std::string(n.level * 2, ' ') + (n.id == k_root_id ? "/" : std::string(base_name(n.path)));
+        const std::string name = std::string(n.level * 2, ' ') +
+                                 (n.id == k_root_id ? "/" : std::string(base_name(n.path)));
         out += fmt::format("{:<28} {:<12} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5}\n", name,
-                           spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx, s.seen, s.fwd_up,
-                           s.fwd_down, s.denied, s.lost);
+                           spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx,
+                           s.seen, s.fwd_up, s.fwd_down, s.denied, s.lost);
     }
-    out += fmt::format("\n{:<28} {:>10} {:>12} {:>9} {:>9}\n", "bus", "published", "bytes", "rejected", "capacity");
+    out += fmt::format("\n{:<28} {:>10} {:>12} {:>9} {:>9}\n", "bus", "published", "bytes",
+                       "rejected", "capacity");
     for (const BusStats& b : system.bus_stats()) {
-        out += fmt::format("{:<28} {:>10} {:>12} {:>9} {:>9}\n", b.name, b.published, b.bytes, b.rejected, b.capacity);
+        out += fmt::format("{:<28} {:>10} {:>12} {:>9} {:>9}\n", b.name, b.published, b.bytes,
+                           b.rejected, b.capacity);
     }
     if (!out.empty() && out.back() == '\n') out.pop_back();
     return out;

@@ -15,18 +15,24 @@ namespace hmk {
 
 const char* to_string(ModuleState state) {
     switch (state) {
-        case ModuleState::created: return "created";
-        case ModuleState::running: return "running";
-        case ModuleState::failed: return "failed";
-        case ModuleState::stopped: return "stopped";
+        case ModuleState::created:
+            return "created";
+        case ModuleState::running:
+            return "running";
+        case ModuleState::failed:
+            return "failed";
+        case ModuleState::stopped:
+            return "stopped";
     }
     return "?";
 }
 
 const char* to_string(Isolation isolation) {
     switch (isolation) {
-        case Isolation::inproc: return "inproc";
-        case Isolation::process: return "process";
+        case Isolation::inproc:
+            return "inproc";
+        case Isolation::process:
+            return "process";
     }
     return "?";
 }
@@ -41,7 +47,7 @@ namespace detail {
 
 /// Mailbox of messages addressed to the root, for operators waiting on replies.
 class RootMailbox {
-public:
+  public:
     void put(const Message& m) {
         {
             const std::lock_guard lock(m_mutex);
@@ -57,9 +63,9 @@ public:
         std::unique_lock lock(m_mutex);
         std::optional<OwnedMessage> found;
         m_cv.wait_for(lock, timeout, [&] {
-            const auto it = std::find_if(m_messages.begin(), m_messages.end(), [&](const OwnedMessage& o) {
-                return o.header.correlation == correlation;
-            });
+            const auto it = std::find_if(
+                m_messages.begin(), m_messages.end(),
+                [&](const OwnedMessage& o) { return o.header.correlation == correlation; });
             if (it == m_messages.end()) return false;
             found = std::move(*it);
             m_messages.erase(it);
@@ -68,7 +74,7 @@ public:
         return found;
     }
 
-private:
+  private:
     static constexpr std::size_t k_capacity = 4096;
     std::mutex m_mutex;
     std::condition_variable m_cv;
@@ -78,19 +84,19 @@ private:
 /// The microkernel's own module: owns Bus 0 and hands messages addressed to
 /// the root to the operator's mailbox.
 class Microkernel final : public Module {
-public:
+  public:
     Microkernel(Env& env, RootMailbox& mailbox) : m_env(env), m_mailbox(mailbox) {}
     void on_message(const Message& message) override {
         if (message.header.destination == m_env.id()) m_mailbox.put(message);
     }
 
-private:
+  private:
     Env& m_env;
     RootMailbox& m_mailbox;
 };
 
 class SystemImpl final : public RunnerHost {
-public:
+  public:
     SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger)
         : m_spec(spec), m_registry(registry), m_logger(logger) {
         m_kernel_kind.name = "microkernel";
@@ -105,18 +111,20 @@ public:
         auto bus_settings = [](const BusSpec& b) {
             return BusSettings{b.capacity, b.max_payload, b.up};
         };
-        m_buses.emplace(k_root_id, std::make_unique<InprocBus>(k_root_id, "Bus 0",
-                                                               bus_settings(m_spec.root_bus), topo));
+        m_buses.emplace(k_root_id, std::make_unique<InprocBus>(
+                                       k_root_id, "Bus 0", bus_settings(m_spec.root_bus), topo));
         for (const ModuleSpec& m : m_spec.modules) {
             const TopologyNode* n = topo.find(m.id);
             if (n != nullptr && n->is_gateway()) {
-                m_buses.emplace(m.id, std::make_unique<InprocBus>(m.id, m.path, bus_settings(m.bus), topo));
+                m_buses.emplace(
+                    m.id, std::make_unique<InprocBus>(m.id, m.path, bus_settings(m.bus), topo));
             }
         }
         for (const TopologyNode& n : topo.nodes()) {
             InprocBus* child = n.is_gateway() ? m_buses.at(n.id).get() : nullptr;
             if (n.id == k_root_id) {
-                m_runners.push_back(std::make_unique<Runner>(*this, nullptr, &m_kernel_kind, nullptr, child));
+                m_runners.push_back(
+                    std::make_unique<Runner>(*this, nullptr, &m_kernel_kind, nullptr, child));
                 continue;
             }
             const ModuleSpec* spec = m_spec.module(n.id);
@@ -128,7 +136,8 @@ public:
                 return Err{fmt::format("{}: isolation '{}' is not available in this build", n.path,
                                        to_string(spec->isolation))};
             }
-            m_runners.push_back(std::make_unique<Runner>(*this, spec, kind, m_buses.at(n.parent).get(), child));
+            m_runners.push_back(
+                std::make_unique<Runner>(*this, spec, kind, m_buses.at(n.parent).get(), child));
         }
         return {};
     }
@@ -147,8 +156,9 @@ public:
             }
             return Err{"modules failed to start: " + list};
         }
-        m_logger.log(LogLevel::info, "hmk", fmt::format("system '{}' up: {} modules, {} buses", m_spec.name,
-                                                        m_runners.size(), m_buses.size()));
+        m_logger.log(LogLevel::info, "hmk",
+                     fmt::format("system '{}' up: {} modules, {} buses", m_spec.name,
+                                 m_runners.size(), m_buses.size()));
         return {};
     }
 
@@ -201,17 +211,24 @@ public:
 namespace hmk {
 
 System::System(std::unique_ptr<detail::SystemImpl> impl) : m_impl(std::move(impl)) {}
-System::~System() { stop(); }
+System::~System() {
+    stop();
+}
 
 Result<std::unique_ptr<System>, std::string> System::create(const SystemSpec& spec,
-                                                            const Registry& registry, Logger& logger) {
+                                                            const Registry& registry,
+                                                            Logger& logger) {
     auto impl = std::make_unique<detail::SystemImpl>(spec, registry, logger);
     if (auto built = impl->build(); !built) return Err{std::move(built).error()};
     return std::unique_ptr<System>(new System(std::move(impl)));
 }
 
-Result<void, std::string> System::start() { return m_impl->start(); }
-void System::stop() { m_impl->stop(); }
+Result<void, std::string> System::start() {
+    return m_impl->start();
+}
+void System::stop() {
+    m_impl->stop();
+}
 
 Result<std::uint64_t, SendError> System::inject(const Outgoing& message, ModuleId from) {
     detail::Runner* r = m_impl->runner(from);
@@ -227,8 +244,12 @@ std::optional<OwnedMessage> System::wait_for_root(std::uint64_t correlation,
     return m_impl->m_mailbox.wait(correlation, timeout);
 }
 
-const SystemSpec& System::spec() const { return m_impl->m_spec; }
-const Topology& System::topology() const { return m_impl->m_spec.topology; }
+const SystemSpec& System::spec() const {
+    return m_impl->m_spec;
+}
+const Topology& System::topology() const {
+    return m_impl->m_spec.topology;
+}
 
 ModuleStats System::module_stats(ModuleId id) const {
     const detail::Runner* r = m_impl->runner(id);

@@ -25,7 +25,7 @@ struct Record {
 
 /// Everything recorders saw, by module. Thread-safe.
 class RecordBook {
-public:
+  public:
     void add(const Record& r) {
         const std::lock_guard lock(m_mutex);
         m_records[r.module].push_back(r);
@@ -40,35 +40,37 @@ public:
         return m_records;
     }
 
-private:
+  private:
     mutable std::mutex m_mutex;
     std::map<ModuleId, std::vector<Record>> m_records;
 };
 
 class Recorder final : public Module {
-public:
+  public:
     Recorder(Env& env, RecordBook& book) : m_env(env), m_book(book) {}
     void on_message(const Message& m) override {
         m_book.add(Record{m_env.id(), m.header, m.header.destination == m_env.id()});
         if (m_env.config().integer("sleep_us") > 0) {
-            std::this_thread::sleep_for(std::chrono::microseconds(m_env.config().integer("sleep_us")));
+            std::this_thread::sleep_for(
+                std::chrono::microseconds(m_env.config().integer("sleep_us")));
         }
     }
 
-private:
+  private:
     Env& m_env;
     RecordBook& m_book;
 };
 
 /// A module that throws from its handler on any message addressed to it.
 class Thrower final : public Module {
-public:
+  public:
     explicit Thrower(Env& env) : m_env(env) {}
     void on_message(const Message& m) override {
-        if (m.header.destination == m_env.id()) throw std::runtime_error("thrower was told to fail");
+        if (m.header.destination == m_env.id())
+            throw std::runtime_error("thrower was told to fail");
     }
 
-private:
+  private:
     Env& m_env;
 };
 
@@ -77,14 +79,19 @@ private:
 inline Registry test_registry(RecordBook& book) {
     Registry r;
     register_standard_modules(r);
-    const std::vector<ConfigKey> keys{ConfigKey("sleep_us", ConfigType::integer, std::int64_t{0},
-                                                "pause after each message")};
+    const std::vector<ConfigKey> keys{
+        ConfigKey("sleep_us", ConfigType::integer, std::int64_t{0}, "pause after each message")};
     auto make = [&book](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
         return std::unique_ptr<Module>(std::make_unique<Recorder>(env, book));
     };
     r.add(ModuleKind{"rec", "records every message", Role::leaf, Eavesdrop::yes, keys, make});
-    r.add(ModuleKind{"recgw", "records every message, owns a bus", Role::gateway, Eavesdrop::yes, keys, make});
-    r.add(ModuleKind{"thrower", "throws on addressed messages", Role::leaf, Eavesdrop::no, {},
+    r.add(ModuleKind{"recgw", "records every message, owns a bus", Role::gateway, Eavesdrop::yes,
+                     keys, make});
+    r.add(ModuleKind{"thrower",
+                     "throws on addressed messages",
+                     Role::leaf,
+                     Eavesdrop::no,
+                     {},
                      [](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
                          return std::unique_ptr<Module>(std::make_unique<Thrower>(env));
                      }});

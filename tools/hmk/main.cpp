@@ -14,8 +14,8 @@ namespace {
 
 // Exit codes, documented in `hmk --help` and docs/cli.md.
 constexpr int k_exit_ok = 0;
-constexpr int k_exit_failed = 1;    // an expectation failed, or the system failed at run time
-constexpr int k_exit_invalid = 2;   // bad system description, script or command line
+constexpr int k_exit_failed = 1;   // an expectation failed, or the system failed at run time
+constexpr int k_exit_invalid = 2;  // bad system description, script or command line
 
 std::optional<hmk::SystemSpec> load(const std::string& file, const hmk::Registry& registry) {
     auto spec = hmk::load_system_file(file, registry);
@@ -31,7 +31,8 @@ int cmd_check(const std::string& file, const hmk::Registry& registry) {
     if (!spec) return k_exit_invalid;
     std::size_t buses = 0;
     for (const auto& n : spec->topology.nodes()) buses += n.is_gateway() ? 1u : 0u;
-    fmt::print("{}: ok: system '{}', {} modules, {} buses\n", file, spec->name, spec->topology.size(), buses);
+    fmt::print("{}: ok: system '{}', {} modules, {} buses\n", file, spec->name,
+               spec->topology.size(), buses);
     return k_exit_ok;
 }
 
@@ -39,7 +40,9 @@ int cmd_tree(const std::string& file, const hmk::Registry& registry) {
     const auto spec = load(file, registry);
     if (!spec) return k_exit_invalid;
     const hmk::Topology& t = spec->topology;
-    auto bus_name = [&](hmk::BusId id) { return id == hmk::k_root_id ? std::string("Bus 0") : t.find(id)->path; };
+    auto bus_name = [&](hmk::BusId id) {
+        return id == hmk::k_root_id ? std::string("Bus 0") : t.find(id)->path;
+    };
     for (const hmk::TopologyNode& n : t.nodes()) {
         const std::string indent(n.level * 2, ' ');
         if (n.id == hmk::k_root_id) {
@@ -47,8 +50,9 @@ int cmd_tree(const std::string& file, const hmk::Registry& registry) {
             continue;
         }
         const hmk::ModuleSpec* m = spec->module(n.id);
-        fmt::print("{}{} [{}] id={} level={} on {}{} {}\n", indent, hmk::base_name(n.path), m->kind, n.id, n.level,
-                   bus_name(n.parent), n.is_gateway() ? ", owns bus " + n.path : std::string(),
+        fmt::print("{}{} [{}] id={} level={} on {}{} {}\n", indent, hmk::base_name(n.path), m->kind,
+                   n.id, n.level, bus_name(n.parent),
+                   n.is_gateway() ? ", owns bus " + n.path : std::string(),
                    hmk::to_string(m->isolation));
     }
     return k_exit_ok;
@@ -59,8 +63,8 @@ int cmd_kinds(const hmk::Registry& registry) {
         const hmk::ModuleKind* k = registry.find(name);
         fmt::print("{}{}: {}\n", name, k->role == hmk::Role::gateway ? " (gateway)" : "", k->help);
         for (const hmk::ConfigKey& key : k->config) {
-            fmt::print("    {} ({}{}): {}\n", key.name, hmk::to_string(key.type), key.required ? ", required" : "",
-                       key.help);
+            fmt::print("    {} ({}{}): {}\n", key.name, hmk::to_string(key.type),
+                       key.required ? ", required" : "", key.help);
         }
     }
     return k_exit_ok;
@@ -131,7 +135,8 @@ int cmd_run(const RunOptions& o, const hmk::Registry& registry) {
     }
     (*system)->stop();
     if (o.stats) logger.print(hmk::format_stats(**system));
-    logger.log(hmk::LogLevel::info, "hmk", rc == k_exit_ok ? "stopped" : "stopped after a failed expectation");
+    logger.log(hmk::LogLevel::info, "hmk",
+               rc == k_exit_ok ? "stopped" : "stopped after a failed expectation");
     return rc;
 }
 
@@ -141,25 +146,31 @@ int main(int argc, char** argv) {
     hmk::Registry registry;
     hmk::register_standard_modules(registry);
 
-    CLI::App app{"hmk: a hierarchical microkernel system, hosted on Linux.\n"
-                 "Exit status: 0 ok, 1 a run or expectation failed, 2 invalid input."};
+    CLI::App app{
+        "hmk: a hierarchical microkernel system, hosted on Linux.\n"
+        "Exit status: 0 ok, 1 a run or expectation failed, 2 invalid input."};
     app.require_subcommand(1);
     app.set_version_flag("--version", "hmk 0.1.0");
 
     std::string file;
-    auto* check = app.add_subcommand("check", "Validate a system description (exit 0, or 2 with FILE:LINE:COL: error)");
+    auto* check = app.add_subcommand(
+        "check", "Validate a system description (exit 0, or 2 with FILE:LINE:COL: error)");
     check->add_option("FILE", file, "system.toml")->required();
 
-    auto* tree = app.add_subcommand("tree", "Print the module hierarchy: kind, id, level, bus, isolation");
+    auto* tree =
+        app.add_subcommand("tree", "Print the module hierarchy: kind, id, level, bus, isolation");
     tree->add_option("FILE", file, "system.toml")->required();
 
     app.add_subcommand("kinds", "List the module kinds and their config keys");
 
     RunOptions run_opts;
-    auto* run = app.add_subcommand("run", "Boot a system; run a script against it or run until Ctrl-C");
+    auto* run =
+        app.add_subcommand("run", "Boot a system; run a script against it or run until Ctrl-C");
     run->add_option("FILE", run_opts.file, "system.toml")->required();
-    run->add_option("--script", run_opts.script, "commands to run against the booted system (docs/scripts.md)");
-    run->add_option("--for", run_opts.for_seconds, "seconds to run (after the script, if any)")->check(CLI::NonNegativeNumber);
+    run->add_option("--script", run_opts.script,
+                    "commands to run against the booted system (docs/scripts.md)");
+    run->add_option("--for", run_opts.for_seconds, "seconds to run (after the script, if any)")
+        ->check(CLI::NonNegativeNumber);
     run->add_option("--log-level", run_opts.log_level, "debug, info, warn or error")
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     run->add_flag("--stats", run_opts.stats, "print module and bus counters at the end");

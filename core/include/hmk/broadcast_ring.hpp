@@ -12,10 +12,10 @@
 namespace hmk {
 
 enum class RingError : std::uint8_t {
-    misaligned = 1,   ///< the region is not 64-byte aligned
-    too_small,        ///< the region cannot hold the requested geometry
-    bad_geometry,     ///< slot count not a power of two, or payload limit out of range
-    not_formatted,    ///< attach() found no ring (bad magic or version)
+    misaligned = 1,     ///< the region is not 64-byte aligned
+    too_small,          ///< the region cannot hold the requested geometry
+    bad_geometry,       ///< slot count not a power of two, or payload limit out of range
+    not_formatted,      ///< attach() found no ring (bad magic or version)
     payload_too_large,  ///< publish() of more than max_payload() bytes
 };
 const char* to_string(RingError error);
@@ -46,7 +46,7 @@ struct ReadResult {
 /// nothing and is cheap to copy. One thread at a time may write; any number of
 /// threads or processes may read, each with its own cursor.
 class BroadcastRing {
-public:
+  public:
     /// Bytes a region needs for `slot_count` slots of messages up to `max_payload`.
     static std::size_t region_size(std::uint32_t slot_count, std::uint32_t max_payload);
     /// Formats `region` as an empty ring.
@@ -73,14 +73,19 @@ public:
     std::uint64_t oldest() const;
     std::uint32_t slot_count() const { return m_slot_count; }
     std::uint32_t max_payload() const { return m_max_payload; }
-    std::uint32_t max_message() const { return static_cast<std::uint32_t>(k_header_size) + m_max_payload; }
+    std::uint32_t max_message() const {
+        return static_cast<std::uint32_t>(k_header_size) + m_max_payload;
+    }
 
-private:
+  private:
     struct Control;
     struct Slot;
     BroadcastRing(Control* control, std::byte* slots, std::uint32_t slot_count,
                   std::uint32_t stride, std::uint32_t max_payload)
-        : m_control(control), m_slots(slots), m_slot_count(slot_count), m_stride(stride),
+        : m_control(control),
+          m_slots(slots),
+          m_slot_count(slot_count),
+          m_stride(stride),
           m_max_payload(max_payload) {}
     Slot* slot(std::uint64_t seq) const;
 

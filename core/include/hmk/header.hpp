@@ -32,17 +32,17 @@ inline constexpr std::uint16_t k_known_flags = k_flag_reply | k_flag_error;
 /// Decoded message header. Fields marked "owner" are stamped by the bus owner
 /// when it publishes the message and are never taken from the sender.
 struct Header {
-    std::uint64_t seq = 0;           ///< owner: position in the bus's total order
-    std::uint64_t correlation = 0;   ///< request/reply pairing, chosen by the requester
-    std::uint64_t timestamp_ns = 0;  ///< owner: kernel clock when published
-    BusId bus = k_no_module;         ///< owner: the bus this copy travels on
-    ModuleId sender = k_no_module;   ///< origin module; checked by each owner on the way
-    ModuleId via = k_no_module;      ///< owner: who put this copy on this bus
+    std::uint64_t seq = 0;               ///< owner: position in the bus's total order
+    std::uint64_t correlation = 0;       ///< request/reply pairing, chosen by the requester
+    std::uint64_t timestamp_ns = 0;      ///< owner: kernel clock when published
+    BusId bus = k_no_module;             ///< owner: the bus this copy travels on
+    ModuleId sender = k_no_module;       ///< origin module; checked by each owner on the way
+    ModuleId via = k_no_module;          ///< owner: who put this copy on this bus
     ModuleId destination = k_no_module;  ///< k_no_module = broadcast within `scope`
-    std::uint32_t type = 0;          ///< message type (see message_types.hpp)
-    std::uint32_t payload_size = 0;  ///< bytes following the header
+    std::uint32_t type = 0;              ///< message type (see message_types.hpp)
+    std::uint32_t payload_size = 0;      ///< bytes following the header
     Scope scope = Scope::bus;
-    std::uint8_t hops = 0;           ///< gateway forwards so far
+    std::uint8_t hops = 0;  ///< gateway forwards so far
     std::uint16_t flags = 0;
 
     bool is_broadcast() const { return destination == k_no_module; }
@@ -50,16 +50,16 @@ struct Header {
 };
 
 enum class HeaderError : std::uint8_t {
-    truncated = 1,         ///< fewer bytes than a header
+    truncated = 1,  ///< fewer bytes than a header
     bad_magic,
     bad_version,
     bad_header_size,
     bad_scope,
     unknown_flags,
     reserved_not_zero,
-    payload_too_large,     ///< payload_size above the limit given to decode
-    payload_truncated,     ///< buffer shorter than header + payload_size
-    trailing_bytes,        ///< buffer longer than header + payload_size (exact framing)
+    payload_too_large,  ///< payload_size above the limit given to decode
+    payload_truncated,  ///< buffer shorter than header + payload_size
+    trailing_bytes,     ///< buffer longer than header + payload_size (exact framing)
 };
 
 const char* to_string(HeaderError error);

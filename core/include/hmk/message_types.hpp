@@ -14,7 +14,7 @@ inline constexpr std::uint32_t k_stats = 0x0002;  ///< the module answers with i
 inline constexpr std::uint32_t k_reset = 0x0003;  ///< the module resets its counters
 inline constexpr std::uint32_t k_start = 0x0004;  ///< start work (source: begin sending)
 inline constexpr std::uint32_t k_user_base = 0x1000;
-inline constexpr std::uint32_t k_data = 0x1000;   ///< opaque application data
+inline constexpr std::uint32_t k_data = 0x1000;  ///< opaque application data
 
 /// Parses a type as a name ("data", "ping", ...) or a number (decimal or 0x hex).
 std::optional<std::uint32_t> parse_type(std::string_view text);

@@ -12,10 +12,10 @@ inline constexpr std::size_t k_max_name_length = 63;
 
 enum class PathError : std::uint8_t {
     empty = 1,
-    not_absolute,       ///< does not start with '/'
-    empty_segment,      ///< "//" or a trailing '/'
-    bad_character,      ///< a name may hold [A-Za-z0-9_.-] only
-    dot_segment,        ///< "." and ".." are not names
+    not_absolute,   ///< does not start with '/'
+    empty_segment,  ///< "//" or a trailing '/'
+    bad_character,  ///< a name may hold [A-Za-z0-9_.-] only
+    dot_segment,    ///< "." and ".." are not names
     too_long,
     name_too_long,
 };

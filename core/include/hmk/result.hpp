@@ -21,7 +21,7 @@ Err(E) -> Err<E>;
 /// Errors are values in hmk's core: nothing here throws.
 template <typename T, typename E>
 class [[nodiscard]] Result {
-public:
+  public:
     using value_type = T;
     using error_type = E;
 
@@ -62,14 +62,14 @@ public:
         return has_value() ? value() : static_cast<T>(std::forward<U>(fallback));
     }
 
-private:
+  private:
     std::variant<T, E> m_storage;
 };
 
 /// `Result` of an operation that yields nothing but success or an error.
 template <typename E>
 class [[nodiscard]] Result<void, E> {
-public:
+  public:
     using value_type = void;
     using error_type = E;
 
@@ -89,7 +89,7 @@ public:
         return std::move(m_error);
     }
 
-private:
+  private:
     E m_error{};
     bool m_failed = false;
 };
@@ -98,11 +98,11 @@ private:
 
 /// Evaluates `expr` (a Result); on error returns the error from the enclosing
 /// function, otherwise yields the value (SerenityOS TRY). GNU statement expression.
-#define HMK_TRY(expr)                                          \
-    __extension__({                                                       \
-        auto _hmk_try_result = (expr);                         \
-        if (!_hmk_try_result) {                                \
+#define HMK_TRY(expr)                                              \
+    __extension__({                                                \
+        auto _hmk_try_result = (expr);                             \
+        if (!_hmk_try_result) {                                    \
             return ::hmk::Err{std::move(_hmk_try_result).error()}; \
-        }                                                      \
-        std::move(_hmk_try_result).value();                    \
+        }                                                          \
+        std::move(_hmk_try_result).value();                        \
     })

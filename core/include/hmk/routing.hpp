@@ -18,9 +18,9 @@ struct UpPolicy {
 
 /// The forwarding decision of one gateway for one message.
 struct Forward {
-    bool up = false;       ///< copy onto the gateway's parent bus
-    bool down = false;     ///< copy onto the gateway's child bus
-    bool denied = false;   ///< would go up, but the gateway's policy forbids it
+    bool up = false;      ///< copy onto the gateway's parent bus
+    bool down = false;    ///< copy onto the gateway's child bus
+    bool denied = false;  ///< would go up, but the gateway's policy forbids it
 };
 
 /// True when `header` on a bus attached to `self` is a copy that `self`

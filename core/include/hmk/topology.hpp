@@ -29,11 +29,11 @@ struct TopologyNode {
     ModuleId id = k_no_module;
     std::string path;
     Role role = Role::leaf;
-    ModuleId parent = k_no_module;  ///< owner of the bus this module is attached to
-    std::uint32_t level = 0;        ///< buses between this module and the root
-    std::vector<ModuleId> children; ///< modules attached to this module's child bus
-    std::uint32_t pre = 0;          ///< preorder index
-    std::uint32_t last = 0;         ///< largest preorder index in this subtree
+    ModuleId parent = k_no_module;   ///< owner of the bus this module is attached to
+    std::uint32_t level = 0;         ///< buses between this module and the root
+    std::vector<ModuleId> children;  ///< modules attached to this module's child bus
+    std::uint32_t pre = 0;           ///< preorder index
+    std::uint32_t last = 0;          ///< largest preorder index in this subtree
 
     bool is_gateway() const { return role == Role::gateway; }
 };
@@ -43,14 +43,14 @@ struct TopologyError {
         bad_path = 1,
         duplicate_path,
         duplicate_id,
-        bad_id,              ///< 0, the root's id used by another module, or out of range
+        bad_id,  ///< 0, the root's id used by another module, or out of range
         missing_parent,
         parent_not_gateway,
-        root_declared,       ///< "/" is the microkernel and is implicit
+        root_declared,  ///< "/" is the microkernel and is implicit
     };
     Kind kind;
-    std::string path;        ///< the module the error is about
-    std::string detail;      ///< human-readable reason
+    std::string path;    ///< the module the error is about
+    std::string detail;  ///< human-readable reason
 };
 
 /// The checked module tree: one root (the microkernel, id k_root_id, path "/",
@@ -58,7 +58,7 @@ struct TopologyError {
 /// which is owned by a gateway; names unique among siblings. Immutable once
 /// built; relocation builds a new one.
 class Topology {
-public:
+  public:
     /// Checks the invariants and builds the tree. `decls` must not contain "/".
     /// Module ids of 0 are assigned in declaration order after the largest given id.
     static Result<Topology, TopologyError> build(std::vector<ModuleDecl> decls);
@@ -81,13 +81,15 @@ public:
     /// The modules attached to `bus`: its owner and the owner's children.
     std::vector<ModuleId> attached(BusId bus) const;
 
-private:
+  private:
     const TopologyNode* node(ModuleId id) const;
 
     std::vector<TopologyNode> m_nodes;  // preorder
     struct PathHash {
         using is_transparent = void;
-        std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+        std::size_t operator()(std::string_view s) const {
+            return std::hash<std::string_view>{}(s);
+        }
     };
     std::unordered_map<ModuleId, std::uint32_t> m_index_by_id;
     std::unordered_map<std::string, std::uint32_t, PathHash, std::equal_to<>> m_index_by_path;

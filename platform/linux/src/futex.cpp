@@ -33,8 +33,8 @@ bool futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
         ts.tv_nsec = static_cast<long>(timeout_ns % 1'000'000'000);
         tsp = &ts;
     }
-    const long rc = syscall(SYS_futex, address_of(word), op(FUTEX_WAIT, scope), expected, tsp,
-                            nullptr, 0);
+    const long rc =
+        syscall(SYS_futex, address_of(word), op(FUTEX_WAIT, scope), expected, tsp, nullptr, 0);
     return !(rc == -1 && errno == ETIMEDOUT);
 }
 

@@ -14,8 +14,9 @@ namespace hmk {
 namespace {
 
 struct Region {
-    explicit Region(std::size_t n) : size(n), data(static_cast<std::byte*>(::operator new(n, std::align_val_t{64}))) {}
-    ~Region() { ::operator delete(data, std::align_val_t{64}); }
+    explicit Region(std::size_t n)
+        : size(n), data(static_cast<std::byte*>(::operator new (n, std::align_val_t{64}))) {}
+    ~Region() { ::operator delete (data, std::align_val_t{64}); }
     std::span<std::byte> span() { return {data, size}; }
     std::size_t size;
     std::byte* data;
@@ -31,7 +32,8 @@ TEST(BroadcastRingTest, ReadersSeeEveryMessageInOrder) {
     Region r(BroadcastRing::region_size(8, 64));
     auto ring = BroadcastRing::create(r.span(), 8, 64);
     ASSERT_TRUE(ring.has_value());
-    for (int i = 1; i <= 5; ++i) EXPECT_EQ(publish_text(*ring, "m" + std::to_string(i)), static_cast<std::uint64_t>(i));
+    for (int i = 1; i <= 5; ++i)
+        EXPECT_EQ(publish_text(*ring, "m" + std::to_string(i)), static_cast<std::uint64_t>(i));
     std::vector<std::byte> buf(ring->max_message());
     for (int reader = 0; reader < 2; ++reader) {
         std::uint64_t cursor = 1;
@@ -39,10 +41,12 @@ TEST(BroadcastRingTest, ReadersSeeEveryMessageInOrder) {
             const ReadResult res = ring->read(cursor, buf);
             ASSERT_EQ(res.status, ReadStatus::ok);
             EXPECT_EQ(res.seq, static_cast<std::uint64_t>(i));
-            const auto h = decode_header(std::span<const std::byte>(buf.data(), res.size), 64, Framing::exact);
+            const auto h =
+                decode_header(std::span<const std::byte>(buf.data(), res.size), 64, Framing::exact);
             ASSERT_TRUE(h.has_value());
             EXPECT_EQ(h->seq, static_cast<std::uint64_t>(i));
-            EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()) + k_header_size, h->payload_size),
+            EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()) + k_header_size,
+                                  h->payload_size),
                       "m" + std::to_string(i));
         }
         EXPECT_EQ(ring->read(cursor, buf).status, ReadStatus::empty);
@@ -122,17 +126,25 @@ TEST(BroadcastRingTest, ConcurrentReadersNeverSeeTornMessages) {
             }
             if (res.status == ReadStatus::lost) {
                 lost += res.lost_last - res.lost_first + 1;
-                if (res.lost_first != last + 1) ++torn;  // a lost range must start right after the last seen
+                if (res.lost_first != last + 1)
+                    ++torn;  // a lost range must start right after the last seen
                 last = res.lost_last;
                 continue;
             }
-            const auto h = decode_header(std::span<const std::byte>(buf.data(), res.size), 256, Framing::exact);
-            if (!h || h->seq != res.seq || res.seq != last + 1) { ++torn; continue; }
+            const auto h = decode_header(std::span<const std::byte>(buf.data(), res.size), 256,
+                                         Framing::exact);
+            if (!h || h->seq != res.seq || res.seq != last + 1) {
+                ++torn;
+                continue;
+            }
             // Payload: the sequence number repeated; any mix of two messages shows.
             for (std::size_t i = 0; i + 8 <= h->payload_size; i += 8) {
                 std::uint64_t v;
                 std::memcpy(&v, buf.data() + k_header_size + i, 8);
-                if (v != res.seq) { ++torn; break; }
+                if (v != res.seq) {
+                    ++torn;
+                    break;
+                }
             }
             last = res.seq;
             ++seen;
@@ -150,7 +162,8 @@ TEST(BroadcastRingTest, ConcurrentReadersNeverSeeTornMessages) {
     done.store(true);
     for (auto& t : readers) t.join();
     EXPECT_EQ(torn.load(), 0u);
-    EXPECT_EQ(seen.load() + lost.load(), 3 * k_messages) << "every message either seen or reported lost";
+    EXPECT_EQ(seen.load() + lost.load(), 3 * k_messages)
+        << "every message either seen or reported lost";
 }
 
 }  // namespace

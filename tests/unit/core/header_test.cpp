@@ -59,10 +59,10 @@ TEST(HeaderTest, LayoutMatchesTheDocumentedBytes) {
     EXPECT_EQ(at(1), 'M');
     EXPECT_EQ(at(2), 'K');
     EXPECT_EQ(at(3), '1');
-    EXPECT_EQ(at(4), 1u);   // version, u16
+    EXPECT_EQ(at(4), 1u);  // version, u16
     EXPECT_EQ(at(5), 0u);
-    EXPECT_EQ(at(6), 64u);  // header size, u16
-    EXPECT_EQ(at(8), 0x08u);   // seq, least significant byte first
+    EXPECT_EQ(at(6), 64u);    // header size, u16
+    EXPECT_EQ(at(8), 0x08u);  // seq, least significant byte first
     EXPECT_EQ(at(15), 0x01u);
     EXPECT_EQ(at(16), 0x18u);  // correlation
     EXPECT_EQ(at(24), 0x28u);  // timestamp
@@ -94,14 +94,15 @@ TEST_P(HeaderCorruptionTest, IsRejectedWithItsOwnError) {
     EXPECT_EQ(d.error(), GetParam().expected) << to_string(d.error());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    EveryCheckedField, HeaderCorruptionTest,
-    ::testing::Values(Corruption{0, 'X', HeaderError::bad_magic}, Corruption{4, 2, HeaderError::bad_version},
-                      Corruption{6, 63, HeaderError::bad_header_size}, Corruption{56, 4, HeaderError::bad_scope},
-                      Corruption{59, 0x80, HeaderError::unknown_flags},
-                      Corruption{61, 1, HeaderError::reserved_not_zero},
-                      Corruption{52, 4, HeaderError::payload_truncated},
-                      Corruption{52, 2, HeaderError::trailing_bytes}));
+INSTANTIATE_TEST_SUITE_P(EveryCheckedField, HeaderCorruptionTest,
+                         ::testing::Values(Corruption{0, 'X', HeaderError::bad_magic},
+                                           Corruption{4, 2, HeaderError::bad_version},
+                                           Corruption{6, 63, HeaderError::bad_header_size},
+                                           Corruption{56, 4, HeaderError::bad_scope},
+                                           Corruption{59, 0x80, HeaderError::unknown_flags},
+                                           Corruption{61, 1, HeaderError::reserved_not_zero},
+                                           Corruption{52, 4, HeaderError::payload_truncated},
+                                           Corruption{52, 2, HeaderError::trailing_bytes}));
 
 TEST(HeaderTest, ShortBufferIsTruncatedNotACrash) {
     const auto buf = encoded(sample());
@@ -149,9 +150,13 @@ TEST(HeaderTest, RandomBytesNeverCrashTheDecoder) {
             b = static_cast<std::byte>(x);
         }
         if (round % 2 == 0) {  // half the time a valid magic, so later checks get exercised
-            buf[0] = std::byte{'H'}; buf[1] = std::byte{'M'}; buf[2] = std::byte{'K'}; buf[3] = std::byte{'1'};
+            buf[0] = std::byte{'H'};
+            buf[1] = std::byte{'M'};
+            buf[2] = std::byte{'K'};
+            buf[3] = std::byte{'1'};
         }
-        const auto d = decode_header(std::span<const std::byte>(buf.data(), static_cast<std::size_t>(x % 129)));
+        const auto d = decode_header(
+            std::span<const std::byte>(buf.data(), static_cast<std::size_t>(x % 129)));
         if (d) {
             ++accepted;
             EXPECT_LE(d->payload_size + k_header_size, x % 129);

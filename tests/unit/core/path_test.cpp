@@ -9,7 +9,8 @@ namespace hmk {
 namespace {
 
 TEST(PathTest, AcceptsModulePaths) {
-    for (const char* p : {"/", "/a", "/apps/app1/worker0", "/x-y_z.1/B"}) EXPECT_TRUE(is_valid_path(p)) << p;
+    for (const char* p : {"/", "/a", "/apps/app1/worker0", "/x-y_z.1/B"})
+        EXPECT_TRUE(is_valid_path(p)) << p;
 }
 
 TEST(PathTest, RejectsEachKindOfBadPath) {

@@ -16,8 +16,8 @@ namespace hmk {
 namespace {
 
 struct Outcome {
-    std::map<ModuleId, int> delivered;   // handler calls per module
-    std::vector<BusId> buses;            // buses the message was published on, in order
+    std::map<ModuleId, int> delivered;  // handler calls per module
+    std::vector<BusId> buses;           // buses the message was published on, in order
     int denied = 0;
 };
 
@@ -65,14 +65,17 @@ BusId first_bus(const Topology& t, ModuleId sender, ModuleId destination) {
 std::set<BusId> expected_buses(const Topology& t, BusId home, Scope scope) {
     std::set<BusId> out;
     switch (scope) {
-        case Scope::bus: out.insert(home); break;
+        case Scope::bus:
+            out.insert(home);
+            break;
         case Scope::up:
             for (BusId b = home; b != k_no_module; b = t.find(b)->parent) out.insert(b);
             break;
         case Scope::subtree:
         case Scope::system:
             for (const auto& n : t.nodes()) {
-                if (n.is_gateway() && (scope == Scope::system || t.in_subtree(n.id, home))) out.insert(n.id);
+                if (n.is_gateway() && (scope == Scope::system || t.in_subtree(n.id, home)))
+                    out.insert(n.id);
             }
             break;
     }
@@ -80,7 +83,8 @@ std::set<BusId> expected_buses(const Topology& t, BusId home, Scope scope) {
 }
 
 TEST(RoutingTest, GatewayForwardsAddressedMessagesAlongThePath) {
-    const auto t = Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
+    const auto t =
+        Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
     ASSERT_TRUE(t.has_value());
     const ModuleId a = t->find("/a")->id, x = t->find("/a/x")->id, b = t->find("/b")->id;
     // b -> x, seen by /a on its parent bus: down.
@@ -103,22 +107,26 @@ TEST(RoutingTest, GatewayForwardsAddressedMessagesAlongThePath) {
 }
 
 TEST(RoutingTest, UpPolicyHoldsBackWhatChildrenMayNotSendOut) {
-    const auto t = Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
+    const auto t =
+        Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
     ASSERT_TRUE(t.has_value());
     const ModuleId a = t->find("/a")->id, x = t->find("/a/x")->id, b = t->find("/b")->id;
     UpPolicy closed{false, false, false};
     Forward f = route(*t, a, Side::child_bus, from(x, b), closed);
     EXPECT_FALSE(f.up);
     EXPECT_TRUE(f.denied);
-    f = route(*t, a, Side::child_bus, from(x, k_no_module, Scope::system));  // default policy: no system
+    f = route(*t, a, Side::child_bus,
+              from(x, k_no_module, Scope::system));  // default policy: no system
     EXPECT_FALSE(f.up);
     EXPECT_TRUE(f.denied);
-    f = route(*t, a, Side::child_bus, from(x, k_no_module, Scope::system), UpPolicy{true, true, true});
+    f = route(*t, a, Side::child_bus, from(x, k_no_module, Scope::system),
+              UpPolicy{true, true, true});
     EXPECT_TRUE(f.up);
 }
 
 TEST(RoutingTest, HopLimitStopsForwarding) {
-    const auto t = Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
+    const auto t =
+        Topology::build({{0, "/a", Role::gateway}, {0, "/a/x", Role::leaf}, {0, "/b", Role::leaf}});
     ASSERT_TRUE(t.has_value());
     Header h = from(t->find("/b")->id, t->find("/a/x")->id);
     h.hops = k_max_hops;
@@ -132,7 +140,8 @@ TEST(RoutingPropertyTest, AddressedMessagesTakeTheUniquePathExactlyOnce) {
     std::mt19937 rng(2024);
     int pairs = 0;
     for (int round = 0; round < 150; ++round) {
-        const auto t = Topology::build(testing::random_tree(rng, 2 + static_cast<std::size_t>(round % 30)));
+        const auto t =
+            Topology::build(testing::random_tree(rng, 2 + static_cast<std::size_t>(round % 30)));
         ASSERT_TRUE(t.has_value());
         for (const auto& src : t->nodes()) {
             for (const auto& dst : t->nodes()) {
@@ -141,7 +150,8 @@ TEST(RoutingPropertyTest, AddressedMessagesTakeTheUniquePathExactlyOnce) {
                 ASSERT_EQ(o.delivered.size(), 1u) << src.path << " -> " << dst.path;
                 ASSERT_EQ(o.delivered.begin()->first, dst.id) << src.path << " -> " << dst.path;
                 ASSERT_EQ(o.delivered.begin()->second, 1) << src.path << " -> " << dst.path;
-                ASSERT_EQ(o.buses, t->route_buses(src.id, dst.id)) << src.path << " -> " << dst.path;
+                ASSERT_EQ(o.buses, t->route_buses(src.id, dst.id))
+                    << src.path << " -> " << dst.path;
                 ++pairs;
             }
         }
@@ -155,7 +165,8 @@ TEST(RoutingPropertyTest, EachScopeReachesExactlyItsBuses) {
     std::mt19937 rng(99);
     const UpPolicy open{true, true, true};
     for (int round = 0; round < 150; ++round) {
-        const auto t = Topology::build(testing::random_tree(rng, 1 + static_cast<std::size_t>(round % 30)));
+        const auto t =
+            Topology::build(testing::random_tree(rng, 1 + static_cast<std::size_t>(round % 30)));
         ASSERT_TRUE(t.has_value());
         for (const auto& src : t->nodes()) {
             for (Scope scope : {Scope::bus, Scope::subtree, Scope::up, Scope::system}) {
@@ -169,7 +180,8 @@ TEST(RoutingPropertyTest, EachScopeReachesExactlyItsBuses) {
                 for (BusId b : want) {
                     for (ModuleId m : t->attached(b)) reached.insert(m);
                 }
-                ASSERT_EQ(o.delivered.size(), reached.size()) << src.path << " scope " << to_string(scope);
+                ASSERT_EQ(o.delivered.size(), reached.size())
+                    << src.path << " scope " << to_string(scope);
                 for (const auto& [m, count] : o.delivered) {
                     ASSERT_TRUE(reached.count(m)) << t->find(m)->path;
                     ASSERT_EQ(count, 1) << t->find(m)->path << " got it " << count << " times";

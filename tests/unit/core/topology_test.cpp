@@ -12,8 +12,9 @@ namespace {
 
 std::vector<ModuleDecl> figure1() {
     return {
-        {0, "/apps", Role::gateway},        {0, "/apps/app1", Role::gateway}, {0, "/apps/app1/w", Role::leaf},
-        {0, "/apps/app2", Role::gateway},   {0, "/fs", Role::leaf},           {0, "/drivers", Role::gateway},
+        {0, "/apps", Role::gateway},      {0, "/apps/app1", Role::gateway},
+        {0, "/apps/app1/w", Role::leaf},  {0, "/apps/app2", Role::gateway},
+        {0, "/fs", Role::leaf},           {0, "/drivers", Role::gateway},
         {0, "/drivers/disk", Role::leaf},
     };
 }
@@ -72,7 +73,8 @@ TEST(TopologyTest, RouteBusesFollowTheUniquePath) {
     EXPECT_EQ(t->route_buses(k_root_id, id("/apps/app1/w")),
               (std::vector<BusId>{k_root_id, id("/apps"), id("/apps/app1")}));
     // A gateway reaches its descendants on its own child bus.
-    EXPECT_EQ(t->route_buses(id("/apps"), id("/apps/app1/w")), (std::vector<BusId>{id("/apps"), id("/apps/app1")}));
+    EXPECT_EQ(t->route_buses(id("/apps"), id("/apps/app1/w")),
+              (std::vector<BusId>{id("/apps"), id("/apps/app1")}));
 }
 
 struct BadTree {
@@ -94,11 +96,16 @@ INSTANTIATE_TEST_SUITE_P(
     EveryInvariant, TopologyErrorTest,
     ::testing::Values(
         BadTree{"bad_path", {{0, "/a//b", Role::leaf}}, TopologyError::Kind::bad_path},
-        BadTree{"duplicate_path", {{0, "/a", Role::leaf}, {0, "/a", Role::gateway}}, TopologyError::Kind::duplicate_path},
-        BadTree{"duplicate_id", {{7, "/a", Role::leaf}, {7, "/b", Role::leaf}}, TopologyError::Kind::duplicate_id},
+        BadTree{"duplicate_path",
+                {{0, "/a", Role::leaf}, {0, "/a", Role::gateway}},
+                TopologyError::Kind::duplicate_path},
+        BadTree{"duplicate_id",
+                {{7, "/a", Role::leaf}, {7, "/b", Role::leaf}},
+                TopologyError::Kind::duplicate_id},
         BadTree{"root_id", {{k_root_id, "/a", Role::leaf}}, TopologyError::Kind::bad_id},
         BadTree{"missing_parent", {{0, "/a/b", Role::leaf}}, TopologyError::Kind::missing_parent},
-        BadTree{"parent_not_gateway", {{0, "/a", Role::leaf}, {0, "/a/b", Role::leaf}},
+        BadTree{"parent_not_gateway",
+                {{0, "/a", Role::leaf}, {0, "/a/b", Role::leaf}},
                 TopologyError::Kind::parent_not_gateway},
         BadTree{"root_declared", {{0, "/", Role::gateway}}, TopologyError::Kind::root_declared}),
     [](const auto& p) { return std::string(p.param.name); });

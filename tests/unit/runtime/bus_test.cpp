@@ -21,11 +21,17 @@ TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
     testing::RecordBook book;
     const Registry reg = testing::test_registry(book);
     constexpr int k_senders = 4, k_each = 5000;
-    std::string toml = "[bus]\ncapacity = 32768\n[[module]]\npath = \"/g\"\nkind = \"recgw\"\nbus = { capacity = 32768 }\n";
+    std::string toml =
+        "[bus]\ncapacity = 32768\n[[module]]\npath = \"/g\"\nkind = \"recgw\"\nbus = { capacity = "
+        "32768 }\n";
     for (int i = 0; i < k_senders; ++i) {
-        toml += fmt::format("[[module]]\npath = \"/g/s{}\"\nkind = \"source\"\nconfig = {{ count = {}, rate = 100000 }}\n", i, k_each);
+        toml += fmt::format(
+            "[[module]]\npath = \"/g/s{}\"\nkind = \"source\"\nconfig = {{ count = {}, rate = "
+            "100000 }}\n",
+            i, k_each);
     }
-    for (int i = 0; i < 3; ++i) toml += fmt::format("[[module]]\npath = \"/g/r{}\"\nkind = \"rec\"\n", i);
+    for (int i = 0; i < 3; ++i)
+        toml += fmt::format("[[module]]\npath = \"/g/r{}\"\nkind = \"rec\"\n", i);
     auto b = boot(toml, reg);
     const std::vector<std::string> receivers{"/g", "/g/r0", "/g/r1", "/g/r2"};
     ASSERT_TRUE(eventually([&] {
@@ -45,7 +51,8 @@ TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
             if (r.header.bus != b->id("/g")) continue;  // the gateway also sees Bus 0
             ASSERT_EQ(r.header.seq, expected_seq++) << path << ": sequence numbers not contiguous";
             auto& last = last_of_sender[r.header.sender];
-            ASSERT_EQ(r.header.correlation, last + 1) << path << ": a sender's messages out of order";
+            ASSERT_EQ(r.header.correlation, last + 1)
+                << path << ": a sender's messages out of order";
             last = r.header.correlation;
             order.emplace_back(r.header.sender, r.header.correlation);
         }
@@ -59,7 +66,8 @@ TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
     // Rate-limited senders overlap in time, so the order really interleaves them
     // (otherwise the test would prove little).
     std::size_t switches = 0;
-    for (std::size_t i = 1; i < reference.size(); ++i) switches += reference[i].first != reference[i - 1].first;
+    for (std::size_t i = 1; i < reference.size(); ++i)
+        switches += reference[i].first != reference[i - 1].first;
     EXPECT_GT(switches, static_cast<std::size_t>(k_senders));
 }
 
@@ -107,11 +115,15 @@ config = { sleep_us = 2000 }
 // DESIGN.md 2.4: the owner stamps who put a message on the bus and refuses a
 // module that is not attached, or that claims to speak for someone else.
 TEST(BusTest, OwnerRefusesForeignAndForgedPublishers) {
-    auto topo = Topology::build({{0, "/g", Role::gateway}, {0, "/g/a", Role::leaf}, {0, "/g/b", Role::leaf},
-                                 {0, "/h", Role::gateway}, {0, "/h/x", Role::leaf}});
+    auto topo = Topology::build({{0, "/g", Role::gateway},
+                                 {0, "/g/a", Role::leaf},
+                                 {0, "/g/b", Role::leaf},
+                                 {0, "/h", Role::gateway},
+                                 {0, "/h/x", Role::leaf}});
     ASSERT_TRUE(topo.has_value());
-    const ModuleId g = topo->find("/g")->id, a = topo->find("/g/a")->id, bb = topo->find("/g/b")->id,
-                   h = topo->find("/h")->id, x = topo->find("/h/x")->id;
+    const ModuleId g = topo->find("/g")->id, a = topo->find("/g/a")->id,
+                   bb = topo->find("/g/b")->id, h = topo->find("/h")->id,
+                   x = topo->find("/h/x")->id;
     detail::InprocBus bus(g, "/g", detail::BusSettings{16, 32, {}}, *topo);
 
     Header msg;
@@ -163,7 +175,8 @@ kind = "echo"
     Outgoing out;
     out.destination = b->id("/g/bad");
     ASSERT_TRUE(b->system->inject(out).has_value());
-    ASSERT_TRUE(eventually([&] { return b->system->module_stats(b->id("/g/bad")).state == ModuleState::failed; }));
+    ASSERT_TRUE(eventually(
+        [&] { return b->system->module_stats(b->id("/g/bad")).state == ModuleState::failed; }));
     for (int i = 0; i < 10; ++i) {
         out.destination = b->id("/g/good");
         const std::string text = "ping " + std::to_string(i);

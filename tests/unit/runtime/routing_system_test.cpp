@@ -18,7 +18,8 @@ namespace {
 std::string toml_for(const std::vector<ModuleDecl>& decls) {
     std::string t = "[bus]\ncapacity = 8192\n";
     for (const auto& d : decls) {
-        t += fmt::format("[[module]]\npath = \"{}\"\nkind = \"{}\"\n", d.path, d.role == Role::gateway ? "recgw" : "rec");
+        t += fmt::format("[[module]]\npath = \"{}\"\nkind = \"{}\"\n", d.path,
+                         d.role == Role::gateway ? "recgw" : "rec");
         if (d.role == Role::gateway) t += "bus = { capacity = 8192, up = { system = true } }\n";
     }
     return t;
@@ -40,8 +41,10 @@ std::set<BusId> scope_buses(const Topology& t, BusId home, Scope scope) {
     std::set<BusId> out;
     for (const auto& n : t.nodes()) {
         if (!n.is_gateway()) continue;
-        const bool in = scope == Scope::system || (scope == Scope::subtree && t.in_subtree(n.id, home)) ||
-                        (scope == Scope::up && t.in_subtree(home, n.id)) || (scope == Scope::bus && n.id == home);
+        const bool in = scope == Scope::system ||
+                        (scope == Scope::subtree && t.in_subtree(n.id, home)) ||
+                        (scope == Scope::up && t.in_subtree(home, n.id)) ||
+                        (scope == Scope::bus && n.id == home);
         if (in) out.insert(n.id);
     }
     return out;
@@ -106,8 +109,9 @@ TEST(RoutingSystemTest, RandomTreesDeliverAlongTheUniquePathAndWithinScope) {
                     if (r.addressed_to_me) ++addressed[module];
                 }
             }
-            const std::string what = fmt::format("round {} {} -> {}", round, t.find(s.from)->path,
-                                                 s.to ? t.find(s.to)->path : std::string("*") + to_string(s.scope));
+            const std::string what =
+                fmt::format("round {} {} -> {}", round, t.find(s.from)->path,
+                            s.to ? t.find(s.to)->path : std::string("*") + to_string(s.scope));
             if (s.to != k_no_module) {
                 const auto path = t.route_buses(s.from, s.to);
                 EXPECT_EQ(buses, std::set<BusId>(path.begin(), path.end())) << what;
@@ -125,7 +129,8 @@ TEST(RoutingSystemTest, RandomTreesDeliverAlongTheUniquePathAndWithinScope) {
                     }
                 }
                 EXPECT_EQ(handled.size(), reached.size()) << what;
-                for (ModuleId m : reached) EXPECT_EQ(handled[m], 1) << what << " at " << t.find(m)->path;
+                for (ModuleId m : reached)
+                    EXPECT_EQ(handled[m], 1) << what << " at " << t.find(m)->path;
             }
             ++checked;
         }

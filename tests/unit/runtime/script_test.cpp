@@ -82,16 +82,20 @@ TEST_P(ScriptErrorTest, NamesLineColumnAndReason) {
 
 INSTANTIATE_TEST_SUITE_P(
     EveryErrorKind, ScriptErrorTest,
-    ::testing::Values(BadScript{"unknown_command", "\n  fly /g\n", "s.hmks:2:3", "unknown command 'fly'"},
-                      BadScript{"unknown_module", "send /nope data x\n", "s.hmks:1:6", "no module /nope"},
-                      BadScript{"unknown_type", "send /g/echo flavour x\n", "s.hmks:1:14", "unknown message type"},
-                      BadScript{"bad_scope", "send --scope world * data\n", "s.hmks:1:14", "unknown scope"},
-                      BadScript{"unterminated", "send /g/echo data \"abc\n", "s.hmks:1:19", "unterminated"},
-                      BadScript{"bad_counter", "expect stat /g/sink speed == 1\n", "s.hmks:1:21", "unknown counter"},
-                      BadScript{"bad_comparison", "expect stat /g/sink rx ~ 1\n", "s.hmks:1:24", "unknown comparison"},
-                      BadScript{"not_a_bus", "expect bus /g/sink published == 1\n", "s.hmks:1:12", "owns no bus"},
-                      BadScript{"trailing", "wait 5 6\n", "s.hmks:1:8", "unexpected '6'"},
-                      BadScript{"bad_hex", "send /g/echo data hex:0g\n", "s.hmks:1:19", "bad hex digit"}),
+    ::testing::Values(
+        BadScript{"unknown_command", "\n  fly /g\n", "s.hmks:2:3", "unknown command 'fly'"},
+        BadScript{"unknown_module", "send /nope data x\n", "s.hmks:1:6", "no module /nope"},
+        BadScript{"unknown_type", "send /g/echo flavour x\n", "s.hmks:1:14",
+                  "unknown message type"},
+        BadScript{"bad_scope", "send --scope world * data\n", "s.hmks:1:14", "unknown scope"},
+        BadScript{"unterminated", "send /g/echo data \"abc\n", "s.hmks:1:19", "unterminated"},
+        BadScript{"bad_counter", "expect stat /g/sink speed == 1\n", "s.hmks:1:21",
+                  "unknown counter"},
+        BadScript{"bad_comparison", "expect stat /g/sink rx ~ 1\n", "s.hmks:1:24",
+                  "unknown comparison"},
+        BadScript{"not_a_bus", "expect bus /g/sink published == 1\n", "s.hmks:1:12", "owns no bus"},
+        BadScript{"trailing", "wait 5 6\n", "s.hmks:1:8", "unexpected '6'"},
+        BadScript{"bad_hex", "send /g/echo data hex:0g\n", "s.hmks:1:19", "bad hex digit"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace

@@ -16,7 +16,7 @@ std::optional<LogLevel> parse_log_level(std::string_view text);
 /// Line-oriented, thread-safe log: "  12.345678 WARN  /drivers/disk: text".
 /// Owned by whoever builds the system and passed down; there is no global logger.
 class Logger {
-public:
+  public:
     explicit Logger(std::FILE* out = stderr, LogLevel threshold = LogLevel::info);
     Logger(const Logger&) = delete;
     Logger& operator=(const Logger&) = delete;
@@ -29,7 +29,7 @@ public:
     /// Console output (stdout), serialised with the log so lines never interleave.
     void print(std::string_view line);
 
-private:
+  private:
     std::FILE* m_out;
     LogLevel m_threshold;
     std::uint64_t m_start_ns;

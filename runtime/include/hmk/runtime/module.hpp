@@ -46,11 +46,11 @@ inline std::span<const std::byte> as_bytes(std::string_view text) {
 }
 
 enum class SendError : std::uint8_t {
-    payload_too_large = 1,   ///< over the bus's max_payload
-    unknown_destination,     ///< no module with that id in the system
-    no_child_bus,            ///< send_child() from a module that is not a gateway
-    rejected,                ///< the bus owner refused it (forged sender, hop limit)
-    stopped,                 ///< the system is shutting down
+    payload_too_large = 1,  ///< over the bus's max_payload
+    unknown_destination,    ///< no module with that id in the system
+    no_child_bus,           ///< send_child() from a module that is not a gateway
+    rejected,               ///< the bus owner refused it (forged sender, hop limit)
+    stopped,                ///< the system is shutting down
 };
 const char* to_string(SendError error);
 
@@ -60,7 +60,7 @@ enum class TimerMode : std::uint8_t { once, periodic };
 /// What a module may do. Every call is made from the module's own thread
 /// (inside its constructor or a handler) unless stated otherwise.
 class Env {
-public:
+  public:
     virtual ~Env() = default;
 
     virtual ModuleId id() const = 0;
@@ -113,7 +113,7 @@ struct Translation {
 /// Handlers run on one thread, one at a time; a handler that throws fails the
 /// module (its parent decides what happens next) and never the bus.
 class Module {
-public:
+  public:
     virtual ~Module() = default;
 
     /// Runs once before the first message.
@@ -149,7 +149,7 @@ struct ModuleKind {
 
 /// Module kinds by name. Built once at start-up and passed where needed.
 class Registry {
-public:
+  public:
     /// Adds a kind; false if the name is taken.
     bool add(ModuleKind kind);
     const ModuleKind* find(std::string_view name) const;
@@ -163,7 +163,7 @@ public:
                               [](Env& env) { return T::create(env); }});
     }
 
-private:
+  private:
     std::vector<ModuleKind> m_kinds;
 };
 

@@ -21,7 +21,10 @@ using ConfigValue = std::variant<std::int64_t, double, bool, std::string>;
 /// constructor and refine: ConfigKey("count", ConfigType::integer, 10, "...").range(0, 100).
 struct ConfigKey {
     ConfigKey(std::string key, ConfigType key_type, ConfigValue default_value, std::string text)
-        : name(std::move(key)), type(key_type), fallback(std::move(default_value)), help(std::move(text)) {}
+        : name(std::move(key)),
+          type(key_type),
+          fallback(std::move(default_value)),
+          help(std::move(text)) {}
     ConfigKey& require() {
         required = true;
         return *this;
@@ -38,10 +41,10 @@ struct ConfigKey {
 
     std::string name;
     ConfigType type;
-    ConfigValue fallback;           ///< used when the key is absent (ignored if required)
+    ConfigValue fallback;  ///< used when the key is absent (ignored if required)
     std::string help;
     bool required = false;
-    std::int64_t min = INT64_MIN;   ///< for integers
+    std::int64_t min = INT64_MIN;  ///< for integers
     std::int64_t max = INT64_MAX;
     std::vector<std::string> choices;  ///< for strings: allowed values, empty = any
 };
@@ -49,17 +52,19 @@ struct ConfigKey {
 /// A module's checked configuration: every key of its kind's schema is present
 /// with the declared type (absent keys hold their fallback). Read-only at run time.
 class ModuleConfig {
-public:
+  public:
     std::int64_t integer(std::string_view key) const;
     double number(std::string_view key) const;
     bool boolean(std::string_view key) const;
     const std::string& string(std::string_view key) const;
     bool has(std::string_view key) const { return m_values.find(key) != m_values.end(); }
 
-    void set(std::string key, ConfigValue value) { m_values.insert_or_assign(std::move(key), std::move(value)); }
+    void set(std::string key, ConfigValue value) {
+        m_values.insert_or_assign(std::move(key), std::move(value));
+    }
     const std::map<std::string, ConfigValue, std::less<>>& values() const { return m_values; }
 
-private:
+  private:
     const ConfigValue& at(std::string_view key) const;
     std::map<std::string, ConfigValue, std::less<>> m_values;
 };

@@ -14,19 +14,28 @@ namespace hmk {
 /// One command of a script (docs/scripts.md), with the line it came from.
 struct ScriptCommand {
     enum class Op : std::uint8_t {
-        send, expect_reply, expect_reply_contains, expect_no_reply, expect_stat, expect_bus,
-        expect_state, wait, stats, timeout, print
+        send,
+        expect_reply,
+        expect_reply_contains,
+        expect_no_reply,
+        expect_stat,
+        expect_bus,
+        expect_state,
+        wait,
+        stats,
+        timeout,
+        print
     };
     Op op{};
     std::uint32_t line = 0;
-    std::string path;                 ///< send: destination ("" = broadcast); expect: module or bus
-    std::string from;                 ///< send: sending module ("" = the root)
+    std::string path;  ///< send: destination ("" = broadcast); expect: module or bus
+    std::string from;  ///< send: sending module ("" = the root)
     Scope scope = Scope::bus;
     std::uint32_t type = 0;
-    std::string payload;              ///< send payload, expected reply text, or print text
-    std::string key;                  ///< expect stat/bus: counter name; expect state: state
-    std::string comparison;           ///< == != < <= > >=
-    std::uint64_t number = 0;         ///< expect: the value compared to; wait/timeout: ms
+    std::string payload;       ///< send payload, expected reply text, or print text
+    std::string key;           ///< expect stat/bus: counter name; expect state: state
+    std::string comparison;    ///< == != < <= > >=
+    std::uint64_t number = 0;  ///< expect: the value compared to; wait/timeout: ms
 };
 
 struct Script {

@@ -33,8 +33,8 @@ struct ModuleStats {
 
 struct BusStats {
     BusId id = k_no_module;
-    std::string name;            ///< "Bus 0" or the owner's path
-    std::uint64_t published = 0; ///< = last sequence number
+    std::string name;             ///< "Bus 0" or the owner's path
+    std::uint64_t published = 0;  ///< = last sequence number
     std::uint64_t bytes = 0;
     std::uint64_t rejected = 0;  ///< refused by the owner's checks
     std::uint32_t capacity = 0;
@@ -57,7 +57,7 @@ class SystemImpl;
 /// in-process module on a thread of its own. Created stopped; start() boots
 /// it parents-first, stop() (or the destructor) shuts it down children-first.
 class System {
-public:
+  public:
     static Result<std::unique_ptr<System>, std::string> create(const SystemSpec& spec,
                                                                const Registry& registry,
                                                                Logger& logger);
@@ -85,7 +85,7 @@ public:
     ModuleStats module_stats(ModuleId id) const;
     std::vector<BusStats> bus_stats() const;
 
-private:
+  private:
     explicit System(std::unique_ptr<detail::SystemImpl> impl);
     std::unique_ptr<detail::SystemImpl> m_impl;
 };

@@ -24,18 +24,18 @@ const char* to_string(Isolation isolation);
 
 /// Settings of the bus a gateway owns.
 struct BusSpec {
-    std::uint32_t capacity = 4096;      ///< messages the broadcast ring holds (power of two)
-    std::uint32_t max_payload = 4096;   ///< bytes per message payload
-    UpPolicy up;                        ///< what children may send out of the bus
+    std::uint32_t capacity = 4096;     ///< messages the broadcast ring holds (power of two)
+    std::uint32_t max_payload = 4096;  ///< bytes per message payload
+    UpPolicy up;                       ///< what children may send out of the bus
 };
 
 struct ModuleSpec {
     std::string path;
     std::string kind;
-    ModuleId id = k_no_module;          ///< final id (assigned if not given)
+    ModuleId id = k_no_module;  ///< final id (assigned if not given)
     Isolation isolation = Isolation::inproc;
     ModuleConfig config;
-    BusSpec bus;                        ///< gateways only
+    BusSpec bus;  ///< gateways only
     SourceLocation where;
 };
 
@@ -44,8 +44,8 @@ struct ModuleSpec {
 struct SystemSpec {
     std::string name;
     std::string file;
-    BusSpec root_bus;                   ///< Bus 0
-    std::vector<ModuleSpec> modules;    ///< in declaration order, without the root
+    BusSpec root_bus;                 ///< Bus 0
+    std::vector<ModuleSpec> modules;  ///< in declaration order, without the root
     Topology topology;
 
     const ModuleSpec* module(ModuleId id) const;
