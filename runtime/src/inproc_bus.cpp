@@ -65,10 +65,13 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header,
         seq = m_ring.publish(header, payload).value();
     }
     m_bytes.fetch_add(k_header_size + payload.size(), std::memory_order_relaxed);
-    // Pairs with the reader's arm-then-check (seq_cst on both sides): either
-    // the reader sees the new head, or we see it armed.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (m_armed.load(std::memory_order_seq_cst) != 0) wake_armed();
+    // Wake-up handshake with a reader about to sleep. Both sides do a
+    // read-modify-write on m_armed: the reader increments it and then checks
+    // the ring head; we publish the head and then read m_armed with an RMW.
+    // The RMWs are totally ordered, so either ours comes later and sees the
+    // reader armed, or the reader's comes later and (by release/acquire on
+    // that chain) sees the new head. No fence needed, and TSan can follow it.
+    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0) wake_armed();
     return seq;
 }
 

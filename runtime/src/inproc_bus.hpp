@@ -48,8 +48,8 @@ class InprocBus {
     /// Before start only: a reader whose doorbell the bus rings.
     void subscribe(Doorbell* doorbell) { m_subscribers.push_back(doorbell); }
     /// Reader, around sleeping: count of armed readers lets publish skip the scan.
-    void reader_armed() { m_armed.fetch_add(1, std::memory_order_seq_cst); }
-    void reader_disarmed() { m_armed.fetch_sub(1, std::memory_order_seq_cst); }
+    void reader_armed() { m_armed.fetch_add(1, std::memory_order_acq_rel); }
+    void reader_disarmed() { m_armed.fetch_sub(1, std::memory_order_acq_rel); }
 
     const BroadcastRing& ring() const { return m_ring; }
     BusId id() const { return m_id; }

@@ -303,7 +303,7 @@ void Runner::sleep_until_work() {
     m_doorbell.armed.store(true, std::memory_order_seq_cst);
     if (m_parent_bus != nullptr) m_parent_bus->reader_armed();
     if (m_child_bus != nullptr) m_child_bus->reader_armed();
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // (reader_armed() is the RMW half of the handshake in InprocBus::publish.)
 
     const bool pending =
         m_stop.load() ||

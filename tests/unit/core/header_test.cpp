@@ -82,6 +82,9 @@ struct Corruption {
     std::size_t offset;
     std::uint8_t value;
     HeaderError expected;
+    friend void PrintTo(const Corruption& c, std::ostream* os) {
+        *os << "byte " << c.offset << " = " << int{c.value} << ": " << to_string(c.expected);
+    }
 };
 
 class HeaderCorruptionTest : public ::testing::TestWithParam<Corruption> {};
@@ -102,7 +105,11 @@ INSTANTIATE_TEST_SUITE_P(EveryCheckedField, HeaderCorruptionTest,
                                            Corruption{59, 0x80, HeaderError::unknown_flags},
                                            Corruption{61, 1, HeaderError::reserved_not_zero},
                                            Corruption{52, 4, HeaderError::payload_truncated},
-                                           Corruption{52, 2, HeaderError::trailing_bytes}));
+                                           Corruption{52, 2, HeaderError::trailing_bytes}),
+                         [](const auto& p) {
+                             return "offset_" + std::to_string(p.param.offset) + "_" +
+                                    std::to_string(p.index);
+                         });
 
 TEST(HeaderTest, ShortBufferIsTruncatedNotACrash) {
     const auto buf = encoded(sample());

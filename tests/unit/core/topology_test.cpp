@@ -81,6 +81,7 @@ struct BadTree {
     const char* name;
     std::vector<ModuleDecl> decls;
     TopologyError::Kind kind;
+    friend void PrintTo(const BadTree& c, std::ostream* os) { *os << c.name; }
 };
 
 class TopologyErrorTest : public ::testing::TestWithParam<BadTree> {};

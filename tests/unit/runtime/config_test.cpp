@@ -48,6 +48,7 @@ struct BadConfig {
     const char* toml;
     const char* location;  // "FILE:LINE:COL" prefix the error must start with
     const char* says;      // text the message must contain
+    friend void PrintTo(const BadConfig& c, std::ostream* os) { *os << c.name; }
 };
 
 class ConfigErrorTest : public ::testing::TestWithParam<BadConfig> {};

@@ -68,6 +68,7 @@ struct BadScript {
     const char* text;
     const char* location;
     const char* says;
+    friend void PrintTo(const BadScript& c, std::ostream* os) { *os << c.name; }
 };
 
 class ScriptErrorTest : public ScriptTest, public ::testing::WithParamInterface<BadScript> {};
