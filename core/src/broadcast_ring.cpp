@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "hmk/detail/atomic_copy.hpp"
+
 namespace hmk {
 
 // Control block at the start of the region. Immutable geometry first, then the
@@ -48,42 +50,8 @@ bool is_power_of_two(std::uint32_t n) {
     return n != 0 && (n & (n - 1)) == 0;
 }
 
-// Message bytes are moved as 8-byte atomics so that a reader racing the writer
-// reads torn data (which the seqlock then discards) rather than causing
-// undefined behaviour. The orderings replace the classic seqlock fences
-// (which ThreadSanitizer cannot see): each data store is a release, so a reader
-// that sees any byte of a newer message also sees the slot's busy tag stored
-// before it; each data load is an acquire, so the reader's closing tag check
-// cannot move above it. On x86-64 both are plain moves.
-void store_words(std::uint64_t* dst, const std::byte* src, std::size_t bytes) {
-    const std::size_t words = bytes / 8;
-    for (std::size_t i = 0; i < words; ++i) {
-        std::uint64_t w;
-        std::memcpy(&w, src + 8 * i, 8);
-        std::atomic_ref<std::uint64_t>(dst[i]).store(w, std::memory_order_release);
-    }
-    if (const std::size_t rest = bytes % 8; rest != 0) {
-        std::uint64_t w = 0;
-        std::memcpy(&w, src + 8 * words, rest);
-        std::atomic_ref<std::uint64_t>(dst[words]).store(w, std::memory_order_release);
-    }
-}
-
-void load_words(std::byte* dst, const std::uint64_t* src, std::size_t bytes) {
-    const std::size_t words = bytes / 8;
-    for (std::size_t i = 0; i < words; ++i) {
-        // atomic_ref needs a non-const object; the load never writes.
-        const std::uint64_t w = std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(src[i]))
-                                    .load(std::memory_order_acquire);
-        std::memcpy(dst + 8 * i, &w, 8);
-    }
-    if (const std::size_t rest = bytes % 8; rest != 0) {
-        const std::uint64_t w =
-            std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(src[words]))
-                .load(std::memory_order_acquire);
-        std::memcpy(dst + 8 * words, &w, rest);
-    }
-}
+using detail::load_words;
+using detail::store_words;
 
 }  // namespace
 
@@ -184,7 +152,7 @@ Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header,
                   std::memory_order_release);
 
     s->tag.store(seq, std::memory_order_release);
-    m_control->head.store(seq, std::memory_order_release);
+    m_control->head.store(seq, std::memory_order_seq_cst);
     return seq;
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "inproc_bus.hpp"
 
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 
@@ -10,19 +11,28 @@
 namespace hmk::detail {
 namespace {
 
-std::byte* allocate_region(std::size_t size) {
-    return static_cast<std::byte*>(::operator new (size, std::align_val_t{64}));
-}
-void free_region(std::byte* p) {
-    ::operator delete (p, std::align_val_t{64});
+platform::SharedRegion make_region(BusId id, const BusSettings& s) {
+    auto region =
+        platform::SharedRegion::create(("hmk-bus-" + std::to_string(id)).c_str(),
+                                       BroadcastRing::region_size(s.slot_count, s.max_payload));
+    // Out of memory or fds at start-up: nothing sensible to go on with.
+    if (!region) {
+        std::fprintf(stderr, "hmk: cannot create bus %u: %s\n", id, region.error().c_str());
+        std::abort();
+    }
+    return std::move(region).value();
 }
 
-BroadcastRing make_ring(std::byte* memory, const BusSettings& s) {
-    auto ring = BroadcastRing::create(
-        std::span<std::byte>(memory, BroadcastRing::region_size(s.slot_count, s.max_payload)),
-        s.slot_count, s.max_payload);
+BroadcastRing make_ring(platform::SharedRegion& region, const BusSettings& s) {
+    auto ring = BroadcastRing::create(region.bytes(), s.slot_count, s.max_payload);
     // Settings are checked when the system is loaded; a bad geometry here is a bug.
     if (!ring) std::abort();
+    // From now on nobody can map the ring writable again: readers in other
+    // processes get read-only memory they cannot mprotect to writable.
+    if (auto sealed = region.seal_writes(); !sealed) {
+        std::fprintf(stderr, "hmk: cannot seal bus ring: %s\n", sealed.error().c_str());
+        std::abort();
+    }
     return *ring;
 }
 
@@ -34,10 +44,13 @@ InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
       m_name(std::move(name)),
       m_settings(settings),
       m_topology(topology),
-      m_memory(
-          allocate_region(BroadcastRing::region_size(settings.slot_count, settings.max_payload)),
-          free_region),
-      m_ring(make_ring(m_memory.get(), settings)) {}
+      m_memory(make_region(id, settings)),
+      m_ring(make_ring(m_memory, settings)) {}
+
+void InprocBus::subscribe(Doorbell doorbell, bool remote) {
+    m_subscribers.push_back(doorbell);
+    m_has_remote = m_has_remote || remote;
+}
 
 Result<std::uint64_t, SendError> InprocBus::publish(Header header,
                                                     std::span<const std::byte> payload,
@@ -48,10 +61,14 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header,
     // forwards up, for modules of its own subtree.
     const TopologyNode* v = m_topology.find(via);
     const bool attached = v != nullptr && (v->id == m_id || v->parent == m_id);
-    const bool sender_ok = header.sender == via ||
-                           (header.hops > 0 && m_topology.in_subtree(header.sender, via)) ||
-                           (via == m_id && header.hops > 0);  // owner forwarding down
-    if (!attached || !sender_ok || header.hops > k_max_hops) {
+    // A leaf speaks only for itself and never forwards; a gateway forwarding
+    // up may speak for its own subtree; the owner may forward anything down.
+    const bool sender_ok =
+        attached &&
+        ((header.sender == via && (header.hops == 0 || v->is_gateway())) ||
+         (header.hops > 0 && v->is_gateway() && m_topology.in_subtree(header.sender, via)) ||
+         (via == m_id && header.hops > 0));
+    if (!sender_ok || header.hops > k_max_hops) {
         m_rejected.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::rejected};
     }
@@ -71,17 +88,14 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header,
     // The RMWs are totally ordered, so either ours comes later and sees the
     // reader armed, or the reader's comes later and (by release/acquire on
     // that chain) sees the new head. No fence needed, and TSan can follow it.
-    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0) wake_armed();
+    // Readers in other processes are looked at on every publish (their bells
+    // are seq_cst against the ring head, see BroadcastRing::head()).
+    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0 || m_has_remote) wake_armed();
     return seq;
 }
 
 void InprocBus::wake_armed() {
-    for (Doorbell* d : m_subscribers) {
-        if (d->armed.exchange(false, std::memory_order_seq_cst)) {
-            d->word.fetch_add(1, std::memory_order_seq_cst);
-            platform::futex_wake(d->word, 1);
-        }
-    }
+    for (const Doorbell& d : m_subscribers) d.ring();
 }
 
 }  // namespace hmk::detail

@@ -8,19 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "bus_port.hpp"
 #include "hmk/broadcast_ring.hpp"
+#include "hmk/platform/shm.hpp"
 #include "hmk/routing.hpp"
 #include "hmk/runtime/module.hpp"
 #include "hmk/topology.hpp"
 
 namespace hmk::detail {
-
-/// A sleeping reader's wake-up word. The reader arms it before it sleeps; the
-/// bus rings only armed doorbells, once per burst.
-struct Doorbell {
-    std::atomic<std::uint32_t> word{0};
-    std::atomic<bool> armed{false};
-};
 
 /// Settings of one bus, from the system description.
 struct BusSettings {
@@ -29,11 +24,14 @@ struct BusSettings {
     UpPolicy up;
 };
 
-/// An in-process bus: the owner's broadcast ring plus the owner's publish path.
-/// Senders call publish() from their own threads; the bus serialises them, so
-/// the ring keeps a single writer and one total order. The bus, as its owner's
-/// agent, stamps seq, bus, via and timestamp and checks the claimed sender.
-class InprocBus {
+/// A bus as its owner's process holds it: the broadcast ring (in a sealed
+/// shared-memory region, so modules in other processes can map it read-only)
+/// plus the owner's publish path. Senders in this process call publish() from
+/// their own threads, and the uplink pumps call it for modules in other
+/// processes; the bus serialises them, so the ring keeps a single writer and
+/// one total order. The bus, as its owner's agent, stamps seq, bus, via and
+/// timestamp and checks the claimed sender.
+class InprocBus final : public BusPort {
   public:
     InprocBus(BusId id, std::string name, const BusSettings& settings, const Topology& topology);
     InprocBus(const InprocBus&) = delete;
@@ -43,17 +41,22 @@ class InprocBus {
     /// correlation, hops, flags taken from it) as put on the bus by `via`.
     /// Returns the sequence number given.
     Result<std::uint64_t, SendError> publish(Header header, std::span<const std::byte> payload,
-                                             ModuleId via);
+                                             ModuleId via) override;
 
-    /// Before start only: a reader whose doorbell the bus rings.
-    void subscribe(Doorbell* doorbell) { m_subscribers.push_back(doorbell); }
-    /// Reader, around sleeping: count of armed readers lets publish skip the scan.
-    void reader_armed() { m_armed.fetch_add(1, std::memory_order_acq_rel); }
-    void reader_disarmed() { m_armed.fetch_sub(1, std::memory_order_acq_rel); }
+    /// Before start only: a reader whose doorbell the bus rings. A reader in
+    /// another process (`remote`) cannot count itself armed in our memory, so
+    /// the bus looks at its bell on every publish.
+    void subscribe(Doorbell doorbell, bool remote = false);
+    /// In-process reader, around sleeping: the count of armed readers lets
+    /// publish skip the scan when nobody sleeps.
+    void reader_armed() override { m_armed.fetch_add(1, std::memory_order_acq_rel); }
+    void reader_disarmed() override { m_armed.fetch_sub(1, std::memory_order_acq_rel); }
 
-    const BroadcastRing& ring() const { return m_ring; }
+    const BroadcastRing& ring() const override { return m_ring; }
+    /// The shared-memory region of the ring, for handing to another process.
+    const platform::SharedRegion& region() const { return m_memory; }
     BusId id() const { return m_id; }
-    const std::string& name() const { return m_name; }
+    const std::string& name() const override { return m_name; }
     const BusSettings& settings() const { return m_settings; }
     std::uint64_t bytes() const { return m_bytes.load(std::memory_order_relaxed); }
     std::uint64_t rejected() const { return m_rejected.load(std::memory_order_relaxed); }
@@ -65,10 +68,11 @@ class InprocBus {
     std::string m_name;
     BusSettings m_settings;
     const Topology& m_topology;
-    std::unique_ptr<std::byte, void (*)(std::byte*)> m_memory;
+    platform::SharedRegion m_memory;
     BroadcastRing m_ring;
     std::mutex m_write;
-    std::vector<Doorbell*> m_subscribers;
+    std::vector<Doorbell> m_subscribers;
+    bool m_has_remote = false;
     alignas(64) std::atomic<std::uint32_t> m_armed{0};
     std::atomic<std::uint64_t> m_bytes{0};
     std::atomic<std::uint64_t> m_rejected{0};

@@ -19,7 +19,7 @@ constexpr int k_batch = 64;
 }  // namespace
 
 Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
-               InprocBus* parent_bus, InprocBus* child_bus)
+               BusPort* parent_bus, InprocBus* child_bus, std::optional<Doorbell> bell)
     : m_host(host),
       m_id(spec != nullptr ? spec->id : k_root_id),
       m_path(spec != nullptr ? spec->path : "/"),
@@ -28,17 +28,21 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_gateway(child_bus != nullptr),
       m_eavesdrop(kind != nullptr && kind->eavesdrop == Eavesdrop::yes),
       m_policy(spec != nullptr ? spec->bus.up : UpPolicy{}),
+      m_parent(spec != nullptr ? host.topology().find(spec->id)->parent : k_no_module),
       m_parent_bus(parent_bus),
       m_child_bus(child_bus),
-      m_random(0x9E3779B97F4A7C15ull ^ m_id) {
+      m_random(0x9E3779B97F4A7C15ull ^ m_id),
+      m_bell(bell.value_or(Doorbell{&m_bell_word, &m_bell_armed, platform::FutexScope::process})) {
     std::size_t largest = 0;
     if (m_parent_bus != nullptr) {
-        m_parent_bus->subscribe(&m_doorbell);
+        // A local parent bus rings us; a remote one (module host) rings the
+        // bell in our uplink region, which its owner subscribed already.
+        if (auto* local = dynamic_cast<InprocBus*>(m_parent_bus)) local->subscribe(m_bell);
         m_parent_cursor = m_parent_bus->ring().head() + 1;
         largest = m_parent_bus->ring().max_message();
     }
     if (m_child_bus != nullptr) {
-        m_child_bus->subscribe(&m_doorbell);
+        m_child_bus->subscribe(m_bell);
         m_child_cursor = m_child_bus->ring().head() + 1;
         largest = std::max<std::size_t>(largest, m_child_bus->ring().max_message());
     }
@@ -56,8 +60,8 @@ void Runner::start() {
 
 void Runner::request_stop() {
     m_stop.store(true, std::memory_order_seq_cst);
-    m_doorbell.word.fetch_add(1, std::memory_order_seq_cst);
-    platform::futex_wake(m_doorbell.word, 1);
+    m_bell.word->fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(*m_bell.word, 1, m_bell.scope);
 }
 
 void Runner::join() {
@@ -123,6 +127,7 @@ void Runner::run() {
         if (m_child_bus != nullptr) work |= drain(*m_child_bus, m_child_cursor, Side::child_bus);
         work |= fire_timers();
         if (work) {
+            m_host.progress(stats());
             idle = 0;
         } else if (++idle < k_idle_spins) {
             std::this_thread::yield();
@@ -137,7 +142,7 @@ void Runner::run() {
     }
 }
 
-bool Runner::drain(InprocBus& bus, std::uint64_t& cursor, Side side) {
+bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
     int n = 0;
     for (; n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running; ++n) {
         const ReadResult r = bus.ring().read(cursor, m_record);
@@ -186,7 +191,7 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
 }
 
 void Runner::forward(Direction direction, const Message& message) {
-    InprocBus* bus = direction == Direction::up ? m_parent_bus : m_child_bus;
+    BusPort* bus = direction == Direction::up ? m_parent_bus : static_cast<BusPort*>(m_child_bus);
     if (bus == nullptr) return;
     Header h = message.header;
     std::span<const std::byte> payload = message.payload;
@@ -213,7 +218,7 @@ void Runner::forward(Direction direction, const Message& message) {
     (direction == Direction::up ? m_fwd_up : m_fwd_down).fetch_add(1, std::memory_order_relaxed);
 }
 
-Result<void, SendError> Runner::publish_on(InprocBus* bus, const Outgoing& out) {
+Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& out) {
     if (m_stop.load(std::memory_order_relaxed)) return Err{SendError::stopped};
     if (out.destination != k_no_module && m_host.topology().find(out.destination) == nullptr) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
@@ -242,7 +247,7 @@ Result<void, SendError> Runner::send(const Outgoing& message) {
     const bool below = m_child_bus != nullptr && message.destination != k_no_module &&
                        message.destination != m_id &&
                        m_host.topology().in_subtree(message.destination, m_id);
-    InprocBus* bus = (m_parent_bus == nullptr || below) ? m_child_bus : m_parent_bus;
+    BusPort* bus = (m_parent_bus == nullptr || below) ? m_child_bus : m_parent_bus;
     return publish_on(bus, message);
 }
 
@@ -299,8 +304,8 @@ void Runner::log(LogLevel level, std::string_view text) {
 }
 
 void Runner::sleep_until_work() {
-    const std::uint32_t word = m_doorbell.word.load(std::memory_order_seq_cst);
-    m_doorbell.armed.store(true, std::memory_order_seq_cst);
+    const std::uint32_t word = m_bell.word->load(std::memory_order_seq_cst);
+    m_bell.armed->store(1, std::memory_order_seq_cst);
     if (m_parent_bus != nullptr) m_parent_bus->reader_armed();
     if (m_child_bus != nullptr) m_child_bus->reader_armed();
     // (reader_armed() is the RMW half of the handshake in InprocBus::publish.)
@@ -316,9 +321,9 @@ void Runner::sleep_until_work() {
             const std::uint64_t next = m_deadlines.begin()->first;
             timeout = next > now ? static_cast<std::int64_t>(next - now) : 0;
         }
-        if (timeout != 0) platform::futex_wait(m_doorbell.word, word, timeout);
+        if (timeout != 0) platform::futex_wait(*m_bell.word, word, timeout, m_bell.scope);
     }
-    m_doorbell.armed.store(false, std::memory_order_seq_cst);
+    m_bell.armed->store(0, std::memory_order_seq_cst);
     if (m_parent_bus != nullptr) m_parent_bus->reader_disarmed();
     if (m_child_bus != nullptr) m_child_bus->reader_disarmed();
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -24,6 +25,8 @@ class RunnerHost {
     virtual std::uint64_t next_correlation() = 0;
     /// The runner finished start-up (its module exists and on_start ran) or failed.
     virtual void started(ModuleId id, bool ok) = 0;
+    /// The runner handled a batch; `stats` are its counters now. Default: nothing.
+    virtual void progress(const ModuleStats& /*stats*/) {}
 };
 
 /// Runs one in-process module on a thread of its own: reads its bus(es),
@@ -31,14 +34,18 @@ class RunnerHost {
 /// It is the module's Env.
 class Runner final : public Env {
   public:
-    /// `spec` is null for the root. The module is made by `kind` on the runner's thread.
-    Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind, InprocBus* parent_bus,
-           InprocBus* child_bus);
+    /// `spec` is null for the root. The module is made by `kind` on the runner's
+    /// thread. `bell` is where the runner sleeps; by default its own memory
+    /// (a module host passes the bell in its uplink region).
+    Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind, BusPort* parent_bus,
+           InprocBus* child_bus, std::optional<Doorbell> bell = std::nullopt);
     ~Runner() override;
     Runner(const Runner&) = delete;
     Runner& operator=(const Runner&) = delete;
 
     void start();
+    /// Runs the module on the calling thread until it stops or fails (a module host's main).
+    void run();
     void request_stop();
     void join();
     ModuleStats stats() const;
@@ -63,13 +70,13 @@ class Runner final : public Env {
     Result<void, SendError> send_as(const Outgoing& message);
 
   private:
-    void run();
-    bool drain(InprocBus& bus, std::uint64_t& cursor, Side side);
+    bool drain(BusPort& bus, std::uint64_t& cursor, Side side);
+    bool lifecycle(const Message& message);
     void handle(Side side, std::span<const std::byte> record);
     void forward(Direction direction, const Message& message);
     bool fire_timers();
     void sleep_until_work();
-    Result<void, SendError> publish_on(InprocBus* bus, const Outgoing& message);
+    Result<void, SendError> publish_on(BusPort* bus, const Outgoing& message);
     template <typename F>
     void guarded(const char* what, F&& f);
 
@@ -81,12 +88,15 @@ class Runner final : public Env {
     bool m_gateway;
     bool m_eavesdrop;
     UpPolicy m_policy;
-    InprocBus* m_parent_bus;
+    ModuleId m_parent;
+    BusPort* m_parent_bus;
     InprocBus* m_child_bus;
     std::unique_ptr<Module> m_module;
     std::thread m_thread;
     std::atomic<bool> m_stop{false};
-    Doorbell m_doorbell;
+    std::atomic<std::uint32_t> m_bell_word{0};
+    std::atomic<std::uint32_t> m_bell_armed{0};
+    Doorbell m_bell;
     std::uint64_t m_parent_cursor = 1;
     std::uint64_t m_child_cursor = 1;
     std::vector<std::byte> m_record;

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "hmk/platform/process.hpp"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+extern char** environ;
+
+namespace hmk::platform {
+namespace {
+
+constexpr int k_first_fd = 3;
+constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never clobbers one
+
+// Runs in the child between clone3 and execve. The parent may have many
+// threads, so only raw system calls here: no allocation, no locks, no glibc
+// wrappers that assume a thread list (setresuid would try to signal threads
+// that exist only in the parent).
+[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root) {
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    const int n = static_cast<int>(o.fds.size());
+    for (int i = 0; i < n; ++i) {
+        if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0) syscall(SYS_exit_group, 120);
+    }
+    for (int i = 0; i < n; ++i) {
+        if (syscall(SYS_dup2, k_parking_fd + i, k_first_fd + i) < 0) syscall(SYS_exit_group, 121);
+    }
+    // Everything else goes: the child holds only stdio and what it was given.
+    syscall(SYS_close_range, k_first_fd + n, ~0u, 0);
+    if (o.limits.address_space != 0) {
+        const rlimit r{o.limits.address_space, o.limits.address_space};
+        syscall(SYS_setrlimit, RLIMIT_AS, &r);
+    }
+    if (o.limits.open_files != 0) {
+        const rlimit r{o.limits.open_files, o.limits.open_files};
+        syscall(SYS_setrlimit, RLIMIT_NOFILE, &r);
+    }
+    const rlimit no_core{0, 0};
+    syscall(SYS_setrlimit, RLIMIT_CORE, &no_core);
+    // Mount events stay inside the child's mount namespace (if it has one).
+    syscall(SYS_mount, nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    if (as_root && o.drop_privileges) {
+        syscall(SYS_setgroups, 0, nullptr);
+        if (syscall(SYS_setresgid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 122);
+        if (syscall(SYS_setresuid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 123);
+    }
+    syscall(SYS_execve, o.program.c_str(), argv, environ);
+    syscall(SYS_exit_group, 127);
+    __builtin_unreachable();
+}
+
+long clone3_pidfd(std::uint64_t flags, int* pidfd) {
+    clone_args args{};
+    args.flags = flags | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<std::uint64_t>(pidfd);
+    args.exit_signal = SIGCHLD;
+    return syscall(SYS_clone3, &args, sizeof(args));
+}
+
+}  // namespace
+
+Result<Child, std::string> spawn(const SpawnOptions& o) {
+    std::vector<char*> argv;
+    for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const bool as_root = geteuid() == 0;
+
+    struct Layer {
+        std::uint64_t flag;
+        const char* name;
+    };
+    std::vector<Layer> wanted;
+    if (o.namespaces) {
+        if (!as_root) wanted.push_back({CLONE_NEWUSER, "user namespace"});
+        wanted.push_back({CLONE_NEWPID, "pid namespace"});
+        wanted.push_back({CLONE_NEWNET, "net namespace"});
+        wanted.push_back({CLONE_NEWIPC, "ipc namespace"});
+        wanted.push_back({CLONE_NEWNS, "mount namespace"});
+    }
+    Child child;
+    std::uint64_t flags = 0;
+    for (const Layer& l : wanted) flags |= l.flag;
+    int pidfd = -1;
+    long pid = clone3_pidfd(flags, &pidfd);
+    if (pid < 0 && flags != 0) {
+        // Probe layer by layer which namespaces this machine refuses.
+        const int first_errno = errno;
+        flags = 0;
+        for (const Layer& l : wanted) {
+            int probe_fd = -1;
+            const long p = clone3_pidfd(l.flag, &probe_fd);
+            if (p == 0) syscall(SYS_exit_group, 0);
+            if (p > 0) {
+                flags |= l.flag;
+                siginfo_t info{};
+                waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(probe_fd), &info, WEXITED);
+                close(probe_fd);
+            } else {
+                child.skipped.push_back(std::string(l.name) + ": " + std::strerror(errno));
+            }
+        }
+        (void)first_errno;
+        pid = clone3_pidfd(flags, &pidfd);
+    }
+    if (pid < 0) return Err{std::string("clone3: ") + std::strerror(errno)};
+    if (pid == 0) child_main(o, argv.data(), as_root);
+
+    child.pid = static_cast<pid_t>(pid);
+    child.pidfd = UniqueFd(pidfd);
+    child.layers.push_back("pidfd");
+    child.layers.push_back("parent-death signal");
+    if (o.limits.address_space != 0 || o.limits.open_files != 0) child.layers.push_back("rlimits");
+    for (const Layer& l : wanted) {
+        if ((flags & l.flag) != 0) child.layers.push_back(l.name);
+    }
+    if (as_root && o.drop_privileges) child.layers.push_back("runs as nobody");
+    return child;
+}
+
+std::string ExitStatus::describe() const {
+    if (exited) return "exited with status " + std::to_string(code);
+    const char* name = sigabbrev_np(code);
+    std::string text = std::string("killed by SIG") + (name != nullptr ? name : std::to_string(code).c_str());
+    if (code == SIGSYS) text += " (a forbidden system call)";
+    return text;
+}
+
+std::optional<ExitStatus> try_reap(const UniqueFd& pidfd) {
+    siginfo_t info{};
+    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd.get()), &info, WEXITED | WNOHANG) != 0) {
+        return std::nullopt;
+    }
+    if (info.si_pid == 0) return std::nullopt;  // still running
+    ExitStatus s;
+    s.exited = info.si_code == CLD_EXITED;
+    s.code = info.si_status;
+    return s;
+}
+
+void kill_child(const UniqueFd& pidfd) { syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0); }
+
+}  // namespace hmk::platform
