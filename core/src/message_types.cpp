@@ -10,11 +10,12 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 5> k_names{{
+constexpr std::array<Named, 6> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
     {"start", k_start},
+    {"stop", k_stop},
     {"data", k_data},
 }};
 }  // namespace

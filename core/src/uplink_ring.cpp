@@ -32,7 +32,9 @@ std::uint32_t stride_for(std::uint32_t max_payload) {
     return static_cast<std::uint32_t>((n + 63) / 64 * 64);
 }
 
-bool is_power_of_two(std::uint32_t n) { return n != 0 && (n & (n - 1)) == 0; }
+bool is_power_of_two(std::uint32_t n) {
+    return n != 0 && (n & (n - 1)) == 0;
+}
 
 }  // namespace
 
@@ -40,11 +42,14 @@ std::size_t UplinkRing::region_size(std::uint32_t slot_count, std::uint32_t max_
     return k_control_size + std::size_t{slot_count} * stride_for(max_payload);
 }
 
-Result<UplinkRing, RingError> UplinkRing::create(std::span<std::byte> region, std::uint32_t slot_count,
+Result<UplinkRing, RingError> UplinkRing::create(std::span<std::byte> region,
+                                                 std::uint32_t slot_count,
                                                  std::uint32_t max_payload) {
     static_assert(sizeof(Control) <= k_control_size);
-    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
-    if (!is_power_of_two(slot_count) || max_payload > k_max_payload) return Err{RingError::bad_geometry};
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
+        return Err{RingError::misaligned};
+    if (!is_power_of_two(slot_count) || max_payload > k_max_payload)
+        return Err{RingError::bad_geometry};
     if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
     std::memset(region.data(), 0, region_size(slot_count, max_payload));
     auto* c = new (region.data()) Control{};
@@ -57,12 +62,15 @@ Result<UplinkRing, RingError> UplinkRing::create(std::span<std::byte> region, st
 }
 
 Result<UplinkRing, RingError> UplinkRing::attach(std::span<std::byte> region) {
-    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0) return Err{RingError::misaligned};
+    if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
+        return Err{RingError::misaligned};
     if (region.size() < k_control_size) return Err{RingError::too_small};
     auto* c = std::launder(reinterpret_cast<Control*>(region.data()));
-    if (c->magic != k_uplink_magic || c->version != k_uplink_version) return Err{RingError::not_formatted};
+    if (c->magic != k_uplink_magic || c->version != k_uplink_version)
+        return Err{RingError::not_formatted};
     const std::uint32_t slots = c->slot_count, max_payload = c->max_payload;
-    if (!is_power_of_two(slots) || max_payload > k_max_payload || c->stride != stride_for(max_payload)) {
+    if (!is_power_of_two(slots) || max_payload > k_max_payload ||
+        c->stride != stride_for(max_payload)) {
         return Err{RingError::bad_geometry};
     }
     if (region.size() < region_size(slots, max_payload)) return Err{RingError::too_small};
@@ -82,7 +90,8 @@ bool UplinkRing::try_push(std::span<const std::byte> message) {
     std::byte* s = slot(m_write);
     std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(s))
         .store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
-    detail::store_words(reinterpret_cast<std::uint64_t*>(s + k_size_field), message.data(), message.size());
+    detail::store_words(reinterpret_cast<std::uint64_t*>(s + k_size_field), message.data(),
+                        message.size());
     ++m_write;
     m_control->write_pos.store(m_write, std::memory_order_release);
     return true;
@@ -103,8 +112,8 @@ PopResult UplinkRing::pop(std::span<std::byte> out) {
         return r;
     }
     std::byte* s = slot(m_read);
-    const std::uint32_t size =
-        std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(s)).load(std::memory_order_relaxed);
+    const std::uint32_t size = std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(s))
+                                   .load(std::memory_order_relaxed);
     if (size > max_message() || size > out.size()) {
         r.status = PopStatus::corrupt;
         return r;
@@ -117,7 +126,11 @@ PopResult UplinkRing::pop(std::span<std::byte> out) {
     return r;
 }
 
-UplinkBells& UplinkRing::bells() const { return m_control->bells; }
-UplinkStats& UplinkRing::stats() const { return m_control->stats; }
+UplinkBells& UplinkRing::bells() const {
+    return m_control->bells;
+}
+UplinkStats& UplinkRing::stats() const {
+    return m_control->stats;
+}
 
 }  // namespace hmk

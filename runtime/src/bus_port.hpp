@@ -22,7 +22,8 @@ struct Doorbell {
 
     /// Wakes the reader if it armed the bell; one wake per sleep.
     void ring() const {
-        if (armed->load(std::memory_order_seq_cst) != 0 && armed->exchange(0, std::memory_order_seq_cst) != 0) {
+        if (armed->load(std::memory_order_seq_cst) != 0 &&
+            armed->exchange(0, std::memory_order_seq_cst) != 0) {
             word->fetch_add(1, std::memory_order_seq_cst);
             platform::futex_wake(*word, 1, scope);
         }
@@ -31,12 +32,13 @@ struct Doorbell {
 
 /// One bus as one attached module uses it: read its ring, publish on it.
 class BusPort {
-public:
+  public:
     virtual ~BusPort() = default;
     virtual const BroadcastRing& ring() const = 0;
     virtual const std::string& name() const = 0;
     /// Any thread. Publishes as `via` (the owner checks and stamps).
-    virtual Result<std::uint64_t, SendError> publish(Header header, std::span<const std::byte> payload,
+    virtual Result<std::uint64_t, SendError> publish(Header header,
+                                                     std::span<const std::byte> payload,
                                                      ModuleId via) = 0;
     /// Called around a reader's sleep (after it armed its doorbell / after it woke).
     virtual void reader_armed() {}

@@ -16,7 +16,8 @@ using Where = SourceLocation;
 // Parsing state: the file name, plus a tiny helper to build errors.
 struct Loader {
     std::string file;
-    const Registry& registry;
+    Registry& registry;
+    Plugins plugins;
 
     Where at(const toml::node& node) const {
         const auto& src = node.source();
@@ -186,12 +187,61 @@ Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const Mo
 Result<Isolation, ConfigError> parse_isolation(const Loader& ld, const toml::node& node) {
     const auto text = HMK_TRY(get_as<std::string>(ld, node, "isolation", "a string"));
     if (text == "inproc") return Isolation::inproc;
-    if (text == "process") {
-        return ld.fail(node,
-                       "isolation 'process' is not available yet in this build (use 'inproc')");
-    }
+    if (text == "process") return Isolation::process;
     return ld.fail(node,
                    fmt::format("'isolation' is \"{}\", must be one of: inproc, process", text));
+}
+
+Result<QuotaSpec, ConfigError> parse_quota(const Loader& ld, const toml::node& node) {
+    const toml::table* t = node.as_table();
+    if (t == nullptr)
+        return ld.fail(node, fmt::format("'quota' must be a table, not {}", type_name(node)));
+    HMK_TRY(only_keys(
+        ld, *t,
+        {"messages_per_s", "bytes_per_s", "uplink_slots", "memory", "open_files", "grace_ms"},
+        "a 'quota' table"));
+    QuotaSpec q;
+    auto positive = [&](const char* key, double& out) -> Result<void, ConfigError> {
+        const toml::node* n = t->get(key);
+        if (n == nullptr) return {};
+        double v = 0;
+        if (auto i = n->value_exact<std::int64_t>()) {
+            v = static_cast<double>(*i);
+        } else {
+            v = HMK_TRY(get_as<double>(ld, *n, key, "a number"));
+        }
+        if (!(v > 0)) return ld.fail(*n, fmt::format("'{}' must be above 0", key));
+        out = v;
+        return {};
+    };
+    HMK_TRY(positive("messages_per_s", q.messages_per_s));
+    HMK_TRY(positive("bytes_per_s", q.bytes_per_s));
+    if (const toml::node* n = t->get("uplink_slots")) {
+        q.uplink_slots = HMK_TRY(get_u32(ld, *n, "uplink_slots", 2, 1 << 16));
+        if ((q.uplink_slots & (q.uplink_slots - 1)) != 0) {
+            return ld.fail(
+                *n, fmt::format("'uplink_slots' is {}, must be a power of two", q.uplink_slots));
+        }
+    }
+    if (const toml::node* n = t->get("memory")) {
+        const auto v = HMK_TRY(get_as<std::int64_t>(ld, *n, "memory", "an integer (bytes)"));
+        if (v < (64 << 20))
+            return ld.fail(
+                *n, "'memory' must be at least 67108864 (64 MiB: a module host needs that much)");
+        q.memory = static_cast<std::uint64_t>(v);
+    }
+    if (const toml::node* n = t->get("open_files"))
+        q.open_files = HMK_TRY(get_u32(ld, *n, "open_files", 16, 65536));
+    if (const toml::node* n = t->get("grace_ms"))
+        q.grace_ms = HMK_TRY(get_u32(ld, *n, "grace_ms", 0, 3'600'000));
+    return q;
+}
+
+// Absolute plugin paths stay; others are taken relative to the system file.
+std::string resolve_plugin(const std::string& system_file, const std::string& plugin) {
+    if (!plugin.empty() && plugin.front() == '/') return plugin;
+    const std::size_t slash = system_file.rfind('/');
+    return slash == std::string::npos ? plugin : system_file.substr(0, slash + 1) + plugin;
 }
 
 struct PendingModule {
@@ -213,9 +263,24 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
         const toml::table* t = n->as_table();
         if (t == nullptr)
             return ld.fail(*n, fmt::format("'system' must be a table, not {}", type_name(*n)));
-        HMK_TRY(only_keys(ld, *t, {"name", "description"}, "[system]"));
+        HMK_TRY(only_keys(ld, *t, {"name", "description", "plugins"}, "[system]"));
         if (const toml::node* v = t->get("name"))
             spec.name = HMK_TRY(get_as<std::string>(ld, *v, "name", "a string"));
+        if (const toml::node* v = t->get("plugins")) {
+            const toml::array* list = v->as_array();
+            if (list == nullptr)
+                return ld.fail(*v, fmt::format("'plugins' must be an array of file names, not {}",
+                                               type_name(*v)));
+            for (const toml::node& item : *list) {
+                const auto name = HMK_TRY(get_as<std::string>(ld, item, "plugins", "a file name"));
+                const std::string file = resolve_plugin(ld.file, name);
+                if (ld.plugins == Plugins::load) {
+                    if (auto loaded = ld.registry.load_plugin(file); !loaded)
+                        return ld.fail(item, loaded.error());
+                }
+                spec.plugins.push_back(file);
+            }
+        }
         if (const toml::node* v = t->get("description"))
             (void)HMK_TRY(get_as<std::string>(ld, *v, "description", "a string"));
     }
@@ -234,7 +299,7 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             if (t == nullptr)
                 return ld.fail(item,
                                fmt::format("each module must be a table, not {}", type_name(item)));
-            HMK_TRY(only_keys(ld, *t, {"path", "kind", "id", "isolation", "bus", "config"},
+            HMK_TRY(only_keys(ld, *t, {"path", "kind", "id", "isolation", "bus", "config", "quota"},
                               "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
@@ -266,6 +331,24 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             }
             if (const toml::node* iso = t->get("isolation"))
                 pm.spec.isolation = HMK_TRY(parse_isolation(ld, *iso));
+            if (pm.spec.isolation == Isolation::process && pm.kind->role == Role::gateway) {
+                return ld.fail(
+                    *t->get("isolation"),
+                    fmt::format(
+                        "module {} is a gateway: process isolation for gateways is not available "
+                        "yet (its children would need a host of their own)",
+                        pm.spec.path));
+            }
+            if (const toml::node* quota = t->get("quota")) {
+                if (pm.spec.isolation != Isolation::process) {
+                    return ld.fail(
+                        *quota,
+                        fmt::format(
+                            "module {} runs inproc: a quota applies to process modules only",
+                            pm.spec.path));
+                }
+                pm.spec.quota = HMK_TRY(parse_quota(ld, *quota));
+            }
             if (const toml::node* bus = t->get("bus")) {
                 if (pm.kind->role != Role::gateway) {
                     return ld.fail(
@@ -343,8 +426,8 @@ std::string ConfigError::to_string() const {
 }
 
 Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::string& file_name,
-                                             const Registry& registry) {
-    const Loader ld{file_name, registry};
+                                             Registry& registry, Plugins plugins) {
+    const Loader ld{file_name, registry, plugins};
     toml::table root;
     try {
         root = toml::parse(text, file_name);
@@ -354,11 +437,12 @@ Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::s
                                      static_cast<std::uint32_t>(src.begin.column)},
                                std::string(e.description())}};
     }
-    return build_spec(ld, root);
+    auto spec = HMK_TRY(build_spec(ld, root));
+    spec.text = std::string(text);
+    return spec;
 }
 
-Result<SystemSpec, ConfigError> load_system_file(const std::string& path,
-                                                 const Registry& registry) {
+Result<SystemSpec, ConfigError> load_system_file(const std::string& path, Registry& registry) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return Err{ConfigError{Where{path, 0, 0}, "cannot open file"}};
     std::ostringstream text;

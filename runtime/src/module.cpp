@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hmk/runtime/module.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 
 namespace hmk {
@@ -17,6 +19,8 @@ const char* to_string(SendError error) {
             return "rejected by the bus owner";
         case SendError::stopped:
             return "system is stopping";
+        case SendError::full:
+            return "uplink full: the parent is behind or throttling this module";
     }
     return "send error";
 }
@@ -42,6 +46,19 @@ const ModuleKind* Registry::find(std::string_view name) const {
     const auto it = std::find_if(m_kinds.begin(), m_kinds.end(),
                                  [&](const ModuleKind& k) { return k.name == name; });
     return it == m_kinds.end() ? nullptr : &*it;
+}
+
+Result<void, std::string> Registry::load_plugin(const std::string& file) {
+    if (std::find(m_plugins.begin(), m_plugins.end(), file) != m_plugins.end()) return {};
+    // The handle is kept for the life of the process: kinds point into it.
+    void* handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) return Err{std::string("cannot load plugin: ") + dlerror()};
+    auto* fn = reinterpret_cast<RegisterModulesFn*>(dlsym(handle, k_register_symbol));
+    if (fn == nullptr)
+        return Err{file + ": no symbol " + k_register_symbol + " (not an hmk plugin)"};
+    fn(*this);
+    m_plugins.push_back(file);
+    return {};
 }
 
 std::vector<std::string> Registry::names() const {

@@ -117,7 +117,7 @@ struct Booted {
     ModuleId id(const std::string& path) const { return topology().find(path)->id; }
 };
 
-inline std::unique_ptr<Booted> boot(const std::string& toml, const Registry& registry) {
+inline std::unique_ptr<Booted> boot(const std::string& toml, Registry& registry) {
     auto spec = parse_system(toml, "test.toml", registry);
     if (!spec) throw std::runtime_error(spec.error().to_string());
     auto b = std::make_unique<Booted>();

@@ -17,7 +17,7 @@ constexpr int k_exit_ok = 0;
 constexpr int k_exit_failed = 1;   // an expectation failed, or the system failed at run time
 constexpr int k_exit_invalid = 2;  // bad system description, script or command line
 
-std::optional<hmk::SystemSpec> load(const std::string& file, const hmk::Registry& registry) {
+std::optional<hmk::SystemSpec> load(const std::string& file, hmk::Registry& registry) {
     auto spec = hmk::load_system_file(file, registry);
     if (!spec) {
         fmt::print(stderr, "{}\n", spec.error().to_string());
@@ -26,7 +26,7 @@ std::optional<hmk::SystemSpec> load(const std::string& file, const hmk::Registry
     return std::move(spec).value();
 }
 
-int cmd_check(const std::string& file, const hmk::Registry& registry) {
+int cmd_check(const std::string& file, hmk::Registry& registry) {
     const auto spec = load(file, registry);
     if (!spec) return k_exit_invalid;
     std::size_t buses = 0;
@@ -36,7 +36,7 @@ int cmd_check(const std::string& file, const hmk::Registry& registry) {
     return k_exit_ok;
 }
 
-int cmd_tree(const std::string& file, const hmk::Registry& registry) {
+int cmd_tree(const std::string& file, hmk::Registry& registry) {
     const auto spec = load(file, registry);
     if (!spec) return k_exit_invalid;
     const hmk::Topology& t = spec->topology;
@@ -58,7 +58,7 @@ int cmd_tree(const std::string& file, const hmk::Registry& registry) {
     return k_exit_ok;
 }
 
-int cmd_kinds(const hmk::Registry& registry) {
+int cmd_kinds(hmk::Registry& registry) {
     for (const std::string& name : registry.names()) {
         const hmk::ModuleKind* k = registry.find(name);
         fmt::print("{}{}: {}\n", name, k->role == hmk::Role::gateway ? " (gateway)" : "", k->help);
@@ -95,7 +95,7 @@ struct RunOptions {
     bool stats = false;
 };
 
-int cmd_run(const RunOptions& o, const hmk::Registry& registry) {
+int cmd_run(const RunOptions& o, hmk::Registry& registry) {
     const auto spec = load(o.file, registry);
     if (!spec) return k_exit_invalid;
     std::optional<hmk::Script> script;

@@ -13,6 +13,8 @@ inline constexpr std::uint32_t k_ping = 0x0001;   ///< any module answers "pong"
 inline constexpr std::uint32_t k_stats = 0x0002;  ///< the module answers with its counters
 inline constexpr std::uint32_t k_reset = 0x0003;  ///< the module resets its counters
 inline constexpr std::uint32_t k_start = 0x0004;  ///< start work (source: begin sending)
+/// Lifecycle: stop in order. Obeyed only when it comes from the module's parent.
+inline constexpr std::uint32_t k_stop = 0x0010;
 inline constexpr std::uint32_t k_user_base = 0x1000;
 inline constexpr std::uint32_t k_data = 0x1000;  ///< opaque application data
 

@@ -54,10 +54,11 @@ struct PopResult {
 /// before looking (copy first, then validate). A child that breaks the
 /// protocol gets `corrupt`, never an out-of-bounds access in the owner.
 class UplinkRing {
-public:
+  public:
     static std::size_t region_size(std::uint32_t slot_count, std::uint32_t max_payload);
     /// Owner: formats the region.
-    static Result<UplinkRing, RingError> create(std::span<std::byte> region, std::uint32_t slot_count,
+    static Result<UplinkRing, RingError> create(std::span<std::byte> region,
+                                                std::uint32_t slot_count,
                                                 std::uint32_t max_payload);
     /// Child: views a region its owner formatted.
     static Result<UplinkRing, RingError> attach(std::span<std::byte> region);
@@ -75,13 +76,18 @@ public:
     UplinkBells& bells() const;
     UplinkStats& stats() const;
     std::uint32_t slot_count() const { return m_slot_count; }
-    std::uint32_t max_message() const { return static_cast<std::uint32_t>(k_header_size) + m_max_payload; }
+    std::uint32_t max_message() const {
+        return static_cast<std::uint32_t>(k_header_size) + m_max_payload;
+    }
 
-private:
+  private:
     struct Control;
     UplinkRing(Control* control, std::byte* slots, std::uint32_t slot_count, std::uint32_t stride,
                std::uint32_t max_payload)
-        : m_control(control), m_slots(slots), m_slot_count(slot_count), m_stride(stride),
+        : m_control(control),
+          m_slots(slots),
+          m_slot_count(slot_count),
+          m_stride(stride),
           m_max_payload(max_payload) {}
     std::byte* slot(std::uint64_t index) const;
 

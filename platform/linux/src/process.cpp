@@ -31,7 +31,8 @@ constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never 
     syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     const int n = static_cast<int>(o.fds.size());
     for (int i = 0; i < n; ++i) {
-        if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0) syscall(SYS_exit_group, 120);
+        if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0)
+            syscall(SYS_exit_group, 120);
     }
     for (int i = 0; i < n; ++i) {
         if (syscall(SYS_dup2, k_parking_fd + i, k_first_fd + i) < 0) syscall(SYS_exit_group, 121);
@@ -131,14 +132,16 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
 std::string ExitStatus::describe() const {
     if (exited) return "exited with status " + std::to_string(code);
     const char* name = sigabbrev_np(code);
-    std::string text = std::string("killed by SIG") + (name != nullptr ? name : std::to_string(code).c_str());
+    std::string text =
+        std::string("killed by SIG") + (name != nullptr ? name : std::to_string(code).c_str());
     if (code == SIGSYS) text += " (a forbidden system call)";
     return text;
 }
 
 std::optional<ExitStatus> try_reap(const UniqueFd& pidfd) {
     siginfo_t info{};
-    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd.get()), &info, WEXITED | WNOHANG) != 0) {
+    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd.get()), &info,
+               WEXITED | WNOHANG) != 0) {
         return std::nullopt;
     }
     if (info.si_pid == 0) return std::nullopt;  // still running
@@ -148,6 +151,8 @@ std::optional<ExitStatus> try_reap(const UniqueFd& pidfd) {
     return s;
 }
 
-void kill_child(const UniqueFd& pidfd) { syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0); }
+void kill_child(const UniqueFd& pidfd) {
+    syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+}
 
 }  // namespace hmk::platform

@@ -21,7 +21,8 @@ namespace hmk::platform {
 namespace {
 
 int landlock_abi() {
-    const long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    const long abi =
+        syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
     return abi < 0 ? -static_cast<int>(errno) : static_cast<int>(abi);
 }
 
@@ -51,19 +52,24 @@ std::string apply_seccomp() {
     if (ctx == nullptr) return "seccomp_init failed";
     // Messages (futex, eventfd writes), time, memory, and dying.
     const int allowed[] = {
-        SCMP_SYS(read),          SCMP_SYS(write),        SCMP_SYS(writev),        SCMP_SYS(close),
-        SCMP_SYS(futex),         SCMP_SYS(brk),          SCMP_SYS(munmap),        SCMP_SYS(madvise),
-        SCMP_SYS(mremap),        SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
-        SCMP_SYS(sched_yield),   SCMP_SYS(getpid),       SCMP_SYS(gettid),        SCMP_SYS(tgkill),
-        SCMP_SYS(rt_sigreturn),  SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigaction), SCMP_SYS(restart_syscall),
-        SCMP_SYS(exit),          SCMP_SYS(exit_group),   SCMP_SYS(getrandom),     SCMP_SYS(fstat),
-        SCMP_SYS(newfstatat),    SCMP_SYS(lseek),        SCMP_SYS(epoll_wait),    SCMP_SYS(ppoll),
+        SCMP_SYS(read),          SCMP_SYS(write),           SCMP_SYS(writev),
+        SCMP_SYS(close),         SCMP_SYS(futex),           SCMP_SYS(brk),
+        SCMP_SYS(munmap),        SCMP_SYS(madvise),         SCMP_SYS(mremap),
+        SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+        SCMP_SYS(sched_yield),   SCMP_SYS(getpid),          SCMP_SYS(gettid),
+        SCMP_SYS(tgkill),        SCMP_SYS(rt_sigreturn),    SCMP_SYS(rt_sigprocmask),
+        SCMP_SYS(rt_sigaction),  SCMP_SYS(restart_syscall), SCMP_SYS(exit),
+        SCMP_SYS(exit_group),    SCMP_SYS(getrandom),       SCMP_SYS(fstat),
+        SCMP_SYS(newfstatat),    SCMP_SYS(lseek),           SCMP_SYS(epoll_wait),
+        SCMP_SYS(ppoll),
     };
     int rc = 0;
     for (int nr : allowed) rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
     // Memory may be mapped and protected, but never made executable.
-    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
+                           SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+                           SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
     // stdio asks whether stderr is a terminal.
     rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TCGETS));
     if (rc != 0) {
@@ -84,7 +90,8 @@ SandboxReport close_sandbox() {
     const bool nnp = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
     const int abi = landlock_abi();
     if (abi < 0) {
-        r.skipped.push_back(std::string("landlock: not offered by this kernel (") + std::strerror(-abi) + ")");
+        r.skipped.push_back(std::string("landlock: not offered by this kernel (") +
+                            std::strerror(-abi) + ")");
     } else if (const std::string err = apply_landlock(abi); !err.empty()) {
         r.skipped.push_back("landlock: " + err);
     } else {
@@ -107,13 +114,15 @@ SandboxReport probe_sandbox() {
     SandboxReport r;
     const int abi = landlock_abi();
     if (abi < 0) {
-        r.skipped.push_back(std::string("landlock: not offered by this kernel (") + std::strerror(-abi) + ")");
+        r.skipped.push_back(std::string("landlock: not offered by this kernel (") +
+                            std::strerror(-abi) + ")");
     } else {
         r.active.push_back("landlock ABI " + std::to_string(abi));
     }
     r.active.push_back("no_new_privs");
     if (seccomp_api_get() >= 1) {
-        r.active.push_back("seccomp (libseccomp API level " + std::to_string(seccomp_api_get()) + ")");
+        r.active.push_back("seccomp (libseccomp API level " + std::to_string(seccomp_api_get()) +
+                           ")");
     } else {
         r.skipped.push_back("seccomp: not offered by this kernel");
     }

@@ -25,7 +25,9 @@ UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
 }
 
 namespace {
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char* what) {
+    return std::string(what) + ": " + std::strerror(errno);
+}
 }  // namespace
 
 Result<SharedRegion, std::string> SharedRegion::create(const char* name, std::size_t size) {

@@ -19,7 +19,7 @@ using testing::eventually;
 // contiguous sequence numbers, and each sender's messages in its sending order.
 TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
     testing::RecordBook book;
-    const Registry reg = testing::test_registry(book);
+    Registry reg = testing::test_registry(book);
     constexpr int k_senders = 4, k_each = 5000;
     std::string toml =
         "[bus]\ncapacity = 32768\n[[module]]\npath = \"/g\"\nkind = \"recgw\"\nbus = { capacity = "
@@ -76,7 +76,7 @@ TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
 // is everything that was published.
 TEST(BusTest, SlowReaderLosesACountedRangeAndNeverBlocksTheSender) {
     testing::RecordBook book;
-    const Registry reg = testing::test_registry(book);
+    Registry reg = testing::test_registry(book);
     auto b = boot(R"(
 [[module]]
 path = "/g"
@@ -159,7 +159,7 @@ TEST(BusTest, OwnerRefusesForeignAndForgedPublishers) {
 // A module whose handler throws fails alone: the bus and its siblings go on.
 TEST(BusTest, FailingModuleIsContainedAndSiblingsKeepReceiving) {
     testing::RecordBook book;
-    const Registry reg = testing::test_registry(book);
+    Registry reg = testing::test_registry(book);
     auto b = boot(R"(
 [[module]]
 path = "/g"
@@ -192,7 +192,7 @@ kind = "echo"
 
 TEST(BusTest, PingIsAnsweredByTheRuntime) {
     testing::RecordBook book;
-    const Registry reg = testing::test_registry(book);
+    Registry reg = testing::test_registry(book);
     auto b = boot("[[module]]\npath = \"/r\"\nkind = \"rec\"\n", reg);
     Outgoing out;
     out.destination = b->id("/r");

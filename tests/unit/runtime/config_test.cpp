@@ -6,9 +6,12 @@
 namespace hmk {
 namespace {
 
-Registry standard() {
-    Registry r;
-    register_standard_modules(r);
+Registry& standard() {
+    static Registry r = [] {
+        Registry x;
+        register_standard_modules(x);
+        return x;
+    }();
     return r;
 }
 
@@ -118,9 +121,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"config_path_unknown",
                   "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { to = \"/nowhere\" }\n",
                   "bad.toml:4:17", "/nowhere, which is not a module"},
-        BadConfig{"process_not_yet",
-                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\n",
-                  "bad.toml:4:13", "not available yet"}),
+        BadConfig{"process_gateway",
+                  "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nisolation = \"process\"\n",
+                  "bad.toml:4:13", "process isolation for gateways is not available yet"},
+        BadConfig{"quota_on_inproc",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nquota = { memory = 99999999 }\n",
+                  "bad.toml:4:9", "quota applies to process modules only"},
+        BadConfig{"quota_unknown_key",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
+                  "cpu = 1 }\n",
+                  "bad.toml:5:17", "unknown key 'cpu'"},
+        BadConfig{"quota_too_little_memory",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
+                  "memory = 1000 }\n",
+                  "bad.toml:5:20", "at least 67108864"},
+        BadConfig{"plugin_missing", "[system]\nplugins = [\"nope.so\"]\n", "bad.toml:2:12",
+                  "cannot load plugin"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(ConfigTest, MissingFileIsAnErrorNotACrash) {

@@ -62,7 +62,7 @@ TEST(RoutingSystemTest, RandomTreesDeliverAlongTheUniquePathAndWithinScope) {
             if (d.role == Role::gateway) decls.push_back({0, d.path + "/probe", Role::leaf});
         }
         testing::RecordBook book;
-        const Registry reg = testing::test_registry(book);
+        Registry reg = testing::test_registry(book);
         auto b = testing::boot(toml_for(decls), reg);
         const Topology& t = b->topology();
         const auto& nodes = t.nodes();

@@ -34,11 +34,13 @@ inline void load_words(std::byte* dst, const std::uint64_t* src, std::size_t byt
     // atomic_ref needs a non-const object; the loads never write.
     auto* s = const_cast<std::uint64_t*>(src);
     for (std::size_t i = 0; i < words; ++i) {
-        const std::uint64_t w = std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_acquire);
+        const std::uint64_t w =
+            std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_acquire);
         std::memcpy(dst + 8 * i, &w, 8);
     }
     if (const std::size_t rest = bytes % 8; rest != 0) {
-        const std::uint64_t w = std::atomic_ref<std::uint64_t>(s[words]).load(std::memory_order_acquire);
+        const std::uint64_t w =
+            std::atomic_ref<std::uint64_t>(s[words]).load(std::memory_order_acquire);
         std::memcpy(dst + 8 * words, &w, rest);
     }
 }

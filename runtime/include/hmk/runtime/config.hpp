@@ -19,13 +19,18 @@ struct ConfigError {
     std::string to_string() const;
 };
 
-/// Reads and checks a system description (docs/system-toml.md). Every module's
+/// Reads and checks a system description (docs/system-toml.md), loading the
+/// plugins it names into `registry`. Every module's
 /// kind must be in `registry` and its config must match the kind's schema.
 /// Nothing is started; the first problem found is returned.
-Result<SystemSpec, ConfigError> load_system_file(const std::string& path, const Registry& registry);
+Result<SystemSpec, ConfigError> load_system_file(const std::string& path, Registry& registry);
+
+/// Whether plugins named in `[system] plugins` are loaded into the registry
+/// while parsing (a module host loads them itself beforehand).
+enum class Plugins : std::uint8_t { load, already_loaded };
 
 /// The same, from text; `file_name` is used in error locations.
 Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::string& file_name,
-                                             const Registry& registry);
+                                             Registry& registry, Plugins plugins = Plugins::load);
 
 }  // namespace hmk

@@ -51,6 +51,7 @@ enum class SendError : std::uint8_t {
     no_child_bus,           ///< send_child() from a module that is not a gateway
     rejected,               ///< the bus owner refused it (forged sender, hop limit)
     stopped,                ///< the system is shutting down
+    full,                   ///< uplink full: the parent is behind or throttling this module
 };
 const char* to_string(SendError error);
 
@@ -155,6 +156,11 @@ class Registry {
     const ModuleKind* find(std::string_view name) const;
     std::vector<std::string> names() const;
 
+    /// Loads a plugin: a shared object whose `extern "C" void
+    /// hmk_register_modules(hmk::Registry&)` adds its kinds. Loading the same
+    /// file twice is a no-op. Error: why dlopen or the lookup failed.
+    Result<void, std::string> load_plugin(const std::string& file);
+
     /// Adds kind `name` made by `T::create(Env&)`.
     template <typename T>
     bool add(std::string name, std::string help, Role role, std::vector<ConfigKey> config,
@@ -165,7 +171,12 @@ class Registry {
 
   private:
     std::vector<ModuleKind> m_kinds;
+    std::vector<std::string> m_plugins;
 };
+
+/// The symbol a plugin exports (see Registry::load_plugin).
+extern "C" using RegisterModulesFn = void(Registry&);
+inline constexpr const char* k_register_symbol = "hmk_register_modules";
 
 /// Adds hmk's standard kinds: gateway, echo, sink, source, tap.
 void register_standard_modules(Registry& registry);

@@ -29,13 +29,24 @@ struct BusSpec {
     UpPolicy up;                       ///< what children may send out of the bus
 };
 
+/// What a parent allows a child in another process (DESIGN.md section 4).
+struct QuotaSpec {
+    double messages_per_s = 200000;  ///< token bucket rate (burst: one second's worth)
+    double bytes_per_s = 64.0 * 1024 * 1024;
+    std::uint32_t uplink_slots = 1024;  ///< messages the child may have queued upward
+    std::uint64_t memory = 1ull << 30;  ///< address space, bytes
+    std::uint32_t open_files = 64;
+    std::uint32_t grace_ms = 1000;  ///< over quota this long without a break: stopped
+};
+
 struct ModuleSpec {
     std::string path;
     std::string kind;
     ModuleId id = k_no_module;  ///< final id (assigned if not given)
     Isolation isolation = Isolation::inproc;
     ModuleConfig config;
-    BusSpec bus;  ///< gateways only
+    BusSpec bus;      ///< gateways only
+    QuotaSpec quota;  ///< process modules only
     SourceLocation where;
 };
 
@@ -44,8 +55,10 @@ struct ModuleSpec {
 struct SystemSpec {
     std::string name;
     std::string file;
-    BusSpec root_bus;                 ///< Bus 0
-    std::vector<ModuleSpec> modules;  ///< in declaration order, without the root
+    std::string text;                  ///< the description as read (handed to module hosts)
+    std::vector<std::string> plugins;  ///< plugin files, resolved to absolute paths
+    BusSpec root_bus;                  ///< Bus 0
+    std::vector<ModuleSpec> modules;   ///< in declaration order, without the root
     Topology topology;
 
     const ModuleSpec* module(ModuleId id) const;

@@ -20,12 +20,12 @@ struct ChildLimits {
 };
 
 struct SpawnOptions {
-    std::string program;               ///< absolute path of the executable
-    std::vector<std::string> argv;     ///< argv[0] first
-    std::vector<int> fds;              ///< handed to the child as fds 3, 4, 5, ... in order
+    std::string program;            ///< absolute path of the executable
+    std::vector<std::string> argv;  ///< argv[0] first
+    std::vector<int> fds;           ///< handed to the child as fds 3, 4, 5, ... in order
     ChildLimits limits;
-    bool namespaces = true;            ///< try new pid, net, ipc, mount (and user, if not root) namespaces
-    bool drop_privileges = true;       ///< if root: run the child as nobody (65534)
+    bool namespaces = true;  ///< try new pid, net, ipc, mount (and user, if not root) namespaces
+    bool drop_privileges = true;  ///< if root: run the child as nobody (65534)
 };
 
 /// A started child. The pidfd reports its exit (readable) and signals it
@@ -33,8 +33,8 @@ struct SpawnOptions {
 struct Child {
     pid_t pid = -1;
     UniqueFd pidfd;
-    std::vector<std::string> layers;    ///< isolation layers in force, e.g. "pid namespace"
-    std::vector<std::string> skipped;   ///< layers this machine refused, with the reason
+    std::vector<std::string> layers;   ///< isolation layers in force, e.g. "pid namespace"
+    std::vector<std::string> skipped;  ///< layers this machine refused, with the reason
 };
 
 /// Starts `options.program` in a new process (clone3 with CLONE_PIDFD): it

@@ -11,7 +11,7 @@ namespace hmk::platform {
 
 /// An owned file descriptor; closed on destruction.
 class UniqueFd {
-public:
+  public:
     UniqueFd() = default;
     explicit UniqueFd(int fd) : m_fd(fd) {}
     ~UniqueFd();
@@ -28,7 +28,7 @@ public:
         return fd;
     }
 
-private:
+  private:
     int m_fd = -1;
 };
 
@@ -37,7 +37,7 @@ enum class Access : std::uint8_t { read_only, read_write };
 /// A shared-memory mapping backed by a memfd. Move-only; unmaps and closes on
 /// destruction. The fd can be handed to another process, which maps it too.
 class SharedRegion {
-public:
+  public:
     /// A new zero-filled region of `size` bytes, mapped read-write.
     static Result<SharedRegion, std::string> create(const char* name, std::size_t size);
     /// Maps a region another process made, from its fd (which this takes over).
@@ -60,7 +60,7 @@ public:
     std::size_t size() const { return m_size; }
     int fd() const { return m_fd.get(); }
 
-private:
+  private:
     SharedRegion(UniqueFd fd, std::byte* data, std::size_t size)
         : m_fd(std::move(fd)), m_data(data), m_size(size) {}
     UniqueFd m_fd;
