@@ -4,7 +4,7 @@
 
 JOBS ?= $(shell nproc)
 DEV := build/dev
-HMK := $(DEV)/tools/hmk/hmk
+HMK := $(DEV)/bin/hmk
 SYSTEM ?= examples/figure1/system.toml
 SCRIPT ?= examples/figure1/demo.hmks
 
@@ -36,7 +36,7 @@ test: build
 bench: deps
 	cmake --preset release
 	cmake --build --preset release -j $(JOBS)
-	build/release/bench/hmk_bench --benchmark_counters_tabular=true
+	build/release/bin/hmk_bench --benchmark_counters_tabular=true
 
 asan tsan clang: deps
 	cmake --preset $@

@@ -31,8 +31,8 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_parent(spec != nullptr ? host.topology().find(spec->id)->parent : k_no_module),
       m_parent_bus(parent_bus),
       m_child_bus(child_bus),
-      m_random(0x9E3779B97F4A7C15ull ^ m_id),
-      m_bell(bell.value_or(Doorbell{&m_bell_word, &m_bell_armed, platform::FutexScope::process})) {
+      m_bell(bell.value_or(Doorbell{&m_bell_word, &m_bell_armed, platform::FutexScope::process})),
+      m_random(0x9E3779B97F4A7C15ull ^ m_id) {
     std::size_t largest = 0;
     if (m_parent_bus != nullptr) {
         // A local parent bus rings us; a remote one (module host) rings the
@@ -176,6 +176,7 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         if (f.down) forward(Direction::down, message);
         if (f.denied) m_denied.fetch_add(1, std::memory_order_relaxed);
     }
+    if (lifecycle(message)) return;
     const bool deliver =
         m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
     if (!deliver) return;
@@ -188,6 +189,23 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         return;
     }
     guarded("on_message", [&] { m_module->on_message(message); });
+}
+
+bool Runner::lifecycle(const Message& message) {
+    const Header& h = message.header;
+    if (h.type != msg::k_stop || h.destination != m_id || h.is_reply()) return false;
+    // Only the parent may stop a module. `via` is stamped by the bus owner,
+    // which is the parent, so a copy with via == parent really comes from it.
+    if (m_parent != k_no_module && h.sender == m_parent && h.via == m_parent) {
+        log(LogLevel::info, "stopping: asked by the parent");
+        m_stop.store(true);
+        return true;
+    }
+    m_denied.fetch_add(1, std::memory_order_relaxed);
+    const TopologyNode* from = m_host.topology().find(h.sender);
+    log(LogLevel::warn, fmt::format("refused 'stop' from {}: only the parent may stop this module",
+                                    from != nullptr ? from->path : fmt::format("#{}", h.sender)));
+    return true;
 }
 
 void Runner::forward(Direction direction, const Message& message) {

@@ -50,6 +50,9 @@ class Runner final : public Env {
     void join();
     ModuleStats stats() const;
     ModuleId module_id() const { return m_id; }
+    /// Before run(): the first sequence number to read on the parent bus
+    /// (a module host starts where its parent spawned it).
+    void set_parent_cursor(std::uint64_t seq) { m_parent_cursor = seq; }
 
     // Env
     ModuleId id() const override { return m_id; }

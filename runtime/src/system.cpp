@@ -9,6 +9,9 @@
 #include <map>
 #include <mutex>
 
+#include <unistd.h>
+
+#include "process_child.hpp"
 #include "runner.hpp"
 
 namespace hmk {
@@ -97,8 +100,13 @@ class Microkernel final : public Module {
 
 class SystemImpl final : public RunnerHost {
   public:
-    SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger)
+    SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
+               const RuntimeOptions& options)
         : m_spec(spec), m_registry(registry), m_logger(logger) {
+        m_host_setup.host_program = options.host_program;
+        m_host_setup.plugins.push_back(options.std_plugin);
+        for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
+        m_host_setup.system_text = spec.text;
         m_kernel_kind.name = "microkernel";
         m_kernel_kind.role = Role::gateway;
         m_kernel_kind.create = [this](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
@@ -132,9 +140,17 @@ class SystemImpl final : public RunnerHost {
             if (kind == nullptr) {
                 return Err{fmt::format("{}: no module kind '{}'", n.path, spec ? spec->kind : "?")};
             }
-            if (spec->isolation != Isolation::inproc) {
-                return Err{fmt::format("{}: isolation '{}' is not available in this build", n.path,
-                                       to_string(spec->isolation))};
+            if (spec->isolation == Isolation::process) {
+                // Its parent bus's pump starts and serves it (see UplinkPump).
+                InprocBus& bus = *m_buses.at(n.parent);
+                auto& pump = m_pumps[n.parent];
+                if (!pump) pump = std::make_unique<UplinkPump>(bus, *this, m_host_setup);
+                if (auto added = pump->add(*spec); !added) {
+                    return Err{
+                        fmt::format("{}: cannot prepare its process: {}", n.path, added.error())};
+                }
+                ++m_process_modules;
+                continue;
             }
             m_runners.push_back(
                 std::make_unique<Runner>(*this, spec, kind, m_buses.at(n.parent).get(), child));
@@ -145,8 +161,9 @@ class SystemImpl final : public RunnerHost {
     Result<void, std::string> start() {
         // Parents before children: a child relies on its parent, never the reverse.
         for (auto& r : m_runners) r->start();
+        for (auto& [bus, pump] : m_pumps) pump->start();
         std::unique_lock lock(m_start_mutex);
-        m_start_cv.wait(lock, [&] { return m_started == m_runners.size(); });
+        m_start_cv.wait(lock, [&] { return m_started == m_runners.size() + m_process_modules; });
         if (!m_start_failures.empty()) {
             lock.unlock();
             stop();
@@ -156,18 +173,29 @@ class SystemImpl final : public RunnerHost {
             }
             return Err{"modules failed to start: " + list};
         }
-        m_logger.log(LogLevel::info, "hmk",
-                     fmt::format("system '{}' up: {} modules, {} buses", m_spec.name,
-                                 m_runners.size(), m_buses.size()));
+        m_logger.log(
+            LogLevel::info, "hmk",
+            fmt::format("system '{}' up: {} modules ({} in processes of their own), {} buses",
+                        m_spec.name, m_runners.size() + m_process_modules, m_process_modules,
+                        m_buses.size()));
         return {};
     }
 
     void stop() {
-        // Children before parents, so a parent outlives everything that relies on it.
+        // Children before parents, so a parent outlives everything that relies on
+        // it. Process modules are leaves: they go first.
+        for (auto& [bus, pump] : m_pumps) pump->stop();
         for (auto it = m_runners.rbegin(); it != m_runners.rend(); ++it) {
             (*it)->request_stop();
             (*it)->join();
         }
+    }
+
+    UplinkPump* pump_of(ModuleId id) const {
+        for (const auto& [bus, pump] : m_pumps) {
+            if (pump->owns(id)) return pump.get();
+        }
+        return nullptr;
     }
 
     Runner* runner(ModuleId id) const {
@@ -195,7 +223,10 @@ class SystemImpl final : public RunnerHost {
     Logger& m_logger;
     std::map<BusId, std::unique_ptr<InprocBus>> m_buses;
     RootMailbox m_mailbox;
+    HostSetup m_host_setup;
     // Declared after the buses and mailbox they use, so destroyed (joined) first.
+    std::map<BusId, std::unique_ptr<UplinkPump>> m_pumps;
+    std::size_t m_process_modules = 0;
     std::vector<std::unique_ptr<Runner>> m_runners;  // preorder
     ModuleKind m_kernel_kind;
     std::atomic<std::uint64_t> m_correlation{0};
@@ -215,10 +246,25 @@ System::~System() {
     stop();
 }
 
+RuntimeOptions RuntimeOptions::beside_executable() {
+    RuntimeOptions o;
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    std::string dir = ".";
+    if (n > 0) {
+        dir.assign(buf, static_cast<std::size_t>(n));
+        dir = dir.substr(0, dir.rfind('/'));
+    }
+    o.host_program = dir + "/hmk-host";
+    o.std_plugin = dir + "/../lib/libhmk-std.so";
+    return o;
+}
+
 Result<std::unique_ptr<System>, std::string> System::create(const SystemSpec& spec,
                                                             const Registry& registry,
-                                                            Logger& logger) {
-    auto impl = std::make_unique<detail::SystemImpl>(spec, registry, logger);
+                                                            Logger& logger,
+                                                            const RuntimeOptions& options) {
+    auto impl = std::make_unique<detail::SystemImpl>(spec, registry, logger, options);
     if (auto built = impl->build(); !built) return Err{std::move(built).error()};
     return std::unique_ptr<System>(new System(std::move(impl)));
 }
@@ -231,11 +277,24 @@ void System::stop() {
 }
 
 Result<std::uint64_t, SendError> System::inject(const Outgoing& message, ModuleId from) {
-    detail::Runner* r = m_impl->runner(from);
-    if (r == nullptr) return Err{SendError::unknown_destination};
     Outgoing out = message;
     if (out.correlation == 0) out.correlation = m_impl->next_correlation();
-    if (auto sent = r->send_as(out); !sent) return Err{sent.error()};
+    if (detail::Runner* r = m_impl->runner(from)) {
+        if (auto sent = r->send_as(out); !sent) return Err{sent.error()};
+        return out.correlation;
+    }
+    // A module in another process: its bus owner publishes on its behalf,
+    // through the same checks as the module's own messages.
+    detail::UplinkPump* pump = m_impl->pump_of(from);
+    if (pump == nullptr) return Err{SendError::unknown_destination};
+    Header h;
+    h.sender = from;
+    h.destination = out.destination;
+    h.scope = out.scope;
+    h.type = out.type;
+    h.correlation = out.correlation;
+    h.flags = out.flags;
+    if (auto sent = pump->bus().publish(h, out.payload, from); !sent) return Err{sent.error()};
     return out.correlation;
 }
 
@@ -252,8 +311,9 @@ const Topology& System::topology() const {
 }
 
 ModuleStats System::module_stats(ModuleId id) const {
-    const detail::Runner* r = m_impl->runner(id);
-    return r != nullptr ? r->stats() : ModuleStats{};
+    if (const detail::Runner* r = m_impl->runner(id)) return r->stats();
+    if (const detail::UplinkPump* p = m_impl->pump_of(id)) return p->stats(id);
+    return ModuleStats{};
 }
 
 std::vector<BusStats> System::bus_stats() const {

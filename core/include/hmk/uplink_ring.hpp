@@ -55,6 +55,8 @@ struct PopResult {
 /// protocol gets `corrupt`, never an out-of-bounds access in the owner.
 class UplinkRing {
   public:
+    /// An empty view; assign one from create() or attach().
+    UplinkRing() = default;
     static std::size_t region_size(std::uint32_t slot_count, std::uint32_t max_payload);
     /// Owner: formats the region.
     static Result<UplinkRing, RingError> create(std::span<std::byte> region,

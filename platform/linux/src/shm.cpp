@@ -56,6 +56,12 @@ Result<void, std::string> SharedRegion::seal_writes() {
     return {};
 }
 
+Result<void, std::string> SharedRegion::seal_size() {
+    if (fcntl(m_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+        return Err{errno_text("F_ADD_SEALS")};
+    return {};
+}
+
 SharedRegion::SharedRegion(SharedRegion&& other) noexcept
     : m_fd(std::move(other.m_fd)),
       m_data(std::exchange(other.m_data, nullptr)),

@@ -53,14 +53,23 @@ namespace detail {
 class SystemImpl;
 }
 
+/// Where the programs and plugins that modules in their own processes need are.
+struct RuntimeOptions {
+    std::string host_program;  ///< the hmk-host executable
+    std::string std_plugin;    ///< the plugin with the standard kinds, which every host loads
+
+    /// hmk-host beside the running executable, plugins in ../lib (the build and install layout).
+    static RuntimeOptions beside_executable();
+};
+
 /// A booted hmk system: the microkernel, its buses and every module, each
 /// in-process module on a thread of its own. Created stopped; start() boots
 /// it parents-first, stop() (or the destructor) shuts it down children-first.
 class System {
   public:
-    static Result<std::unique_ptr<System>, std::string> create(const SystemSpec& spec,
-                                                               const Registry& registry,
-                                                               Logger& logger);
+    static Result<std::unique_ptr<System>, std::string> create(
+        const SystemSpec& spec, const Registry& registry, Logger& logger,
+        const RuntimeOptions& options = RuntimeOptions::beside_executable());
     ~System();
     System(const System&) = delete;
     System& operator=(const System&) = delete;

@@ -38,6 +38,8 @@ enum class Access : std::uint8_t { read_only, read_write };
 /// destruction. The fd can be handed to another process, which maps it too.
 class SharedRegion {
   public:
+    /// An empty region (no memory); assign a created or mapped one to it.
+    SharedRegion() = default;
     /// A new zero-filled region of `size` bytes, mapped read-write.
     static Result<SharedRegion, std::string> create(const char* name, std::size_t size);
     /// Maps a region another process made, from its fd (which this takes over).
@@ -48,6 +50,9 @@ class SharedRegion {
     /// mappings (this one) keep working. A reader that maps it later gets
     /// read-only memory it cannot make writable.
     Result<void, std::string> seal_writes();
+    /// Forbids any change of the region's size. A region another process may
+    /// write must have it: shrinking it would make our own accesses SIGBUS.
+    Result<void, std::string> seal_size();
 
     SharedRegion(SharedRegion&& other) noexcept;
     SharedRegion& operator=(SharedRegion&& other) noexcept;

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hmk {
+
+/// What a parent tells the module host it starts (see UplinkPump::spawn).
+/// File descriptors 3 to 6 carry the rest: the bus ring (mapped read-only),
+/// the module's uplink region, the eventfd that wakes the parent's pump, and
+/// the system description.
+struct HostOptions {
+    std::string module;                ///< path of the module to run
+    std::vector<std::string> plugins;  ///< shared objects with module kinds
+    std::uint64_t from_seq = 1;        ///< first sequence number to read on the bus
+    std::uint64_t text_size = 0;       ///< bytes of the system description
+    std::string log_level = "info";
+};
+
+inline constexpr int k_host_fd_bus = 3;
+inline constexpr int k_host_fd_uplink = 4;
+inline constexpr int k_host_fd_event = 5;
+inline constexpr int k_host_fd_system = 6;
+
+/// The module host: loads the plugins, finds its module in the system
+/// description, maps the bus read-only and its uplink, closes the sandbox
+/// (Landlock, no_new_privs, seccomp) and only then creates and runs the
+/// module until its parent stops it. Returns the process exit status:
+/// 0 stopped in order, 1 the module failed, 2 bad set-up.
+int run_module_host(const HostOptions& options);
+
+}  // namespace hmk

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hmk/platform/process.hpp"
+#include "hmk/platform/shm.hpp"
+#include "hmk/runtime/system.hpp"
+#include "hmk/uplink_ring.hpp"
+#include "inproc_bus.hpp"
+#include "runner.hpp"
+
+namespace hmk::detail {
+
+/// Where module hosts and plugins are found.
+struct HostSetup {
+    std::string host_program;          ///< the hmk-host executable
+    std::vector<std::string> plugins;  ///< plugin files every host loads (the standard kinds first)
+    std::string system_text;           ///< the system description, handed to each host
+};
+
+/// A module in a process of its own, as its parent sees it.
+struct ProcessChild {
+    const ModuleSpec* spec = nullptr;
+    platform::SharedRegion region;
+    UplinkRing uplink;
+    platform::UniqueFd event;  // the child signals it after writing, if we sleep
+    platform::Child process;
+    std::uint64_t start_seq = 1;
+    std::uint64_t spawned_ns = 0;
+
+    std::atomic<ModuleState> state{ModuleState::created};
+    std::atomic<std::uint64_t> published{0};
+    std::atomic<std::uint64_t> invalid{0};
+    std::atomic<std::uint64_t> rejected{0};
+    bool stopping = false;     // we asked it to stop
+    std::string stop_reason;   // why we killed it, for the exit log line
+
+    // Token buckets (messages and bytes), refilled by elapsed time.
+    double message_tokens = 0;
+    double byte_tokens = 0;
+    std::uint64_t refilled_ns = 0;
+    std::uint64_t throttled_since_ns = 0;  // 0: not throttled
+};
+
+/// The owner's agent for the modules of one bus that live in other processes.
+/// On its own thread it spawns them, then copies each child's uplink records
+/// out, validates and publishes them on the bus within the child's quota, and
+/// reports each child's exit the moment its pidfd says so. It never waits on
+/// a child: a child that stalls, floods, scribbles or dies affects only itself.
+class UplinkPump {
+public:
+    UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup);
+    ~UplinkPump();
+    UplinkPump(const UplinkPump&) = delete;
+    UplinkPump& operator=(const UplinkPump&) = delete;
+
+    /// Before start(): prepares the child's shared memory and registers its bell.
+    Result<void, std::string> add(const ModuleSpec& spec);
+    /// Starts the pump thread, which spawns the children (they die with it).
+    void start();
+    /// Asks every child to stop (a 'stop' from the parent), waits for them a
+    /// little, kills the rest, and ends the thread.
+    void stop();
+
+    bool owns(ModuleId id) const;
+    ModuleStats stats(ModuleId id) const;
+    InprocBus& bus() { return m_bus; }
+
+private:
+    void run();
+    void spawn(ProcessChild& child);
+    bool drain(ProcessChild& child, std::uint64_t now);
+    void check_start(ProcessChild& child, std::uint64_t now);
+    void reap(ProcessChild& child);
+    void stop_child(ProcessChild& child, const std::string& reason);
+    void sleep(int timeout_ms);
+    bool limited_log(std::atomic<std::uint64_t>& counter);
+
+    InprocBus& m_bus;
+    RunnerHost& m_host;
+    HostSetup m_setup;
+    std::vector<std::unique_ptr<ProcessChild>> m_children;
+    platform::UniqueFd m_epoll;
+    platform::UniqueFd m_wake;  // stop() rings it
+    std::atomic<bool> m_stop{false};
+    std::atomic<bool> m_stopping_children{false};
+    std::thread m_thread;
+    std::vector<std::byte> m_record;
+};
+
+}  // namespace hmk::detail
