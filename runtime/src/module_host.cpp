@@ -12,6 +12,7 @@
 #include "hmk/platform/shm.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/uplink_ring.hpp"
+#include "process_child.hpp"
 #include "runner.hpp"
 
 namespace hmk {
@@ -20,7 +21,7 @@ namespace {
 /// The parent bus as a module in its own process sees it: the owner's ring,
 /// mapped read-only, and the module's uplink to the owner.
 class RemoteBus final : public detail::BusPort {
-public:
+  public:
     RemoteBus(BroadcastRing ring, UplinkRing uplink, int event_fd, std::string name)
         : m_ring(ring), m_uplink(uplink), m_event(event_fd), m_name(std::move(name)) {
         m_buffer.resize(m_uplink.max_message());
@@ -28,13 +29,15 @@ public:
     const BroadcastRing& ring() const override { return m_ring; }
     const std::string& name() const override { return m_name; }
 
-    Result<std::uint64_t, SendError> publish(Header h, std::span<const std::byte> payload, ModuleId /*via*/) override {
+    Result<std::uint64_t, SendError> publish(Header h, std::span<const std::byte> payload,
+                                             ModuleId /*via*/) override {
         // The owner stamps and checks everything; we only frame the message.
         if (payload.size() > m_ring.max_payload()) return Err{SendError::payload_too_large};
         h.payload_size = static_cast<std::uint32_t>(payload.size());
         encode_header(h, std::span<std::byte, k_header_size>(m_buffer.data(), k_header_size));
         std::copy(payload.begin(), payload.end(), m_buffer.begin() + k_header_size);
-        if (!m_uplink.try_push(std::span<const std::byte>(m_buffer.data(), k_header_size + payload.size()))) {
+        if (!m_uplink.try_push(
+                std::span<const std::byte>(m_buffer.data(), k_header_size + payload.size()))) {
             return Err{SendError::full};
         }
         // Wake the owner's pump only if it sleeps: one write per burst.
@@ -45,7 +48,7 @@ public:
         return std::uint64_t{0};  // the sequence number is known once the owner publishes it
     }
 
-private:
+  private:
     BroadcastRing m_ring;
     UplinkRing m_uplink;
     int m_event;
@@ -55,16 +58,19 @@ private:
 
 /// The runner's host inside a module host process.
 class HostSide final : public detail::RunnerHost {
-public:
+  public:
     HostSide(Logger& logger, const Topology& topology, UplinkStats& stats, ModuleId id)
         : m_logger(logger), m_topology(topology), m_stats(stats), m_id(id) {}
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_topology; }
     // Unique across the system without asking anyone: the module id on top.
-    std::uint64_t next_correlation() override { return (std::uint64_t{m_id} << 40) | ++m_correlation; }
+    std::uint64_t next_correlation() override {
+        return (std::uint64_t{m_id} << 40) | ++m_correlation;
+    }
     void started(ModuleId /*id*/, bool ok) override {
-        m_stats.state.store(static_cast<std::uint32_t>(ok ? ModuleState::running : ModuleState::failed),
-                            std::memory_order_release);
+        m_stats.state.store(
+            static_cast<std::uint32_t>(ok ? ModuleState::running : ModuleState::failed),
+            std::memory_order_release);
     }
     void progress(const ModuleStats& s) override {
         m_stats.rx.store(s.rx, std::memory_order_relaxed);
@@ -75,7 +81,7 @@ public:
         m_stats.send_errors.store(s.send_errors, std::memory_order_relaxed);
     }
 
-private:
+  private:
     Logger& m_logger;
     const Topology& m_topology;
     UplinkStats& m_stats;
@@ -88,7 +94,8 @@ std::string read_system_text(std::uint64_t size) {
     std::size_t done = 0;
     while (done < text.size()) {
         // pread: the fd's file offset is shared with our siblings' copies.
-        const ssize_t n = pread(k_host_fd_system, text.data() + done, text.size() - done, static_cast<off_t>(done));
+        const ssize_t n = pread(k_host_fd_system, text.data() + done, text.size() - done,
+                                static_cast<off_t>(done));
         if (n <= 0) break;
         done += static_cast<std::size_t>(n);
     }
@@ -105,18 +112,34 @@ int run_module_host(const HostOptions& o) {
         return 2;
     };
     Registry registry;
+    // The other modules of the system appear to us as placeholders of their role.
+    for (const auto& [name, role] : {std::pair{detail::k_placeholder_gateway, Role::gateway},
+                                     std::pair{detail::k_placeholder_leaf, Role::leaf}}) {
+        registry.add(ModuleKind{name,
+                                "placeholder",
+                                role,
+                                Eavesdrop::no,
+                                {},
+                                [](Env&) -> Result<std::unique_ptr<Module>, std::string> {
+                                    return Err{std::string("a placeholder kind is never run")};
+                                }});
+    }
     for (const auto& p : o.plugins) {
         if (auto loaded = registry.load_plugin(p); !loaded) return fail(loaded.error());
     }
-    auto spec = parse_system(read_system_text(o.text_size), "(system from parent)", registry, Plugins::already_loaded);
+    auto spec = parse_system(read_system_text(o.text_size), "(system from parent)", registry,
+                             Plugins::already_loaded);
     if (!spec) return fail(spec.error().to_string());
     const TopologyNode* node = spec->topology.find(o.module);
     const ModuleSpec* mine = node != nullptr ? spec->module(node->id) : nullptr;
     const ModuleKind* kind = mine != nullptr ? registry.find(mine->kind) : nullptr;
-    if (kind == nullptr) return fail("no module " + o.module + " of a known kind in the system description");
+    if (kind == nullptr)
+        return fail("no module " + o.module + " of a known kind in the system description");
 
-    auto bus_region = platform::SharedRegion::map(platform::UniqueFd(k_host_fd_bus), platform::Access::read_only);
-    auto up_region = platform::SharedRegion::map(platform::UniqueFd(k_host_fd_uplink), platform::Access::read_write);
+    auto bus_region =
+        platform::SharedRegion::map(platform::UniqueFd(k_host_fd_bus), platform::Access::read_only);
+    auto up_region = platform::SharedRegion::map(platform::UniqueFd(k_host_fd_uplink),
+                                                 platform::Access::read_write);
     if (!bus_region || !up_region) return fail("cannot map the bus or the uplink");
     auto ring = BroadcastRing::attach(bus_region->bytes());
     auto uplink = UplinkRing::attach(up_region->bytes());
@@ -124,11 +147,13 @@ int run_module_host(const HostOptions& o) {
     ::close(k_host_fd_system);
 
     const TopologyNode* parent = spec->topology.find(node->parent);
-    RemoteBus bus(*ring, *uplink, k_host_fd_event, parent->id == k_root_id ? "Bus 0" : parent->path);
+    RemoteBus bus(*ring, *uplink, k_host_fd_event,
+                  parent->id == k_root_id ? "Bus 0" : parent->path);
     HostSide side(logger, spec->topology, uplink->stats(), node->id);
     UplinkBells& bells = uplink->bells();
-    detail::Runner runner(side, mine, kind, &bus, nullptr,
-                          detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared});
+    detail::Runner runner(
+        side, mine, kind, &bus, nullptr,
+        detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared});
     runner.set_parent_cursor(o.from_seq);
 
     // Last step before module code runs: the sandbox closes, for good.
@@ -137,7 +162,8 @@ int run_module_host(const HostOptions& o) {
     std::string active;
     for (const auto& a : report.active) active += (active.empty() ? "" : ", ") + a;
     logger.log(LogLevel::debug, o.module, "sandbox: " + active);
-    for (const auto& s : report.skipped) logger.log(LogLevel::warn, o.module, "sandbox layer skipped: " + s);
+    for (const auto& s : report.skipped)
+        logger.log(LogLevel::warn, o.module, "sandbox layer skipped: " + s);
 
     runner.run();
     const ModuleStats s = runner.stats();

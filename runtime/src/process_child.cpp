@@ -12,17 +12,22 @@
 #include <chrono>
 #include <cstring>
 
+#include <toml++/toml.h>
+#include <sstream>
+
 #include "hmk/platform/clock.hpp"
 
 namespace hmk::detail {
 namespace {
 
-constexpr int k_batch = 256;                           // records per child per round
+constexpr int k_batch = 256;                                   // records per child per round
 constexpr std::uint64_t k_start_deadline_ns = 10'000'000'000;  // a host must be up within 10 s
 constexpr std::uint64_t k_ms = 1'000'000;
 
 enum EventKind : std::uint64_t { k_uplink = 0, k_exit = 1, k_wakeup = 2 };
-std::uint64_t tag(std::size_t index, EventKind kind) { return (static_cast<std::uint64_t>(index) << 2) | kind; }
+std::uint64_t tag(std::size_t index, EventKind kind) {
+    return (static_cast<std::uint64_t>(index) << 2) | kind;
+}
 
 void drain_eventfd(int fd) {
     std::uint64_t n = 0;
@@ -31,6 +36,41 @@ void drain_eventfd(int fd) {
 }
 
 }  // namespace
+
+std::string host_description(const SystemSpec& spec, ModuleId module) {
+    auto bus_table = [](const BusSpec& b, bool with_policy) {
+        toml::table t{{"capacity", static_cast<std::int64_t>(b.capacity)},
+                      {"max_payload", static_cast<std::int64_t>(b.max_payload)}};
+        if (with_policy)
+            t.insert("up",
+                     toml::table{
+                         {"addressed", b.up.addressed}, {"up", b.up.up}, {"system", b.up.system}});
+        return t;
+    };
+    toml::table root{{"system", toml::table{{"name", spec.name}}},
+                     {"bus", bus_table(spec.root_bus, false)}};
+    toml::array modules;
+    for (const ModuleSpec& m : spec.modules) {
+        const TopologyNode* n = spec.topology.find(m.id);
+        toml::table t{{"path", m.path}, {"id", static_cast<std::int64_t>(m.id)}};
+        if (m.id == module) {
+            t.insert("kind", m.kind);
+            toml::table config;
+            for (const auto& [key, value] : m.config.values()) {
+                std::visit([&](const auto& v) { config.insert(key, v); }, value);
+            }
+            t.insert("config", std::move(config));
+        } else {
+            t.insert("kind", n->is_gateway() ? k_placeholder_gateway : k_placeholder_leaf);
+        }
+        if (n->is_gateway()) t.insert("bus", bus_table(m.bus, true));
+        modules.push_back(std::move(t));
+    }
+    root.insert("module", std::move(modules));
+    std::ostringstream out;
+    out << root;
+    return out.str();
+}
 
 UplinkPump::UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup)
     : m_bus(bus),
@@ -45,15 +85,18 @@ UplinkPump::UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup)
     m_record.resize(m_bus.ring().max_message());
 }
 
-UplinkPump::~UplinkPump() { stop(); }
+UplinkPump::~UplinkPump() {
+    stop();
+}
 
 Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     auto child = std::make_unique<ProcessChild>();
     child->spec = &spec;
     const std::uint32_t slots = spec.quota.uplink_slots;
     const std::uint32_t max_payload = m_bus.settings().max_payload;
-    child->region = HMK_TRY(platform::SharedRegion::create(("hmk-uplink-" + std::to_string(spec.id)).c_str(),
-                                                           UplinkRing::region_size(slots, max_payload)));
+    child->region =
+        HMK_TRY(platform::SharedRegion::create(("hmk-uplink-" + std::to_string(spec.id)).c_str(),
+                                               UplinkRing::region_size(slots, max_payload)));
     HMK_TRY(child->region.seal_size());
     auto ring = UplinkRing::create(child->region.bytes(), slots, max_payload);
     if (!ring) return Err{std::string("uplink ring: ") + to_string(ring.error())};
@@ -67,7 +110,8 @@ Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     child->byte_tokens = spec.quota.bytes_per_s;
     // The bus rings the child's bell, which lives in the child's own region.
     UplinkBells& bells = child->uplink.bells();
-    m_bus.subscribe(Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared}, true);
+    m_bus.subscribe(Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
+                    true);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = tag(m_children.size(), k_uplink);
@@ -76,10 +120,13 @@ Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     return {};
 }
 
-void UplinkPump::start() { m_thread = std::thread([this] { run(); }); }
+void UplinkPump::start() {
+    m_thread = std::thread([this] { run(); });
+}
 
 bool UplinkPump::owns(ModuleId id) const {
-    return std::any_of(m_children.begin(), m_children.end(), [&](const auto& c) { return c->spec->id == id; });
+    return std::any_of(m_children.begin(), m_children.end(),
+                       [&](const auto& c) { return c->spec->id == id; });
 }
 
 ModuleStats UplinkPump::stats(ModuleId id) const {
@@ -102,21 +149,27 @@ ModuleStats UplinkPump::stats(ModuleId id) const {
 
 void UplinkPump::spawn(ProcessChild& c) {
     const ModuleSpec& spec = *c.spec;
-    auto text = platform::SharedRegion::create("hmk-system", std::max<std::size_t>(1, m_setup.system_text.size()));
+    const std::string description = host_description(*m_setup.system, spec.id);
+    auto text =
+        platform::SharedRegion::create("hmk-system", std::max<std::size_t>(1, description.size()));
     if (!text) {
         m_host.logger().log(LogLevel::error, spec.path, "cannot start: " + text.error());
         c.state.store(ModuleState::failed);
         m_host.started(spec.id, false);
         return;
     }
-    std::memcpy(text->data(), m_setup.system_text.data(), m_setup.system_text.size());
+    std::memcpy(text->data(), description.data(), description.size());
     (void)text->seal_writes();
 
-    
     platform::SpawnOptions o;
     o.program = m_setup.host_program;
-    o.argv = {"hmk-host", "--module", spec.path, "--from-seq", std::to_string(c.start_seq), "--text-size",
-              std::to_string(m_setup.system_text.size())};
+    o.argv = {"hmk-host",
+              "--module",
+              spec.path,
+              "--from-seq",
+              std::to_string(c.start_seq),
+              "--text-size",
+              std::to_string(description.size())};
     for (const auto& p : m_setup.plugins) {
         o.argv.push_back("--plugin");
         o.argv.push_back(p);
@@ -140,15 +193,17 @@ void UplinkPump::spawn(ProcessChild& c) {
     c.refilled_ns = c.spawned_ns;
     epoll_event ev{};
     ev.events = EPOLLIN;
-    const auto index = static_cast<std::size_t>(
-        std::find_if(m_children.begin(), m_children.end(), [&](const auto& p) { return p.get() == &c; }) -
-        m_children.begin());
+    const auto index =
+        static_cast<std::size_t>(std::find_if(m_children.begin(), m_children.end(),
+                                              [&](const auto& p) { return p.get() == &c; }) -
+                                 m_children.begin());
     ev.data.u64 = tag(index, k_exit);
     epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, c.process.pidfd.get(), &ev);
     std::string layers;
     for (const auto& l : c.process.layers) layers += (layers.empty() ? "" : ", ") + l;
-    m_host.logger().log(LogLevel::debug, spec.path,
-                        fmt::format("spawned pid {} ({}); waiting for it to start", c.process.pid, layers));
+    m_host.logger().log(
+        LogLevel::debug, spec.path,
+        fmt::format("spawned pid {} ({}); waiting for it to start", c.process.pid, layers));
     for (const auto& s : c.process.skipped) {
         m_host.logger().log(LogLevel::warn, spec.path, "isolation layer skipped: " + s);
     }
@@ -159,8 +214,9 @@ void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
     const std::uint32_t reported = c.uplink.stats().state.load(std::memory_order_acquire);
     if (reported == static_cast<std::uint32_t>(ModuleState::running)) {
         c.state.store(ModuleState::running);
-        m_host.logger().log(LogLevel::info, c.spec->path,
-                            fmt::format("running in process {} on bus {}", c.process.pid, m_bus.name()));
+        m_host.logger().log(
+            LogLevel::info, c.spec->path,
+            fmt::format("running in process {} on bus {}", c.process.pid, m_bus.name()));
         m_host.started(c.spec->id, true);
     } else if (now - c.spawned_ns > k_start_deadline_ns) {
         stop_child(c, "did not start within 10 s");
@@ -203,7 +259,8 @@ bool UplinkPump::limited_log(std::atomic<std::uint64_t>& counter) {
 }
 
 bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
-    if (c.state.load() != ModuleState::running) return false;
+    // A child being killed gets nothing more published; its exit is reaped from epoll.
+    if (c.state.load() != ModuleState::running || !c.stop_reason.empty()) return false;
     const QuotaSpec& q = c.spec->quota;
     const double elapsed = static_cast<double>(now - c.refilled_ns) / 1e9;
     c.refilled_ns = now;
@@ -217,12 +274,13 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
             // sends fail), and stop the child if that lasts.
             if (c.throttled_since_ns == 0) {
                 c.throttled_since_ns = now;
-                m_host.logger().log(LogLevel::warn, c.spec->path,
-                                    fmt::format("throttled: over its quota of {} messages/s, {} bytes/s",
-                                                q.messages_per_s, q.bytes_per_s));
+                m_host.logger().log(
+                    LogLevel::warn, c.spec->path,
+                    fmt::format("throttled: over its quota of {} messages/s, {} bytes/s",
+                                q.messages_per_s, q.bytes_per_s));
             } else if (now - c.throttled_since_ns > q.grace_ms * k_ms) {
-                stop_child(c, fmt::format("over its quota of {} messages/s, {} bytes/s for {} ms", q.messages_per_s,
-                                          q.bytes_per_s, q.grace_ms));
+                stop_child(c, fmt::format("over its quota of {} messages/s, {} bytes/s for {} ms",
+                                          q.messages_per_s, q.bytes_per_s, q.grace_ms));
             }
             return n > 0;
         }
@@ -238,8 +296,8 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
             c.invalid.fetch_add(1);
             if (limited_log(c.invalid)) {
                 m_host.logger().log(LogLevel::warn, c.spec->path,
-                                    fmt::format("dropped a malformed message: {} (#{})", to_string(header.error()),
-                                                c.invalid.load()));
+                                    fmt::format("dropped a malformed message: {} (#{})",
+                                                to_string(header.error()), c.invalid.load()));
             }
             continue;
         }
@@ -247,10 +305,11 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
         if (!published) {
             c.rejected.fetch_add(1);
             if (limited_log(c.rejected)) {
-                m_host.logger().log(LogLevel::warn, c.spec->path,
-                                    fmt::format("refused a message claiming sender #{} hops {}: {} (#{})",
-                                                header->sender, header->hops, to_string(published.error()),
-                                                c.rejected.load()));
+                m_host.logger().log(
+                    LogLevel::warn, c.spec->path,
+                    fmt::format("refused a message claiming sender #{} hops {}: {} (#{})",
+                                header->sender, header->hops, to_string(published.error()),
+                                c.rejected.load()));
             }
             continue;
         }
@@ -266,12 +325,14 @@ void UplinkPump::sleep(int timeout_ms) {
     for (auto& c : m_children) c->uplink.bells().owner_armed.store(1, std::memory_order_seq_cst);
     bool pending = false;
     for (auto& c : m_children) {
-        if (c->state.load() == ModuleState::running && c->throttled_since_ns == 0 && c->uplink.pending() > 0) {
+        if (c->state.load() == ModuleState::running && c->throttled_since_ns == 0 &&
+            c->stop_reason.empty() && c->uplink.pending() > 0) {
             pending = true;
         }
     }
     epoll_event events[16];
-    const int n = pending ? 0 : epoll_wait(m_epoll.get(), events, 16, timeout_ms);
+    // With work pending, still collect exits and wake-ups, without waiting.
+    const int n = epoll_wait(m_epoll.get(), events, 16, pending ? 0 : timeout_ms);
     for (auto& c : m_children) c->uplink.bells().owner_armed.store(0, std::memory_order_seq_cst);
     for (int i = 0; i < n; ++i) {
         const std::uint64_t t = events[i].data.u64;
@@ -307,7 +368,8 @@ void UplinkPump::run() {
         if (!c->process.pidfd.valid()) continue;
         stop_child(*c, "still running when the system stopped");
         siginfo_t info{};
-        waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c->process.pidfd.get()), &info, WEXITED | WNOWAIT);
+        waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c->process.pidfd.get()), &info,
+               WEXITED | WNOWAIT);
         reap(*c);
     }
 }

@@ -22,8 +22,18 @@ namespace hmk::detail {
 struct HostSetup {
     std::string host_program;          ///< the hmk-host executable
     std::vector<std::string> plugins;  ///< plugin files every host loads (the standard kinds first)
-    std::string system_text;           ///< the system description, handed to each host
+    const SystemSpec* system = nullptr;  ///< each host gets its own view of it (host_description)
 };
+
+/// Kinds a module host's registry knows for the modules it does not run:
+/// placeholders with the right role, never instantiated.
+inline constexpr const char* k_placeholder_gateway = "hmk.gateway";
+inline constexpr const char* k_placeholder_leaf = "hmk.leaf";
+
+/// The system description a module host gets: the whole tree (ids, paths,
+/// roles, bus settings), but the kind and config of its own module only.
+/// A sandboxed module learns nothing of its siblings' configuration.
+std::string host_description(const SystemSpec& spec, ModuleId module);
 
 /// A module in a process of its own, as its parent sees it.
 struct ProcessChild {
@@ -39,8 +49,8 @@ struct ProcessChild {
     std::atomic<std::uint64_t> published{0};
     std::atomic<std::uint64_t> invalid{0};
     std::atomic<std::uint64_t> rejected{0};
-    bool stopping = false;     // we asked it to stop
-    std::string stop_reason;   // why we killed it, for the exit log line
+    bool stopping = false;    // we asked it to stop
+    std::string stop_reason;  // why we killed it, for the exit log line
 
     // Token buckets (messages and bytes), refilled by elapsed time.
     double message_tokens = 0;
@@ -55,7 +65,7 @@ struct ProcessChild {
 /// reports each child's exit the moment its pidfd says so. It never waits on
 /// a child: a child that stalls, floods, scribbles or dies affects only itself.
 class UplinkPump {
-public:
+  public:
     UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup);
     ~UplinkPump();
     UplinkPump(const UplinkPump&) = delete;
@@ -73,7 +83,7 @@ public:
     ModuleStats stats(ModuleId id) const;
     InprocBus& bus() { return m_bus; }
 
-private:
+  private:
     void run();
     void spawn(ProcessChild& child);
     bool drain(ProcessChild& child, std::uint64_t now);

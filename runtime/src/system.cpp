@@ -106,7 +106,7 @@ class SystemImpl final : public RunnerHost {
         m_host_setup.host_program = options.host_program;
         m_host_setup.plugins.push_back(options.std_plugin);
         for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
-        m_host_setup.system_text = spec.text;
+        m_host_setup.system = &m_spec;
         m_kernel_kind.name = "microkernel";
         m_kernel_kind.role = Role::gateway;
         m_kernel_kind.create = [this](Env& env) -> Result<std::unique_ptr<Module>, std::string> {

@@ -111,16 +111,19 @@ bool eventually(F&& done, std::chrono::milliseconds limit = std::chrono::seconds
 
 /// A booted system from TOML text; fails the test on any error.
 struct Booted {
-    Logger logger{stderr, LogLevel::warn};
+    explicit Booted(std::FILE* log = stderr, LogLevel level = LogLevel::warn)
+        : logger(log, level) {}
+    Logger logger;
     std::unique_ptr<System> system;
     const Topology& topology() const { return system->topology(); }
     ModuleId id(const std::string& path) const { return topology().find(path)->id; }
 };
 
-inline std::unique_ptr<Booted> boot(const std::string& toml, Registry& registry) {
+inline std::unique_ptr<Booted> boot(const std::string& toml, Registry& registry,
+                                    std::FILE* log = stderr, LogLevel level = LogLevel::warn) {
     auto spec = parse_system(toml, "test.toml", registry);
     if (!spec) throw std::runtime_error(spec.error().to_string());
-    auto b = std::make_unique<Booted>();
+    auto b = std::make_unique<Booted>(log, level);
     auto sys = System::create(*spec, registry, b->logger);
     if (!sys) throw std::runtime_error(sys.error());
     b->system = std::move(sys).value();

@@ -21,6 +21,17 @@ namespace hmk::platform {
 namespace {
 
 constexpr int k_first_fd = 3;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool k_sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool k_sanitized = true;
+#else
+constexpr bool k_sanitized = false;
+#endif
+#else
+constexpr bool k_sanitized = false;
+#endif
 constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never clobbers one
 
 // Runs in the child between clone3 and execve. The parent may have many
@@ -39,7 +50,7 @@ constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never 
     }
     // Everything else goes: the child holds only stdio and what it was given.
     syscall(SYS_close_range, k_first_fd + n, ~0u, 0);
-    if (o.limits.address_space != 0) {
+    if (o.limits.address_space != 0 && !k_sanitized) {
         const rlimit r{o.limits.address_space, o.limits.address_space};
         syscall(SYS_setrlimit, RLIMIT_AS, &r);
     }
@@ -118,10 +129,15 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
     if (pid == 0) child_main(o, argv.data(), as_root);
 
     child.pid = static_cast<pid_t>(pid);
+    if (k_sanitized && o.limits.address_space != 0) {
+        child.skipped.push_back(
+            "address-space limit: a sanitizer build reserves terabytes of shadow memory");
+    }
     child.pidfd = UniqueFd(pidfd);
     child.layers.push_back("pidfd");
     child.layers.push_back("parent-death signal");
-    if (o.limits.address_space != 0 || o.limits.open_files != 0) child.layers.push_back("rlimits");
+    if ((o.limits.address_space != 0 && !k_sanitized) || o.limits.open_files != 0)
+        child.layers.push_back("rlimits");
     for (const Layer& l : wanted) {
         if ((flags & l.flag) != 0) child.layers.push_back(l.name);
     }

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// `evil`: a hostile module for isolation tests. When it gets an addressed
+// message it attacks, in the way its `mode` says. It runs in a module host,
+// so "raw" attacks reach for the host's file descriptors the way real
+// hostile code in that process could.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "hmk/runtime/module.hpp"
+#include "hmk/runtime/module_host.hpp"
+#include "hmk/uplink_ring.hpp"
+
+namespace {
+
+using namespace hmk;
+
+class Evil final : public Module {
+public:
+    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+        return std::unique_ptr<Module>(new Evil(env));
+    }
+
+    void on_message(const Message& m) override {
+        if (m.header.destination != m_env.id() || m.header.is_reply()) return;
+        const std::string& mode = m_env.config().string("mode");
+        m_env.log(LogLevel::info, "attacking: " + mode);
+        if (mode == "crash") {
+            volatile int* p = nullptr;
+            *p = 1;
+        } else if (mode == "abort") {
+            std::abort();
+        } else if (mode == "exit") {
+            std::_Exit(3);
+        } else if (mode == "throw") {
+            throw std::runtime_error("evil throws");
+        } else if (mode == "hang") {
+            volatile unsigned long spins = 0;
+            for (;;) spins = spins + 1;
+        } else if (mode == "flood") {
+            const std::string text(64, 'f');
+            Outgoing out;
+            out.scope = Scope::bus;
+            out.payload = as_bytes(text);
+            for (;;) (void)m_env.send(out);
+        } else if (mode == "forge_sender") {
+            raw_records([&](Header& h, std::vector<std::byte>&) { h.sender = victim(); });
+        } else if (mode == "forge_forward") {
+            raw_records([&](Header& h, std::vector<std::byte>&) {
+                h.sender = victim();
+                h.hops = 1;  // poses as a gateway forwarding up
+            });
+        } else if (mode == "garbage") {
+            raw_records([&](Header&, std::vector<std::byte>& bytes) {
+                for (auto& b : bytes) b = static_cast<std::byte>(m_env.random());
+            });
+        } else if (mode == "huge_length") {
+            auto up = map_uplink();
+            // A record whose size field is far beyond the slot.
+            auto* base = static_cast<std::byte*>(up.first);
+            std::uint32_t huge = 0x7fffffff;
+            std::memcpy(base + 512, &huge, 4);
+            auto* write_pos = reinterpret_cast<std::atomic<std::uint64_t>*>(base + 64);
+            write_pos->fetch_add(1);
+        } else if (mode == "scribble") {
+            auto up = map_uplink();
+            auto* base = static_cast<std::byte*>(up.first);
+            for (std::size_t i = 0; i < up.second; ++i) base[i] = static_cast<std::byte>(m_env.random());
+            for (;;) usleep(1000);
+        } else if (mode == "write_bus") {
+            const off_t size = lseek(k_host_fd_bus, 0, SEEK_END);
+            void* rw = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, k_host_fd_bus, 0);
+            m_env.log(LogLevel::info, rw == MAP_FAILED ? "writable mapping refused" : "got a writable mapping!");
+            void* ro = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, k_host_fd_bus, 0);
+            const int rc = mprotect(ro, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE);
+            m_env.log(LogLevel::info, rc != 0 ? "mprotect to writable refused" : "mprotect to writable worked!");
+            static_cast<volatile char*>(ro)[200] = 'X';  // must fault
+        } else if (mode == "syscall_open") {
+            (void)!open("/etc/passwd", O_RDONLY);
+        } else if (mode == "syscall_socket") {
+            (void)!socket(AF_INET, SOCK_STREAM, 0);
+        } else if (mode == "syscall_fork") {
+            (void)!fork();
+        } else if (mode == "syscall_execve") {
+            char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+            execve("/bin/true", argv, nullptr);
+        } else if (mode == "syscall_ptrace") {
+            ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+        } else if (mode == "alloc") {
+            std::vector<char*> hoard;
+            for (;;) {
+                char* p = new char[64 << 20];
+                std::memset(p, 1, 64 << 20);
+                hoard.push_back(p);
+            }
+        }
+        m_env.log(LogLevel::error, "survived the attack: " + mode);
+    }
+
+private:
+    explicit Evil(Env& env) : m_env(env) {}
+
+    ModuleId victim() const { return m_env.topology().find(m_env.config().string("victim"))->id; }
+
+    std::pair<void*, std::size_t> map_uplink() {
+        const off_t size = lseek(k_host_fd_uplink, 0, SEEK_END);
+        void* p = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, k_host_fd_uplink, 0);
+        if (p == MAP_FAILED) std::abort();
+        return {p, static_cast<std::size_t>(size)};
+    }
+
+    // Writes 100 records straight into the uplink, each a 'data' message the
+    // runtime would never send, as `tamper` makes it.
+    template <typename F>
+    void raw_records(F tamper) {
+        auto up = map_uplink();
+        auto ring = UplinkRing::attach({static_cast<std::byte*>(up.first), up.second});
+        if (!ring) std::abort();
+        for (int i = 0; i < 100; ++i) {
+            Header h;
+            h.sender = m_env.id();
+            h.type = msg::k_data;
+            h.payload_size = 8;
+            std::vector<std::byte> bytes(k_header_size + 8);
+            encode_header(h, std::span<std::byte, k_header_size>(bytes.data(), k_header_size));
+            tamper(h, bytes);
+            if (h.sender != m_env.id() || h.hops != 0) {
+                encode_header(h, std::span<std::byte, k_header_size>(bytes.data(), k_header_size));
+            }
+            while (!ring->try_push(bytes)) pause_briefly();
+        }
+        const std::uint64_t one = 1;
+        (void)!write(k_host_fd_event, &one, sizeof(one));
+    }
+    static void pause_briefly() { usleep(100); }
+
+    Env& m_env;
+};
+
+}  // namespace
+
+extern "C" void hmk_register_modules(hmk::Registry& registry) {
+    registry.add<Evil>(
+        "evil", "a hostile module for isolation tests: attacks when it gets an addressed message", Role::leaf,
+        {ConfigKey("mode", ConfigType::string, std::string("crash"), "the attack")
+             .one_of({"crash", "abort", "exit", "throw", "hang", "flood", "forge_sender", "forge_forward", "garbage",
+                      "huge_length", "scribble", "write_bus", "syscall_open", "syscall_socket", "syscall_fork",
+                      "syscall_execve", "syscall_ptrace", "alloc"}),
+         ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as")});
+}
