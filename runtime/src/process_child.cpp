@@ -239,7 +239,8 @@ void UplinkPump::reap(ProcessChild& c) {
     epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.process.pidfd.get(), nullptr);
     c.process.pidfd = platform::UniqueFd();
     const bool was_starting = c.state.load() == ModuleState::created;
-    const bool clean = c.stopping && c.stop_reason.empty() && status->exited && status->code == 0;
+    const bool clean =
+        c.stopping.load() && c.stop_reason.empty() && status->exited && status->code == 0;
     c.state.store(clean ? ModuleState::stopped : ModuleState::failed);
     if (clean) {
         m_host.logger().log(LogLevel::info, c.spec->path, "stopped");
@@ -380,7 +381,7 @@ void UplinkPump::stop() {
     const ModuleId owner = m_bus.id();
     for (auto& c : m_children) {
         if (c->state.load() != ModuleState::running) continue;
-        c->stopping = true;
+        c->stopping.store(true);
         Header h;
         h.sender = owner;
         h.destination = c->spec->id;

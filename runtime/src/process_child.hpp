@@ -49,8 +49,8 @@ struct ProcessChild {
     std::atomic<std::uint64_t> published{0};
     std::atomic<std::uint64_t> invalid{0};
     std::atomic<std::uint64_t> rejected{0};
-    bool stopping = false;    // we asked it to stop
-    std::string stop_reason;  // why we killed it, for the exit log line
+    std::atomic<bool> stopping{false};  // we asked it to stop (set by stop(), read by the pump)
+    std::string stop_reason;            // why we killed it, for the exit log line
 
     // Token buckets (messages and bytes), refilled by elapsed time.
     double message_tokens = 0;

@@ -88,8 +88,9 @@ TEST_P(IsolationTest, AttackIsContainedAndSiblingsKeepEveryMessageInOrder) {
     ASSERT_TRUE(b->system->inject(trigger).has_value());
 
     if (attack.end_state == ModuleState::failed) {
-        EXPECT_TRUE(testing::eventually([&] { return b->system->module_stats(evil).state == ModuleState::failed; }))
-            << read_all(log);
+        EXPECT_TRUE(testing::eventually([&] {
+            return b->system->module_stats(evil).state == ModuleState::failed;
+        })) << read_all(log);
     }
     // The siblings get everything, whatever the attacker does.
     auto from_source = [&] {
@@ -98,8 +99,10 @@ TEST_P(IsolationTest, AttackIsContainedAndSiblingsKeepEveryMessageInOrder) {
         return n;
     };
     ASSERT_TRUE(testing::eventually([&] { return from_source() == k_messages; }))
-        << "the recorder got " << from_source() << " of the source's messages\n" << read_all(log);
-    ASSERT_TRUE(testing::eventually([&] { return b->system->module_stats(sink).rx >= k_messages; }));
+        << "the recorder got " << from_source() << " of the source's messages\n"
+        << read_all(log);
+    ASSERT_TRUE(
+        testing::eventually([&] { return b->system->module_stats(sink).rx >= k_messages; }));
     EXPECT_EQ(b->system->module_stats(src).tx, static_cast<std::uint64_t>(k_messages));
     if (attack.end_state == ModuleState::running) {
         EXPECT_EQ(b->system->module_stats(evil).state, ModuleState::running);
@@ -108,7 +111,8 @@ TEST_P(IsolationTest, AttackIsContainedAndSiblingsKeepEveryMessageInOrder) {
     const std::string text = read_all(log);
     std::fclose(log);
     if (!k_sanitized || attack.end_state == ModuleState::running) {
-        EXPECT_NE(text.find(attack.log), std::string::npos) << "log lacks '" << attack.log << "':\n" << text;
+        EXPECT_NE(text.find(attack.log), std::string::npos) << "log lacks '" << attack.log << "':\n"
+                                                            << text;
     }
 
     // What the recorder saw on the bus: one contiguous order, the source's
@@ -118,7 +122,8 @@ TEST_P(IsolationTest, AttackIsContainedAndSiblingsKeepEveryMessageInOrder) {
         if (expected_seq == 0) expected_seq = r.header.seq;
         ASSERT_EQ(r.header.seq, expected_seq++) << "a gap in the bus order";
         ASSERT_FALSE(r.header.sender == sink) << "a message posing as the victim reached the bus";
-        ASSERT_FALSE(r.header.via == evil && r.header.sender != evil) << "the attacker spoke for someone else";
+        ASSERT_FALSE(r.header.via == evil && r.header.sender != evil)
+            << "the attacker spoke for someone else";
         if (r.header.sender == src) {
             ASSERT_EQ(r.header.correlation, next_from_source++) << "source messages out of order";
         }
@@ -174,8 +179,8 @@ kind = "echo"
     Outgoing stop;
     stop.destination = a;
     stop.type = msg::k_stop;
-    ASSERT_TRUE(b->system->inject(stop, sibling).has_value());       // a sibling: refused
-    ASSERT_TRUE(b->system->inject(stop, k_root_id).has_value());     // the grandparent: refused too
+    ASSERT_TRUE(b->system->inject(stop, sibling).has_value());    // a sibling: refused
+    ASSERT_TRUE(b->system->inject(stop, k_root_id).has_value());  // the grandparent: refused too
     Outgoing ping;
     ping.destination = a;
     ping.type = msg::k_ping;

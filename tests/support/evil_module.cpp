@@ -24,7 +24,7 @@ namespace {
 using namespace hmk;
 
 class Evil final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         return std::unique_ptr<Module>(new Evil(env));
     }
@@ -73,15 +73,20 @@ public:
         } else if (mode == "scribble") {
             auto up = map_uplink();
             auto* base = static_cast<std::byte*>(up.first);
-            for (std::size_t i = 0; i < up.second; ++i) base[i] = static_cast<std::byte>(m_env.random());
+            for (std::size_t i = 0; i < up.second; ++i)
+                base[i] = static_cast<std::byte>(m_env.random());
             for (;;) usleep(1000);
         } else if (mode == "write_bus") {
             const off_t size = lseek(k_host_fd_bus, 0, SEEK_END);
-            void* rw = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, k_host_fd_bus, 0);
-            m_env.log(LogLevel::info, rw == MAP_FAILED ? "writable mapping refused" : "got a writable mapping!");
-            void* ro = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, k_host_fd_bus, 0);
+            void* rw = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE,
+                            MAP_SHARED, k_host_fd_bus, 0);
+            m_env.log(LogLevel::info,
+                      rw == MAP_FAILED ? "writable mapping refused" : "got a writable mapping!");
+            void* ro = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED,
+                            k_host_fd_bus, 0);
             const int rc = mprotect(ro, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE);
-            m_env.log(LogLevel::info, rc != 0 ? "mprotect to writable refused" : "mprotect to writable worked!");
+            m_env.log(LogLevel::info,
+                      rc != 0 ? "mprotect to writable refused" : "mprotect to writable worked!");
             static_cast<volatile char*>(ro)[200] = 'X';  // must fault
         } else if (mode == "syscall_open") {
             (void)!open("/etc/passwd", O_RDONLY);
@@ -105,14 +110,15 @@ public:
         m_env.log(LogLevel::error, "survived the attack: " + mode);
     }
 
-private:
+  private:
     explicit Evil(Env& env) : m_env(env) {}
 
     ModuleId victim() const { return m_env.topology().find(m_env.config().string("victim"))->id; }
 
     std::pair<void*, std::size_t> map_uplink() {
         const off_t size = lseek(k_host_fd_uplink, 0, SEEK_END);
-        void* p = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, k_host_fd_uplink, 0);
+        void* p = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED,
+                       k_host_fd_uplink, 0);
         if (p == MAP_FAILED) std::abort();
         return {p, static_cast<std::size_t>(size)};
     }
@@ -149,10 +155,12 @@ private:
 
 extern "C" void hmk_register_modules(hmk::Registry& registry) {
     registry.add<Evil>(
-        "evil", "a hostile module for isolation tests: attacks when it gets an addressed message", Role::leaf,
+        "evil", "a hostile module for isolation tests: attacks when it gets an addressed message",
+        Role::leaf,
         {ConfigKey("mode", ConfigType::string, std::string("crash"), "the attack")
-             .one_of({"crash", "abort", "exit", "throw", "hang", "flood", "forge_sender", "forge_forward", "garbage",
-                      "huge_length", "scribble", "write_bus", "syscall_open", "syscall_socket", "syscall_fork",
-                      "syscall_execve", "syscall_ptrace", "alloc"}),
+             .one_of({"crash", "abort", "exit", "throw", "hang", "flood", "forge_sender",
+                      "forge_forward", "garbage", "huge_length", "scribble", "write_bus",
+                      "syscall_open", "syscall_socket", "syscall_fork", "syscall_execve",
+                      "syscall_ptrace", "alloc"}),
          ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as")});
 }
