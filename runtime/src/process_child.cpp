@@ -56,8 +56,8 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
         if (m.id == module) {
             t.insert("kind", m.kind);
             toml::table config;
-            for (const auto& [key, value] : m.config.values()) {
-                std::visit([&](const auto& v) { config.insert(key, v); }, value);
+            for (const auto& entry : m.config.values()) {
+                std::visit([&](const auto& v) { config.insert(entry.first, v); }, entry.second);
             }
             t.insert("config", std::move(config));
         } else {

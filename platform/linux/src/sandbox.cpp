@@ -88,12 +88,13 @@ std::string apply_seccomp() {
     int rc = 0;
     for (int nr : allowed) rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
     // Memory may be mapped and protected, but never made executable.
-    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
-                           SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
-                           SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    // (libseccomp's SCMP_A* macros are C compound literals: spelled out here.)
+    const scmp_arg_cmp no_exec[] = {{2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0}};
+    const scmp_arg_cmp tcgets[] = {{1, SCMP_CMP_EQ, TCGETS, 0}};
+    rc |= seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, no_exec);
+    rc |= seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, no_exec);
     // stdio asks whether stderr is a terminal.
-    rc |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TCGETS));
+    rc |= seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, tcgets);
     if (rc != 0) {
         seccomp_release(ctx);
         return "seccomp_rule_add failed";
