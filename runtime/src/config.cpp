@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -257,13 +258,18 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
     HMK_TRY(only_keys(ld, root, {"system", "bus", "module"}, "the top level"));
     SystemSpec spec;
     spec.file = ld.file;
+    std::uint32_t isolate_from_level = 0;  // 0: everything inproc unless a module says otherwise
     spec.name = std::string(base_name(parent_path("/" + ld.file)));
 
     if (const toml::node* n = root.get("system")) {
         const toml::table* t = n->as_table();
         if (t == nullptr)
             return ld.fail(*n, fmt::format("'system' must be a table, not {}", type_name(*n)));
-        HMK_TRY(only_keys(ld, *t, {"name", "description", "plugins"}, "[system]"));
+        HMK_TRY(only_keys(ld, *t, {"name", "description", "plugins", "isolate_from_level"},
+                          "[system]"));
+        if (const toml::node* v = t->get("isolate_from_level")) {
+            isolate_from_level = HMK_TRY(get_u32(ld, *v, "isolate_from_level", 1, 64));
+        }
         if (const toml::node* v = t->get("name"))
             spec.name = HMK_TRY(get_as<std::string>(ld, *v, "name", "a string"));
         if (const toml::node* v = t->get("plugins")) {
@@ -328,6 +334,14 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             if (const toml::node* id = t->get("id")) {
                 pm.id_node = id;
                 pm.spec.id = HMK_TRY(get_u32(ld, *id, "id", 2, k_max_module_id));
+            }
+            // Isolation grows with level: leaves from `isolate_from_level` down get a
+            // process of their own unless they say otherwise.
+            const auto level = static_cast<std::uint32_t>(
+                std::count(pm.spec.path.begin(), pm.spec.path.end(), '/'));
+            if (isolate_from_level != 0 && level >= isolate_from_level &&
+                pm.kind->role == Role::leaf) {
+                pm.spec.isolation = Isolation::process;
             }
             if (const toml::node* iso = t->get("isolation"))
                 pm.spec.isolation = HMK_TRY(parse_isolation(ld, *iso));

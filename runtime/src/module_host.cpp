@@ -164,6 +164,13 @@ int run_module_host(const HostOptions& o) {
     logger.log(LogLevel::debug, o.module, "sandbox: " + active);
     for (const auto& s : report.skipped)
         logger.log(LogLevel::warn, o.module, "sandbox layer skipped: " + s);
+    std::uint32_t bits = 0;
+    for (const auto& a : report.active) {
+        if (a.rfind("landlock", 0) == 0) bits |= k_sandbox_landlock;
+        if (a == "no_new_privs") bits |= k_sandbox_no_new_privs;
+        if (a == "seccomp allowlist") bits |= k_sandbox_seccomp;
+    }
+    uplink->stats().sandbox.store(bits, std::memory_order_release);
 
     runner.run();
     const ModuleStats s = runner.stats();

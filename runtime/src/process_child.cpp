@@ -129,6 +129,24 @@ bool UplinkPump::owns(ModuleId id) const {
                        [&](const auto& c) { return c->spec->id == id; });
 }
 
+std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbox_report() const {
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const auto& c : m_children) {
+        std::vector<std::string> layers = c->process.layers;
+        const std::uint32_t bits = c->uplink.stats().sandbox.load(std::memory_order_acquire);
+        if ((bits & k_sandbox_landlock) != 0) layers.emplace_back("landlock: no file access");
+        if ((bits & k_sandbox_no_new_privs) != 0) layers.emplace_back("no_new_privs");
+        if ((bits & k_sandbox_seccomp) != 0) layers.emplace_back("seccomp allowlist");
+        layers.push_back(fmt::format("quota: {} msg/s, {} B/s, {} uplink slots, {} MiB, {} files",
+                                     c->spec->quota.messages_per_s, c->spec->quota.bytes_per_s,
+                                     c->spec->quota.uplink_slots, c->spec->quota.memory >> 20,
+                                     c->spec->quota.open_files));
+        for (const auto& s : c->process.skipped) layers.push_back("SKIPPED " + s);
+        out.emplace_back(c->spec->path, std::move(layers));
+    }
+    return out;
+}
+
 ModuleStats UplinkPump::stats(ModuleId id) const {
     ModuleStats s;
     for (const auto& c : m_children) {

@@ -80,6 +80,9 @@ class UplinkPump {
     void stop();
 
     bool owns(ModuleId id) const;
+    /// The isolation layers around each running child: spawn-time ones and
+    /// those its host reports having closed.
+    std::vector<std::pair<std::string, std::vector<std::string>>> sandbox_report() const;
     ModuleStats stats(ModuleId id) const;
     InprocBus& bus() { return m_bus; }
 

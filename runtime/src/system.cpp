@@ -316,6 +316,14 @@ ModuleStats System::module_stats(ModuleId id) const {
     return ModuleStats{};
 }
 
+std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_report() const {
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const auto& [bus, pump] : m_impl->m_pumps) {
+        for (auto& entry : pump->sandbox_report()) out.push_back(std::move(entry));
+    }
+    return out;
+}
+
 std::vector<BusStats> System::bus_stats() const {
     std::vector<BusStats> out;
     for (const auto& n : m_impl->m_spec.topology.nodes()) {

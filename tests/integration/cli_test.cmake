@@ -43,7 +43,7 @@ require("${ERR_TEXT}" "missing.toml: error: cannot open file")
 run_hmk(0 tree ${FIG})
 require("${OUT_TEXT}" "/ [microkernel] id=1 level=0 owns Bus 0")
 require("${OUT_TEXT}" "\n    app1 [gateway] id=3 level=2 on /apps, owns bus /apps/app1 inproc")
-require("${OUT_TEXT}" "\n      worker [echo] id=4 level=3 on /apps/app1 inproc")
+require("${OUT_TEXT}" "\n      worker [echo] id=4 level=3 on /apps/app1 process")
 require("${OUT_TEXT}" "\n  fs [echo] id=9 level=1 on Bus 0 inproc")
 
 # run: the Figure-1 demo passes; a failing expectation exits 1 naming its line.
@@ -56,6 +56,12 @@ require("${ERR_TEXT}" "fail.hmks:5: expect failed: reply to / -> /fs was \"two\"
 file(WRITE ${OUT}/syntax.hmks "send /fs data one\nexpect sometimes\n")
 run_hmk(2 run ${FIG} --script ${OUT}/syntax.hmks)
 require("${ERR_TEXT}" "syntax.hmks:2:8: error: unknown expectation 'sometimes'")
+
+# --explain-sandbox names the layers around each process module.
+run_hmk(0 run ${FIG} --for 0.2 --explain-sandbox --log-level warn)
+require("${OUT_TEXT}" "sandbox of /drivers/disk:")
+require("${OUT_TEXT}" "seccomp allowlist")
+require("${OUT_TEXT}" "quota: 10000 msg/s")
 
 # run --for: boots, runs, stops cleanly.
 run_hmk(0 run ${FIG} --for 0.3 --log-level warn)

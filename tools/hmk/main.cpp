@@ -93,6 +93,7 @@ struct RunOptions {
     double for_seconds = -1;
     std::string log_level = "info";
     bool stats = false;
+    bool explain_sandbox = false;
 };
 
 int cmd_run(const RunOptions& o, hmk::Registry& registry) {
@@ -124,6 +125,15 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
     if (auto started = (*system)->start(); !started) {
         logger.log(hmk::LogLevel::error, "hmk", started.error());
         return k_exit_failed;
+    }
+    if (o.explain_sandbox) {
+        const auto report = (*system)->sandbox_report();
+        if (report.empty())
+            logger.print("sandbox: no module runs in a process of its own (all inproc)");
+        for (const auto& [path, layers] : report) {
+            logger.print(fmt::format("sandbox of {}:", path));
+            for (const auto& l : layers) logger.print("    " + l);
+        }
     }
     int rc = k_exit_ok;
     if (script) {
@@ -174,6 +184,9 @@ int main(int argc, char** argv) {
     run->add_option("--log-level", run_opts.log_level, "debug, info, warn or error")
         ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
     run->add_flag("--stats", run_opts.stats, "print module and bus counters at the end");
+    run->add_flag(
+        "--explain-sandbox", run_opts.explain_sandbox,
+        "once booted, print the isolation layers around each module in a process of its own");
 
     try {
         app.parse(argc, argv);

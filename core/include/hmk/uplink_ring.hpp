@@ -23,6 +23,14 @@ struct alignas(64) UplinkStats {
     std::atomic<std::uint64_t> invalid{0};
     std::atomic<std::uint64_t> send_errors{0};
     std::atomic<std::uint32_t> state{0};
+    std::atomic<std::uint32_t> sandbox{0};  ///< k_sandbox_* bits the host closed
+};
+
+/// Sandbox layers a module host reports having closed (UplinkStats::sandbox).
+enum SandboxBit : std::uint32_t {
+    k_sandbox_landlock = 1u << 0,
+    k_sandbox_no_new_privs = 1u << 1,
+    k_sandbox_seccomp = 1u << 2,
 };
 
 /// The wake-up words of one child, in its uplink region.

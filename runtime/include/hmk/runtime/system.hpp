@@ -93,6 +93,8 @@ class System {
     const Topology& topology() const;
     ModuleStats module_stats(ModuleId id) const;
     std::vector<BusStats> bus_stats() const;
+    /// For each module in a process of its own: the isolation layers around it.
+    std::vector<std::pair<std::string, std::vector<std::string>>> sandbox_report() const;
 
   private:
     explicit System(std::unique_ptr<detail::SystemImpl> impl);
