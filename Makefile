@@ -37,6 +37,7 @@ bench: deps
 	cmake --preset release
 	cmake --build --preset release -j $(JOBS)
 	build/release/bin/hmk_bench --benchmark_counters_tabular=true
+	build/release/bin/hmk_ipc_bench
 
 asan tsan clang: deps
 	cmake --preset $@
