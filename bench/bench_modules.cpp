@@ -2,8 +2,8 @@
 // `blaster`: on an addressed message, sends `count` 64-byte broadcasts, each
 // carrying the kernel clock at sending, `gap_ns` apart (0: as fast as the bus
 // takes them). Used by hmk_ipc_bench in-process and in a process of its own.
-#include <cstring>
 #include <time.h>
+#include <cstring>
 
 #include "hmk/runtime/module.hpp"
 
@@ -14,11 +14,12 @@ using namespace hmk;
 std::uint64_t now_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 class Blaster final : public Module {
-public:
+  public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
         return std::unique_ptr<Module>(new Blaster(env));
     }
@@ -45,7 +46,7 @@ public:
         }
     }
 
-private:
+  private:
     explicit Blaster(Env& env) : m_env(env) {}
     Env& m_env;
 };
@@ -53,7 +54,8 @@ private:
 }  // namespace
 
 extern "C" void hmk_register_modules(hmk::Registry& registry) {
-    registry.add<Blaster>("blaster", "sends timestamped 64-byte broadcasts for benchmarks", Role::leaf,
-                          {ConfigKey("count", ConfigType::integer, std::int64_t{10000}, "messages"),
-                           ConfigKey("gap_ns", ConfigType::integer, std::int64_t{0}, "pause between messages")});
+    registry.add<Blaster>(
+        "blaster", "sends timestamped 64-byte broadcasts for benchmarks", Role::leaf,
+        {ConfigKey("count", ConfigType::integer, std::int64_t{10000}, "messages"),
+         ConfigKey("gap_ns", ConfigType::integer, std::int64_t{0}, "pause between messages")});
 }

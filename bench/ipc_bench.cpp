@@ -31,12 +31,14 @@ constexpr std::uint64_t k_throughput_messages = 400000;
 std::uint64_t now_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 std::uint64_t thread_cpu_ns() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+           static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 struct Figures {
@@ -53,7 +55,8 @@ struct Samples {
 double percentile(std::vector<std::uint64_t> v, double p) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());
-    return static_cast<double>(v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))]) / 1000.0;
+    return static_cast<double>(v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))]) /
+           1000.0;
 }
 
 // --- OS baselines: a writer thread and a blocking reader thread over two fds.
@@ -104,44 +107,55 @@ Figures fd_figures(const std::string& name, int rd, int wr) {
     f.p99_us = percentile(lat.latency, 0.99);
     Samples thr;
     const std::uint64_t start = run(k_throughput_messages, 0, thr);
-    f.msgs_per_s = static_cast<double>(thr.count) / (static_cast<double>(thr.last_ns - start) / 1e9);
+    f.msgs_per_s =
+        static_cast<double>(thr.count) / (static_cast<double>(thr.last_ns - start) / 1e9);
     return f;
 }
 
 // --- hmk: a blaster module (inproc or in its own process) and an in-process receiver.
 class Receiver final : public Module {
-public:
+  public:
     Receiver(Env& env, Samples& s) : m_env(env), m_samples(s) {}
     void on_message(const Message& m) override {
-        if (m.header.correlation == 0 || m.payload.size() < 8 || m.header.sender == m_env.id()) return;
+        if (m.header.correlation == 0 || m.payload.size() < 8 || m.header.sender == m_env.id())
+            return;
         std::uint64_t t;
         std::memcpy(&t, m.payload.data(), 8);
         const std::uint64_t now = now_ns();
-        if (m_samples.latency.size() < m_samples.latency.capacity()) m_samples.latency.push_back(now - t);
+        if (m_samples.latency.size() < m_samples.latency.capacity())
+            m_samples.latency.push_back(now - t);
         m_samples.last_ns.store(now);
         m_samples.count.fetch_add(1);
     }
 
-private:
+  private:
     Env& m_env;
     Samples& m_samples;
 };
 
-Figures hmk_figures(const std::string& name, const std::string& isolation, const std::string& plugin) {
+Figures hmk_figures(const std::string& name, const std::string& isolation,
+                    const std::string& plugin) {
     Figures f{name};
     auto run = [&](std::uint64_t count, std::uint64_t gap, Samples& s) -> std::uint64_t {
         Registry reg;
         register_standard_modules(reg);
-        reg.add(ModuleKind{"receiver", "bench receiver", Role::leaf, Eavesdrop::no, {},
+        reg.add(ModuleKind{"receiver",
+                           "bench receiver",
+                           Role::leaf,
+                           Eavesdrop::no,
+                           {},
                            [&s](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
                                return std::unique_ptr<Module>(std::make_unique<Receiver>(env, s));
                            }});
-        const std::string quota = isolation == "process"
-                                      ? "quota = { messages_per_s = 1e9, bytes_per_s = 1e12, uplink_slots = 4096 }\n"
-                                      : "";
+        const std::string quota =
+            isolation == "process"
+                ? "quota = { messages_per_s = 1e9, bytes_per_s = 1e12, uplink_slots = 4096 }\n"
+                : "";
         const std::string toml = fmt::format(
-            "[system]\nplugins = [\"{}\"]\n[[module]]\npath = \"/b\"\nkind = \"gateway\"\nbus = {{ capacity = 65536 }}\n"
-            "[[module]]\npath = \"/b/tx\"\nkind = \"blaster\"\nisolation = \"{}\"\nconfig = {{ count = {}, gap_ns = {} }}\n{}"
+            "[system]\nplugins = [\"{}\"]\n[[module]]\npath = \"/b\"\nkind = \"gateway\"\nbus = {{ "
+            "capacity = 65536 }}\n"
+            "[[module]]\npath = \"/b/tx\"\nkind = \"blaster\"\nisolation = \"{}\"\nconfig = {{ "
+            "count = {}, gap_ns = {} }}\n{}"
             "[[module]]\npath = \"/b/rx\"\nkind = \"receiver\"\n",
             plugin, isolation, count, gap, quota);
         auto spec = parse_system(toml, "bench.toml", reg);
@@ -161,7 +175,8 @@ Figures hmk_figures(const std::string& name, const std::string& isolation, const
         const std::uint64_t start = now_ns();
         (void)sys->inject(go);
         const std::uint64_t deadline = start + 60'000'000'000ull;
-        while (s.count.load() < count && now_ns() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        while (s.count.load() < count && now_ns() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
         sys->stop();
         return start;
     };
@@ -171,7 +186,8 @@ Figures hmk_figures(const std::string& name, const std::string& isolation, const
     f.p99_us = percentile(lat.latency, 0.99);
     Samples thr;
     const std::uint64_t start = run(k_throughput_messages, 0, thr);
-    f.msgs_per_s = static_cast<double>(thr.count) / (static_cast<double>(thr.last_ns - start) / 1e9);
+    f.msgs_per_s =
+        static_cast<double>(thr.count) / (static_cast<double>(thr.last_ns - start) / 1e9);
     return f;
 }
 
@@ -179,16 +195,19 @@ Figures hmk_figures(const std::string& name, const std::string& isolation, const
 double fanout_ns(int receivers, bool remote) {
     auto topo = Topology::build([&] {
         std::vector<ModuleDecl> d{{0, "/b", Role::gateway}, {0, "/b/tx", Role::leaf}};
-        for (int i = 0; i < receivers; ++i) d.push_back({0, "/b/r" + std::to_string(i), Role::leaf});
+        for (int i = 0; i < receivers; ++i)
+            d.push_back({0, "/b/r" + std::to_string(i), Role::leaf});
         return d;
     }());
     detail::InprocBus bus(topo->find("/b")->id, "/b", detail::BusSettings{4096, 256, {}}, *topo);
     std::vector<std::atomic<std::uint32_t>> words(static_cast<std::size_t>(receivers));
     std::vector<std::atomic<std::uint32_t>> armed(static_cast<std::size_t>(receivers));
     for (int i = 0; i < receivers; ++i) {
-        bus.subscribe(detail::Doorbell{&words[static_cast<std::size_t>(i)], &armed[static_cast<std::size_t>(i)],
-                                       remote ? platform::FutexScope::shared : platform::FutexScope::process},
-                      remote);
+        bus.subscribe(
+            detail::Doorbell{&words[static_cast<std::size_t>(i)],
+                             &armed[static_cast<std::size_t>(i)],
+                             remote ? platform::FutexScope::shared : platform::FutexScope::process},
+            remote);
     }
     std::byte payload[k_size] = {};
     Header h;
@@ -203,8 +222,11 @@ double fanout_ns(int receivers, bool remote) {
 
 int main(int argc, char** argv) {
     if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-        fmt::print("hmk_ipc_bench [PLUGIN]: latency and throughput of 64-byte messages over hmk buses and OS IPC,\n"
-                   "measured side by side in one run. PLUGIN: the bench plugin (default: ../lib/libhmk-bench.so)\n");
+        fmt::print(
+            "hmk_ipc_bench [PLUGIN]: latency and throughput of 64-byte messages over hmk buses and "
+            "OS IPC,\n"
+            "measured side by side in one run. PLUGIN: the bench plugin (default: "
+            "../lib/libhmk-bench.so)\n");
         return 0;
     }
     std::string plugin = argc > 1 ? argv[1] : "";
@@ -227,18 +249,23 @@ int main(int argc, char** argv) {
     rows.push_back(hmk_figures("hmk process bus", "process", plugin));
 
     const Figures& base = rows.front();
-    fmt::print("\none-way latency ({} msgs, one per {} us) and throughput ({} msgs flat out), {}-byte messages\n",
-               k_latency_messages, k_latency_gap_ns / 1000, k_throughput_messages, k_size);
-    fmt::print("{:<20} {:>9} {:>9} {:>14} {:>11} {:>13}\n", "transport", "p50 us", "p99 us", "msgs/s", "p50 ratio",
-               "thru ratio");
+    fmt::print(
+        "\none-way latency ({} msgs, one per {} us) and throughput ({} msgs flat out), {}-byte "
+        "messages\n",
+        k_latency_messages, k_latency_gap_ns / 1000, k_throughput_messages, k_size);
+    fmt::print("{:<20} {:>9} {:>9} {:>14} {:>11} {:>13}\n", "transport", "p50 us", "p99 us",
+               "msgs/s", "p50 ratio", "thru ratio");
     for (const Figures& f : rows) {
-        fmt::print("{:<20} {:>9.2f} {:>9.2f} {:>14.0f} {:>10.2f}x {:>12.2f}x\n", f.name, f.p50_us, f.p99_us, f.msgs_per_s,
-                   f.p50_us / base.p50_us, f.msgs_per_s / base.msgs_per_s);
+        fmt::print("{:<20} {:>9.2f} {:>9.2f} {:>14.0f} {:>10.2f}x {:>12.2f}x\n", f.name, f.p50_us,
+                   f.p99_us, f.msgs_per_s, f.p50_us / base.p50_us, f.msgs_per_s / base.msgs_per_s);
     }
-    fmt::print("(ratios are to the unix socket pair; p50 ratio below 1 and throughput ratio above 1 favour hmk)\n");
+    fmt::print(
+        "(ratios are to the unix socket pair; p50 ratio below 1 and throughput ratio above 1 "
+        "favour hmk)\n");
 
     fmt::print("\nsender CPU per publish (ns) by receivers on the bus (no reader asleep)\n");
     fmt::print("{:<12} {:>12} {:>16}\n", "receivers", "in-process", "other processes");
-    for (int k : {1, 4, 16}) fmt::print("{:<12} {:>12.1f} {:>16.1f}\n", k, fanout_ns(k, false), fanout_ns(k, true));
+    for (int k : {1, 4, 16})
+        fmt::print("{:<12} {:>12.1f} {:>16.1f}\n", k, fanout_ns(k, false), fanout_ns(k, true));
     return 0;
 }

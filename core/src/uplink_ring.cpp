@@ -93,12 +93,14 @@ bool UplinkRing::try_push(std::span<const std::byte> message) {
     detail::store_words(reinterpret_cast<std::uint64_t*>(s + k_size_field), message.data(),
                         message.size());
     ++m_write;
-    m_control->write_pos.store(m_write, std::memory_order_release);
+    // seq_cst: the child then checks whether the owner sleeps, and the owner,
+    // about to sleep, arms and then checks this cursor (see UplinkBells).
+    m_control->write_pos.store(m_write, std::memory_order_seq_cst);
     return true;
 }
 
 std::uint64_t UplinkRing::pending() const {
-    const std::uint64_t w = m_control->write_pos.load(std::memory_order_acquire);
+    const std::uint64_t w = m_control->write_pos.load(std::memory_order_seq_cst);
     return w >= m_read && w - m_read <= m_slot_count ? w - m_read : 0;
 }
 

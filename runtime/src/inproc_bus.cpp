@@ -55,6 +55,14 @@ void InprocBus::subscribe(Doorbell doorbell, bool remote) {
 Result<std::uint64_t, SendError> InprocBus::publish(Header header,
                                                     std::span<const std::byte> payload,
                                                     ModuleId via) {
+    auto seq = publish_deferred(header, payload, via);
+    if (seq) wake_readers();
+    return seq;
+}
+
+Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
+                                                             std::span<const std::byte> payload,
+                                                             ModuleId via) {
     if (payload.size() > m_settings.max_payload) return Err{SendError::payload_too_large};
     // The owner's checks: the module putting the message here must be attached
     // to this bus, and may speak only for itself or, if it is a gateway that
@@ -90,8 +98,11 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header,
     // that chain) sees the new head. No fence needed, and TSan can follow it.
     // Readers in other processes are looked at on every publish (their bells
     // are seq_cst against the ring head, see BroadcastRing::head()).
-    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0 || m_has_remote) wake_armed();
     return seq;
+}
+
+void InprocBus::wake_readers() {
+    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0 || m_has_remote) wake_armed();
 }
 
 void InprocBus::wake_armed() {

@@ -42,6 +42,13 @@ class InprocBus final : public BusPort {
     /// Returns the sequence number given.
     Result<std::uint64_t, SendError> publish(Header header, std::span<const std::byte> payload,
                                              ModuleId via) override;
+    /// The same, but leaves waking sleeping readers to a later wake_readers()
+    /// call: a batch pays for one wake-up scan, not one per message.
+    Result<std::uint64_t, SendError> publish_deferred(Header header,
+                                                      std::span<const std::byte> payload,
+                                                      ModuleId via);
+    /// Wakes the readers that sleep (after publish_deferred calls).
+    void wake_readers();
 
     /// Before start only: a reader whose doorbell the bus rings. A reader in
     /// another process (`remote`) cannot count itself armed in our memory, so

@@ -41,7 +41,9 @@ class RemoteBus final : public detail::BusPort {
             return Err{SendError::full};
         }
         // Wake the owner's pump only if it sleeps: one write per burst.
-        if (m_uplink.bells().owner_armed.exchange(0, std::memory_order_seq_cst) != 0) {
+        std::atomic<std::uint32_t>& armed = m_uplink.bells().owner_armed;
+        if (armed.load(std::memory_order_seq_cst) != 0 &&
+            armed.exchange(0, std::memory_order_seq_cst) != 0) {
             const std::uint64_t one = 1;
             (void)!write(m_event, &one, sizeof(one));
         }

@@ -23,6 +23,7 @@ namespace {
 constexpr int k_batch = 256;                                   // records per child per round
 constexpr std::uint64_t k_start_deadline_ns = 10'000'000'000;  // a host must be up within 10 s
 constexpr std::uint64_t k_ms = 1'000'000;
+constexpr int k_idle_spins = 0;  // idle rounds the pump polls before it sleeps (see run())
 
 enum EventKind : std::uint64_t { k_uplink = 0, k_exit = 1, k_wakeup = 2 };
 std::uint64_t tag(std::size_t index, EventKind kind) {
@@ -320,7 +321,8 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
             }
             continue;
         }
-        const auto published = m_bus.publish(*header, record.subspan(k_header_size), c.spec->id);
+        const auto published =
+            m_bus.publish_deferred(*header, record.subspan(k_header_size), c.spec->id);
         if (!published) {
             c.rejected.fetch_add(1);
             if (limited_log(c.rejected)) {
@@ -337,18 +339,13 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
         c.byte_tokens -= static_cast<double>(r.size);
     }
     c.throttled_since_ns = 0;
+    if (n > 0) m_bus.wake_readers();  // one wake-up scan per batch
     return n > 0;
 }
 
 void UplinkPump::sleep(int timeout_ms) {
     for (auto& c : m_children) c->uplink.bells().owner_armed.store(1, std::memory_order_seq_cst);
-    bool pending = false;
-    for (auto& c : m_children) {
-        if (c->state.load() == ModuleState::running && c->throttled_since_ns == 0 &&
-            c->stop_reason.empty() && c->uplink.pending() > 0) {
-            pending = true;
-        }
-    }
+    const bool pending = any_pending();
     epoll_event events[16];
     // With work pending, still collect exits and wake-ups, without waiting.
     const int n = epoll_wait(m_epoll.get(), events, 16, pending ? 0 : timeout_ms);
@@ -367,8 +364,19 @@ void UplinkPump::sleep(int timeout_ms) {
     }
 }
 
+bool UplinkPump::any_pending() const {
+    for (const auto& c : m_children) {
+        if (c->state.load() == ModuleState::running && c->throttled_since_ns == 0 &&
+            c->stop_reason.empty() && c->uplink.pending() > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void UplinkPump::run() {
     for (auto& c : m_children) spawn(*c);
+    int idle = 0;
     while (!m_stop.load()) {
         const std::uint64_t now = platform::monotonic_ns();
         bool work = false;
@@ -380,7 +388,17 @@ void UplinkPump::run() {
         }
         // Short sleeps while a child is starting or throttled (there is a
         // deadline to watch), otherwise until a child writes or exits.
-        if (!work) sleep(waiting ? 1 : 200);
+        if (work) {
+            idle = 0;
+        } else if (++idle < k_idle_spins && !waiting) {
+            // A short busy spin (a few microseconds) before sleeping: a steady
+            // stream then costs no eventfd round trip per message. No
+            // sched_yield: with few cores it would hand our core to nobody useful.
+            for (int i = 0; i < 32; ++i) platform::cpu_relax();
+        } else {
+            sleep(waiting ? 1 : 200);
+            idle = 0;
+        }
     }
     // Whatever is still alive now is killed; the pidfds make sure we reap it.
     for (auto& c : m_children) {

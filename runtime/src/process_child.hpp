@@ -94,6 +94,7 @@ class UplinkPump {
     void reap(ProcessChild& child);
     void stop_child(ProcessChild& child, const std::string& reason);
     void sleep(int timeout_ms);
+    bool any_pending() const;
     bool limited_log(std::atomic<std::uint64_t>& counter);
 
     InprocBus& m_bus;

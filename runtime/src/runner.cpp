@@ -11,8 +11,16 @@
 namespace hmk::detail {
 namespace {
 
-// Idle rounds a runner polls (yielding) before it sleeps on its doorbell.
+// Idle rounds a runner polls (yielding the CPU each time) before it sleeps on
+// its doorbell: catches the next message of a stream without a futex round
+// trip, and gives the core away to any thread that has work meanwhile.
 constexpr int k_idle_spins = 64;
+// A counter only the runner's thread writes: a plain load and store (no locked
+// read-modify-write on the message path); other threads read it with a load.
+void bump(std::atomic<std::uint64_t>& counter) {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // Messages taken from one bus before the runner looks at its other bus and timers.
 constexpr int k_batch = 64;
 
@@ -148,7 +156,8 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
         const ReadResult r = bus.ring().read(cursor, m_record);
         if (r.status == ReadStatus::empty) break;
         if (r.status == ReadStatus::lost) {
-            m_lost.fetch_add(r.lost_last - r.lost_first + 1, std::memory_order_relaxed);
+            m_lost.store(m_lost.load(std::memory_order_relaxed) + (r.lost_last - r.lost_first + 1),
+                         std::memory_order_release);
             log(LogLevel::warn, fmt::format("fell behind on bus {}: lost seq {}..{}", bus.name(),
                                             r.lost_first, r.lost_last));
             continue;
@@ -156,7 +165,7 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
         handle(side, std::span<const std::byte>(m_record.data(), r.size));
         // Counted once fully handled (forwards included), so that "seen equals
         // published" means the module is done with everything on its buses.
-        m_seen.fetch_add(1, std::memory_order_release);
+        bump(m_seen);
     }
     return n > 0;
 }
@@ -164,7 +173,7 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
 void Runner::handle(Side side, std::span<const std::byte> record) {
     const auto header = decode_header(record, k_max_payload, Framing::exact);
     if (!header) {
-        m_invalid.fetch_add(1, std::memory_order_relaxed);
+        bump(m_invalid);
         log(LogLevel::warn, fmt::format("dropped a bad record: {}", to_string(header.error())));
         return;
     }
@@ -174,13 +183,13 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         const Forward f = route(m_host.topology(), m_id, side, message.header, m_policy);
         if (f.up) forward(Direction::up, message);
         if (f.down) forward(Direction::down, message);
-        if (f.denied) m_denied.fetch_add(1, std::memory_order_relaxed);
+        if (f.denied) bump(m_denied);
     }
     if (lifecycle(message)) return;
     const bool deliver =
         m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
     if (!deliver) return;
-    m_rx.fetch_add(1, std::memory_order_relaxed);
+    bump(m_rx);
     // Liveness is answered by the runtime, so it also proves the module's
     // thread is taking messages.
     if (message.header.type == msg::k_ping && !message.header.is_reply() &&
@@ -201,7 +210,7 @@ bool Runner::lifecycle(const Message& message) {
         m_stop.store(true);
         return true;
     }
-    m_denied.fetch_add(1, std::memory_order_relaxed);
+    bump(m_denied);
     const TopologyNode* from = m_host.topology().find(h.sender);
     log(LogLevel::warn, fmt::format("refused 'stop' from {}: only the parent may stop this module",
                                     from != nullptr ? from->path : fmt::format("#{}", h.sender)));
@@ -217,7 +226,7 @@ void Runner::forward(Direction direction, const Message& message) {
     guarded("on_forward",
             [&] { verdict = m_module->on_forward(direction, message, m_translation); });
     if (verdict == Verdict::drop || m_state.load() != ModuleState::running) {
-        m_denied.fetch_add(1, std::memory_order_relaxed);
+        bump(m_denied);
         return;
     }
     if (verdict == Verdict::translate) {
@@ -233,7 +242,7 @@ void Runner::forward(Direction direction, const Message& message) {
                                         to_string(r.error())));
         return;
     }
-    (direction == Direction::up ? m_fwd_up : m_fwd_down).fetch_add(1, std::memory_order_relaxed);
+    bump(direction == Direction::up ? m_fwd_up : m_fwd_down);
 }
 
 Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& out) {
