@@ -139,6 +139,36 @@ INSTANTIATE_TEST_SUITE_P(
                   "cannot load plugin"}),
     [](const auto& p) { return std::string(p.param.name); });
 
+TEST(ConfigTest, IsolationDefaultsByLevelForLeavesOnly) {
+    const auto spec = parse_system(R"(
+[system]
+isolate_from_level = 2
+[[module]]
+path = "/top"
+kind = "echo"
+[[module]]
+path = "/g"
+kind = "gateway"
+[[module]]
+path = "/g/deep"
+kind = "echo"
+[[module]]
+path = "/g/trusted"
+kind = "echo"
+isolation = "inproc"
+[[module]]
+path = "/g/inner"
+kind = "gateway"
+)",
+                                   "t.toml", standard());
+    ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+    auto iso = [&](const char* p) { return spec->module(spec->topology.find(p)->id)->isolation; };
+    EXPECT_EQ(iso("/top"), Isolation::inproc);        // level 1
+    EXPECT_EQ(iso("/g/deep"), Isolation::process);    // level 2: isolated by default
+    EXPECT_EQ(iso("/g/trusted"), Isolation::inproc);  // said otherwise
+    EXPECT_EQ(iso("/g/inner"), Isolation::inproc);    // a gateway stays in its parent's process
+}
+
 TEST(ConfigTest, MissingFileIsAnErrorNotACrash) {
     const auto spec = load_system_file("/nonexistent/system.toml", standard());
     ASSERT_FALSE(spec.has_value());
