@@ -44,7 +44,7 @@ asan tsan clang: deps
 	cmake --build --preset $@ -j $(JOBS)
 	ctest --preset $@ -j $(JOBS)
 
-SOURCES = $(shell git ls-files '*.cpp' '*.hpp')
+SOURCES = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.hpp')
 format:
 	clang-format -i $(SOURCES)
 format-check:

@@ -13,10 +13,11 @@ namespace hmk {
 namespace {
 
 struct Region {
-    explicit Region(std::size_t n) : size(n), data(static_cast<std::byte*>(::operator new(n, std::align_val_t{64}))) {
+    explicit Region(std::size_t n)
+        : size(n), data(static_cast<std::byte*>(::operator new (n, std::align_val_t{64}))) {
         std::memset(data, 0, n);
     }
-    ~Region() { ::operator delete(data, std::align_val_t{64}); }
+    ~Region() { ::operator delete (data, std::align_val_t{64}); }
     std::span<std::byte> span() { return {data, size}; }
     std::size_t size;
     std::byte* data;
@@ -39,7 +40,8 @@ TEST(UplinkRingTest, OwnerTakesWhatTheChildPushedInOrder) {
     for (int i = 0; i < 4; ++i) {
         const PopResult p = owner->pop(out);
         ASSERT_EQ(p.status, PopStatus::ok);
-        EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.data()), p.size), "m" + std::to_string(i));
+        EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.data()), p.size),
+                  "m" + std::to_string(i));
     }
     EXPECT_EQ(owner->pop(out).status, PopStatus::empty);
     EXPECT_TRUE(child->try_push(bytes_of("again"))) << "space is given back as the owner reads";
