@@ -5,29 +5,15 @@
 #include <time.h>
 #include <cstring>
 
+#include "bench_clock.hpp"
 #include "hmk/runtime/module.hpp"
 
 namespace {
 
 using namespace hmk;
 
-// Paced senders sleep (rather than spin) between messages, so the pacing
-// costs no core: on a small machine a spinning sender would take the core
-// the path being measured needs.
-void sleep_until(std::uint64_t deadline_ns) {
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000u);
-    ts.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000u);
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
-    }
-}
-
-std::uint64_t now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-           static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using hmk::bench::now_ns;
+using hmk::bench::wait_until;
 
 class Blaster final : public Module {
   public:
@@ -45,12 +31,7 @@ class Blaster final : public Module {
         std::uint64_t next = now_ns();
         for (std::uint64_t i = 1; i <= count; ++i) {
             if (gap != 0) {
-                if (spin) {
-                    while (now_ns() < next) {
-                    }
-                } else {
-                    sleep_until(next);
-                }
+                wait_until(next, spin);
                 next += gap;
             }
             const std::uint64_t t = now_ns();

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/system.hpp"
 #include "inproc_bus.hpp"
@@ -37,23 +38,8 @@ constexpr Pace k_sparse{"sleep", 100000, false};
 constexpr Pace k_stream{"spin", 20000, true};
 constexpr std::uint64_t k_throughput_messages = 400000;
 
-// Paced senders sleep (rather than spin) between messages, so the pacing
-// costs no core: on a small machine a spinning sender would take the core
-// the path being measured needs.
-void sleep_until(std::uint64_t deadline_ns) {
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(deadline_ns / 1'000'000'000u);
-    ts.tv_nsec = static_cast<long>(deadline_ns % 1'000'000'000u);
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) != 0) {
-    }
-}
-
-std::uint64_t now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-           static_cast<std::uint64_t>(ts.tv_nsec);
-}
+using hmk::bench::now_ns;
+using hmk::bench::wait_until;
 std::uint64_t thread_cpu_ns() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -112,12 +98,7 @@ Figures fd_figures(const std::string& name, int rd, int wr) {
         const std::uint64_t start = next;
         for (std::uint64_t i = 0; i < count; ++i) {
             if (gap != 0) {
-                if (spin) {
-                    while (now_ns() < next) {
-                    }
-                } else {
-                    sleep_until(next);
-                }
+                wait_until(next, spin);
                 next += gap;
             }
             const std::uint64_t t = now_ns();

@@ -25,6 +25,18 @@ const char* to_string(SendError error) {
     return "send error";
 }
 
+Header header_for(ModuleId sender, const Outgoing& out) {
+    Header h;
+    h.sender = sender;
+    h.destination = out.destination;
+    h.scope = out.scope;
+    h.type = out.type;
+    h.correlation = out.correlation;
+    h.flags = static_cast<std::uint16_t>(out.flags & k_known_flags);
+    h.payload_size = static_cast<std::uint32_t>(out.payload.size());
+    return h;
+}
+
 Result<void, SendError> Env::reply(const Message& request, std::span<const std::byte> payload,
                                    std::uint16_t extra_flags) {
     Outgoing out;

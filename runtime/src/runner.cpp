@@ -251,15 +251,7 @@ Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& out) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::unknown_destination};
     }
-    Header h;
-    h.sender = m_id;
-    h.destination = out.destination;
-    h.scope = out.scope;
-    h.type = out.type;
-    h.correlation = out.correlation;
-    h.flags = static_cast<std::uint16_t>(out.flags & k_known_flags);
-    h.payload_size = static_cast<std::uint32_t>(out.payload.size());
-    auto r = bus->publish(h, out.payload, m_id);
+    auto r = bus->publish(header_for(m_id, out), out.payload, m_id);
     if (!r) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{r.error()};

@@ -287,14 +287,9 @@ Result<std::uint64_t, SendError> System::inject(const Outgoing& message, ModuleI
     // through the same checks as the module's own messages.
     detail::UplinkPump* pump = m_impl->pump_of(from);
     if (pump == nullptr) return Err{SendError::unknown_destination};
-    Header h;
-    h.sender = from;
-    h.destination = out.destination;
-    h.scope = out.scope;
-    h.type = out.type;
-    h.correlation = out.correlation;
-    h.flags = out.flags;
-    if (auto sent = pump->bus().publish(h, out.payload, from); !sent) return Err{sent.error()};
+    if (auto sent = pump->bus().publish(header_for(from, out), out.payload, from); !sent) {
+        return Err{sent.error()};
+    }
     return out.correlation;
 }
 

@@ -40,6 +40,9 @@ struct Outgoing {
     std::span<const std::byte> payload;
 };
 
+/// The header of `message` as sent by `sender`, before the bus owner stamps it.
+Header header_for(ModuleId sender, const Outgoing& message);
+
 /// Views text as payload bytes.
 inline std::span<const std::byte> as_bytes(std::string_view text) {
     return {reinterpret_cast<const std::byte*>(text.data()), text.size()};
