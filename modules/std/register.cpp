@@ -11,6 +11,7 @@ void register_standard_modules(Registry& registry) {
     std_modules::add_sink(registry);
     std_modules::add_source(registry);
     std_modules::add_tap(registry);
+    std_modules::add_monitor(registry);
 }
 
 namespace std_modules {

@@ -10,6 +10,7 @@ void add_echo(Registry& registry);
 void add_sink(Registry& registry);
 void add_source(Registry& registry);
 void add_tap(Registry& registry);
+void add_monitor(Registry& registry);
 
 /// Parses a scope name ("bus", "subtree", "up", "system").
 std::optional<Scope> parse_scope(std::string_view text);

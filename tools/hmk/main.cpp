@@ -6,7 +6,10 @@
 #include <csignal>
 #include <ctime>
 
+#include <map>
+
 #include "hmk/runtime/config.hpp"
+#include "hmk/runtime/journal.hpp"
 #include "hmk/runtime/script.hpp"
 #include "hmk/runtime/system.hpp"
 
@@ -85,6 +88,55 @@ void wait_for_signal(double seconds) {
     ts.tv_sec = static_cast<time_t>(seconds);
     ts.tv_nsec = static_cast<long>((seconds - static_cast<double>(ts.tv_sec)) * 1e9);
     sigtimedwait(&set, nullptr, &ts);
+}
+
+int cmd_journal_verify(const std::string& dir) {
+    const hmk::JournalScan scan = hmk::scan_journal(dir);
+    if (!scan.clean) {
+        fmt::print(stderr, "{}\n", scan.problem);
+        fmt::print(
+            "{}: BAD: {} records in {} segments are valid (seq {}..{}); recovery would stop "
+            "there\n",
+            dir, scan.records, scan.segments, scan.first_seq, scan.last_seq);
+        return k_exit_failed;
+    }
+    fmt::print("{}: ok: {} records in {} segments, seq {}..{}, {} bytes\n", dir, scan.records,
+               scan.segments, scan.first_seq, scan.last_seq, scan.bytes);
+    return k_exit_ok;
+}
+
+int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t to) {
+    const hmk::JournalScan scan = hmk::scan_journal(dir, [&](const hmk::JournalRecord& r) {
+        const hmk::Header& h = r.header;
+        if (h.seq < from || h.seq > to) return;
+        const std::string_view tn = hmk::msg::type_name(h.type);
+        fmt::print(
+            "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
+            "corr={} len={}\n",
+            h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
+            h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
+            hmk::to_string(h.scope), tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
+            h.hops, h.flags, h.correlation, h.payload_size);
+    });
+    if (!scan.clean) {
+        fmt::print(stderr, "{}\n", scan.problem);
+        return k_exit_failed;
+    }
+    return k_exit_ok;
+}
+
+int cmd_journal_stats(const std::string& dir) {
+    std::map<std::uint32_t, std::uint64_t> by_type;
+    const hmk::JournalScan scan =
+        hmk::scan_journal(dir, [&](const hmk::JournalRecord& r) { ++by_type[r.header.type]; });
+    fmt::print("segments {}\nrecords  {}\nbytes    {}\nfirst    {}\nlast     {}\nclean    {}\n",
+               scan.segments, scan.records, scan.bytes, scan.first_seq, scan.last_seq,
+               scan.clean ? "yes" : "no: " + scan.problem);
+    for (const auto& [type, n] : by_type) {
+        const std::string_view tn = hmk::msg::type_name(type);
+        fmt::print("type {:<8} {}\n", tn.empty() ? fmt::format("{:#x}", type) : std::string(tn), n);
+    }
+    return scan.clean ? k_exit_ok : k_exit_failed;
 }
 
 struct RunOptions {
@@ -188,6 +240,22 @@ int main(int argc, char** argv) {
         "--explain-sandbox", run_opts.explain_sandbox,
         "once booted, print the isolation layers around each module in a process of its own");
 
+    auto* journal =
+        app.add_subcommand("journal", "Inspect a bus journal directory (written by a monitor)");
+    journal->require_subcommand(1);
+    std::string dir;
+    std::uint64_t from = 0, to = UINT64_MAX;
+    auto* verify = journal->add_subcommand(
+        "verify", "Check CRCs and sequence continuity; exit 0, or 1 naming the first bad record");
+    verify->add_option("DIR", dir, "journal directory")->required();
+    auto* dump = journal->add_subcommand("dump", "One line per message, decoded header");
+    dump->add_option("DIR", dir, "journal directory")->required();
+    dump->add_option("--from", from, "first sequence number");
+    dump->add_option("--to", to, "last sequence number");
+    auto* jstats = journal->add_subcommand(
+        "stats", "Segments, records, bytes, sequence range, messages by type");
+    jstats->add_option("DIR", dir, "journal directory")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -197,5 +265,8 @@ int main(int argc, char** argv) {
     if (check->parsed()) return cmd_check(file, registry);
     if (tree->parsed()) return cmd_tree(file, registry);
     if (run->parsed()) return cmd_run(run_opts, registry);
+    if (verify->parsed()) return cmd_journal_verify(dir);
+    if (dump->parsed()) return cmd_journal_dump(dir, from, to);
+    if (jstats->parsed()) return cmd_journal_stats(dir);
     return cmd_kinds(registry);
 }
