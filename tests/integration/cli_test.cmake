@@ -63,6 +63,27 @@ require("${OUT_TEXT}" "sandbox of /drivers/disk:")
 require("${OUT_TEXT}" "seccomp allowlist")
 require("${OUT_TEXT}" "quota: 10000 msg/s")
 
+# journal: a monitor journals a bus; verify, dump, stats; damage is named.
+file(WRITE ${OUT}/journal.toml "[[module]]\npath = \"/g\"\nkind = \"gateway\"\n[[module]]\npath = \"/g/src\"\nkind = \"source\"\nconfig = { to = \"/g/sink\", count = 50, rate = 0 }\n[[module]]\npath = \"/g/sink\"\nkind = \"sink\"\n[[module]]\npath = \"/g/mon\"\nkind = \"monitor\"\nconfig = { dir = \"${OUT}/jr\", fsync = \"always\" }\n")
+run_hmk(0 run ${OUT}/journal.toml --for 0.3 --log-level warn)
+run_hmk(0 journal verify ${OUT}/jr)
+require("${OUT_TEXT}" "ok: 50 records in 1 segments, seq 1..50")
+run_hmk(0 journal dump ${OUT}/jr --from 2 --to 2)
+require("${OUT_TEXT}" "seq=2 ")
+require("${OUT_TEXT}" "type=data")
+run_hmk(0 journal stats ${OUT}/jr)
+require("${OUT_TEXT}" "records  50")
+file(GLOB segs ${OUT}/jr/seg-*.hmkj)
+file(SIZE ${segs} seg_size)
+math(EXPR cut "${seg_size} - 5")
+execute_process(COMMAND truncate -s ${cut} ${segs})   # a torn last record
+run_hmk(1 journal verify ${OUT}/jr)
+require("${ERR_TEXT}" "record truncated (expected seq 50); valid up to seq 49")
+require("${OUT_TEXT}" "BAD: 49 records")
+run_hmk(2 journal nosuch ${OUT}/jr)
+run_hmk(1 journal verify ${OUT}/missing-dir)
+require("${ERR_TEXT}" "cannot open journal directory")
+
 # run --for: boots, runs, stops cleanly.
 run_hmk(0 run ${FIG} --for 0.3 --log-level warn)
 message(STATUS "cli: all checks passed")
