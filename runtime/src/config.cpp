@@ -238,6 +238,29 @@ Result<QuotaSpec, ConfigError> parse_quota(const Loader& ld, const toml::node& n
     return q;
 }
 
+Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const toml::node& node) {
+    const toml::table* t = node.as_table();
+    if (t == nullptr)
+        return ld.fail(node, fmt::format("'supervisor' must be a table, not {}", type_name(node)));
+    HMK_TRY(only_keys(ld, *t, {"strategy", "intensity", "period_ms", "backoff_ms"},
+                      "a 'supervisor' table"));
+    SupervisorSpec s;
+    if (const toml::node* v = t->get("strategy")) {
+        const auto text = HMK_TRY(get_as<std::string>(ld, *v, "strategy", "a string"));
+        if (text != "one_for_one") {
+            return ld.fail(
+                *v, fmt::format("strategy \"{}\" is not available yet (one_for_one is)", text));
+        }
+    }
+    if (const toml::node* v = t->get("intensity"))
+        s.intensity = HMK_TRY(get_u32(ld, *v, "intensity", 0, 1000000));
+    if (const toml::node* v = t->get("period_ms"))
+        s.period_ms = HMK_TRY(get_u32(ld, *v, "period_ms", 1, 86400000));
+    if (const toml::node* v = t->get("backoff_ms"))
+        s.backoff_ms = HMK_TRY(get_u32(ld, *v, "backoff_ms", 0, 60000));
+    return s;
+}
+
 // Absolute plugin paths stay; others are taken relative to the system file.
 std::string resolve_plugin(const std::string& system_file, const std::string& plugin) {
     if (!plugin.empty() && plugin.front() == '/') return plugin;
@@ -255,7 +278,7 @@ struct PendingModule {
 };
 
 Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& root) {
-    HMK_TRY(only_keys(ld, root, {"system", "bus", "module"}, "the top level"));
+    HMK_TRY(only_keys(ld, root, {"system", "bus", "supervisor", "module"}, "the top level"));
     SystemSpec spec;
     spec.file = ld.file;
     std::uint32_t isolate_from_level = 0;  // 0: everything inproc unless a module says otherwise
@@ -291,6 +314,8 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             (void)HMK_TRY(get_as<std::string>(ld, *v, "description", "a string"));
     }
     if (const toml::node* n = root.get("bus")) spec.root_bus = HMK_TRY(parse_bus(ld, *n, true));
+    if (const toml::node* n = root.get("supervisor"))
+        spec.root_supervisor = HMK_TRY(parse_supervisor(ld, *n));
 
     std::vector<PendingModule> pending;
     if (const toml::node* n = root.get("module")) {
@@ -305,7 +330,9 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             if (t == nullptr)
                 return ld.fail(item,
                                fmt::format("each module must be a table, not {}", type_name(item)));
-            HMK_TRY(only_keys(ld, *t, {"path", "kind", "id", "isolation", "bus", "config", "quota"},
+            HMK_TRY(only_keys(ld, *t,
+                              {"path", "kind", "id", "isolation", "bus", "config", "quota",
+                               "restart", "supervisor"},
                               "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
@@ -352,6 +379,37 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                         "module {} is a gateway: process isolation for gateways is not available "
                         "yet (its children would need a host of their own)",
                         pm.spec.path));
+            }
+            if (const toml::node* r = t->get("restart")) {
+                const auto text = HMK_TRY(get_as<std::string>(ld, *r, "restart", "a string"));
+                if (text == "permanent") {
+                    pm.spec.restart = RestartPolicy::permanent;
+                } else if (text == "transient") {
+                    pm.spec.restart = RestartPolicy::transient;
+                } else if (text == "temporary") {
+                    pm.spec.restart = RestartPolicy::temporary;
+                } else {
+                    return ld.fail(
+                        *r,
+                        fmt::format(
+                            "'restart' is \"{}\", must be one of: permanent, transient, temporary",
+                            text));
+                }
+                if (pm.spec.restart != RestartPolicy::temporary &&
+                    pm.spec.isolation != Isolation::process) {
+                    return ld.fail(*r, fmt::format("module {} runs inproc: restarts are available "
+                                                   "for process modules only (so far)",
+                                                   pm.spec.path));
+                }
+            }
+            if (const toml::node* sv = t->get("supervisor")) {
+                if (pm.kind->role != Role::gateway) {
+                    return ld.fail(
+                        *sv,
+                        fmt::format("module {} is not a gateway and has no children to supervise",
+                                    pm.spec.path));
+                }
+                pm.spec.supervisor = HMK_TRY(parse_supervisor(ld, *sv));
             }
             if (const toml::node* quota = t->get("quota")) {
                 if (pm.spec.isolation != Isolation::process) {

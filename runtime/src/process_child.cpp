@@ -73,10 +73,11 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
     return out.str();
 }
 
-UplinkPump::UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup)
+UplinkPump::UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup, SupervisorSpec supervisor)
     : m_bus(bus),
       m_host(host),
       m_setup(std::move(setup)),
+      m_supervisor(supervisor),
       m_epoll(epoll_create1(EPOLL_CLOEXEC)),
       m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     epoll_event ev{};
@@ -162,6 +163,7 @@ ModuleStats UplinkPump::stats(ModuleId id) const {
         s.seen = mine.seen.load(std::memory_order_relaxed);
         s.lost = mine.lost.load(std::memory_order_relaxed);
         s.send_errors = mine.send_errors.load(std::memory_order_relaxed);
+        s.restarts = c->restarts.load();
     }
     return s;
 }
@@ -236,8 +238,9 @@ void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
         m_host.logger().log(
             LogLevel::info, c.spec->path,
             fmt::format("running in process {} on bus {}", c.process.pid, m_bus.name()));
-        m_host.started(c.spec->id, true);
-    } else if (now - c.spawned_ns > k_start_deadline_ns) {
+        if (!c.announced) m_host.started(c.spec->id, true);
+        c.announced = true;
+    } else if (now > c.spawned_ns && now - c.spawned_ns > k_start_deadline_ns) {
         stop_child(c, "did not start within 10 s");
     }
 }
@@ -268,7 +271,63 @@ void UplinkPump::reap(ProcessChild& c) {
         if (!c.stop_reason.empty()) text += " (stopped by its parent: " + c.stop_reason + ")";
         m_host.logger().log(LogLevel::error, c.spec->path, "failed: " + text);
     }
-    if (was_starting) m_host.started(c.spec->id, false);
+    if (was_starting && !c.announced) {
+        m_host.started(c.spec->id, false);
+        c.announced = true;
+    }
+    if (!clean) supervise(c, status->exited && status->code == 0, platform::monotonic_ns());
+}
+
+void UplinkPump::supervise(ProcessChild& c, bool normal_exit, std::uint64_t now) {
+    const RestartPolicy policy = c.spec->restart;
+    const bool wanted =
+        policy == RestartPolicy::permanent || (policy == RestartPolicy::transient && !normal_exit);
+    if (!wanted || c.stopping.load() || m_shutting_down.load()) return;
+    // Intensity: at most `intensity` restarts within `period_ms`.
+    const std::uint64_t period = std::uint64_t{m_supervisor.period_ms} * k_ms;
+    std::erase_if(c.restart_ns, [&](std::uint64_t t) { return now - t > period; });
+    if (c.restart_ns.size() >= m_supervisor.intensity) {
+        m_host.logger().log(
+            LogLevel::error, c.spec->path,
+            fmt::format(
+                "restart intensity exceeded ({} restarts within {} ms): its parent gives it up",
+                c.restart_ns.size(), m_supervisor.period_ms));
+        return;
+    }
+    // Exponential backoff over the recent restarts, capped at 10 s.
+    const std::uint64_t delay_ms =
+        std::min<std::uint64_t>(10'000, std::uint64_t{m_supervisor.backoff_ms}
+                                            << std::min<std::size_t>(c.restart_ns.size(), 20));
+    c.restart_ns.push_back(now);
+    c.restart_at_ns = now + delay_ms * k_ms;
+    c.state.store(ModuleState::restarting);
+    m_host.logger().log(
+        LogLevel::warn, c.spec->path,
+        fmt::format("restarting in {} ms (restart {} of at most {} within {} ms)", delay_ms,
+                    c.restart_ns.size(), m_supervisor.intensity, m_supervisor.period_ms));
+}
+
+void UplinkPump::restart(ProcessChild& c) {
+    // The old process is gone: its uplink is formatted anew (the bells the bus
+    // rings stay at the same addresses). It reads the bus from now on; what it
+    // missed meanwhile comes back with recovery from the journal (a later step).
+    auto ring = UplinkRing::create(c.region.bytes(), c.spec->quota.uplink_slots,
+                                   m_bus.settings().max_payload);
+    if (!ring) {
+        c.state.store(ModuleState::failed);
+        return;
+    }
+    c.uplink = *ring;
+    drain_eventfd(c.event.get());
+    c.start_seq = m_bus.ring().head() + 1;
+    c.message_tokens = c.spec->quota.messages_per_s;
+    c.byte_tokens = c.spec->quota.bytes_per_s;
+    c.throttled_since_ns = 0;
+    c.stop_reason.clear();
+    c.restart_at_ns = 0;
+    c.restarts.fetch_add(1);
+    c.state.store(ModuleState::created);
+    spawn(c);
 }
 
 bool UplinkPump::limited_log(std::atomic<std::uint64_t>& counter) {
@@ -282,7 +341,8 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
     // A child being killed gets nothing more published; its exit is reaped from epoll.
     if (c.state.load() != ModuleState::running || !c.stop_reason.empty()) return false;
     const QuotaSpec& q = c.spec->quota;
-    const double elapsed = static_cast<double>(now - c.refilled_ns) / 1e9;
+    const double elapsed =
+        now > c.refilled_ns ? static_cast<double>(now - c.refilled_ns) / 1e9 : 0.0;
     c.refilled_ns = now;
     c.message_tokens = std::min(q.messages_per_s, c.message_tokens + elapsed * q.messages_per_s);
     c.byte_tokens = std::min(q.bytes_per_s, c.byte_tokens + elapsed * q.bytes_per_s);
@@ -382,9 +442,16 @@ void UplinkPump::run() {
         bool work = false;
         bool waiting = false;
         for (auto& c : m_children) {
+            if (c->state.load() == ModuleState::restarting && now >= c->restart_at_ns &&
+                !m_shutting_down.load()) {
+                restart(*c);
+                waiting = true;  // poll for its start handshake
+                continue;        // spawned after `now` was taken: look at it next round
+            }
             check_start(*c, now);
             work |= drain(*c, now);
-            waiting |= c->state.load() == ModuleState::created || c->throttled_since_ns != 0;
+            waiting |= c->state.load() == ModuleState::created ||
+                       c->state.load() == ModuleState::restarting || c->throttled_since_ns != 0;
         }
         // Short sleeps while a child is starting or throttled (there is a
         // deadline to watch), otherwise until a child writes or exits.
@@ -413,6 +480,7 @@ void UplinkPump::run() {
 
 void UplinkPump::stop() {
     if (!m_thread.joinable()) return;
+    m_shutting_down.store(true);
     // A 'stop' from the parent (the bus owner) to each child, then a little time.
     const ModuleId owner = m_bus.id();
     for (auto& c : m_children) {

@@ -57,6 +57,12 @@ struct ProcessChild {
     double byte_tokens = 0;
     std::uint64_t refilled_ns = 0;
     std::uint64_t throttled_since_ns = 0;  // 0: not throttled
+
+    // Supervision (one_for_one).
+    bool announced = false;                 // started() reported once, at the first start
+    std::vector<std::uint64_t> restart_ns;  // recent restarts, for the intensity window
+    std::uint64_t restart_at_ns = 0;        // when a scheduled restart is due
+    std::atomic<std::uint64_t> restarts{0};
 };
 
 /// The owner's agent for the modules of one bus that live in other processes.
@@ -66,7 +72,7 @@ struct ProcessChild {
 /// a child: a child that stalls, floods, scribbles or dies affects only itself.
 class UplinkPump {
   public:
-    UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup);
+    UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup, SupervisorSpec supervisor);
     ~UplinkPump();
     UplinkPump(const UplinkPump&) = delete;
     UplinkPump& operator=(const UplinkPump&) = delete;
@@ -92,6 +98,8 @@ class UplinkPump {
     bool drain(ProcessChild& child, std::uint64_t now);
     void check_start(ProcessChild& child, std::uint64_t now);
     void reap(ProcessChild& child);
+    void supervise(ProcessChild& child, bool normal_exit, std::uint64_t now);
+    void restart(ProcessChild& child);
     void stop_child(ProcessChild& child, const std::string& reason);
     void sleep(int timeout_ms);
     bool any_pending() const;
@@ -100,6 +108,8 @@ class UplinkPump {
     InprocBus& m_bus;
     RunnerHost& m_host;
     HostSetup m_setup;
+    SupervisorSpec m_supervisor;
+    std::atomic<bool> m_shutting_down{false};
     std::vector<std::unique_ptr<ProcessChild>> m_children;
     platform::UniqueFd m_epoll;
     platform::UniqueFd m_wake;  // stop() rings it

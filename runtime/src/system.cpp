@@ -24,6 +24,8 @@ const char* to_string(ModuleState state) {
             return "running";
         case ModuleState::failed:
             return "failed";
+        case ModuleState::restarting:
+            return "restarting";
         case ModuleState::stopped:
             return "stopped";
     }
@@ -144,7 +146,12 @@ class SystemImpl final : public RunnerHost {
                 // Its parent bus's pump starts and serves it (see UplinkPump).
                 InprocBus& bus = *m_buses.at(n.parent);
                 auto& pump = m_pumps[n.parent];
-                if (!pump) pump = std::make_unique<UplinkPump>(bus, *this, m_host_setup);
+                if (!pump) {
+                    const ModuleSpec* owner = m_spec.module(n.parent);
+                    pump = std::make_unique<UplinkPump>(
+                        bus, *this, m_host_setup,
+                        owner != nullptr ? owner->supervisor : m_spec.root_supervisor);
+                }
                 if (auto added = pump->add(*spec); !added) {
                     return Err{
                         fmt::format("{}: cannot prepare its process: {}", n.path, added.error())};

@@ -135,6 +135,20 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
                   "memory = 1000 }\n",
                   "bad.toml:5:20", "at least 67108864"},
+        BadConfig{"restart_inproc",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nrestart = \"permanent\"\n",
+                  "bad.toml:4:11", "restarts are available for process modules only"},
+        BadConfig{"restart_unknown",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nrestart = "
+                  "\"sometimes\"\n",
+                  "bad.toml:5:11", "must be one of: permanent, transient, temporary"},
+        BadConfig{"strategy_not_yet",
+                  "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nsupervisor = { strategy = "
+                  "\"one_for_all\" }\n",
+                  "bad.toml:4:27", "not available yet (one_for_one is)"},
+        BadConfig{"supervisor_on_leaf",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nsupervisor = { intensity = 1 }\n",
+                  "bad.toml:4:14", "has no children to supervise"},
         BadConfig{"plugin_missing", "[system]\nplugins = [\"nope.so\"]\n", "bad.toml:2:12",
                   "cannot load plugin"}),
     [](const auto& p) { return std::string(p.param.name); });

@@ -14,7 +14,7 @@
 
 namespace hmk {
 
-enum class ModuleState : std::uint8_t { created, running, failed, stopped };
+enum class ModuleState : std::uint8_t { created, running, failed, stopped, restarting };
 const char* to_string(ModuleState state);
 
 /// Counters of one module, as its runner sees them.
@@ -29,6 +29,7 @@ struct ModuleStats {
     std::uint64_t lost = 0;      ///< messages the bus overwrote before this module read them
     std::uint64_t invalid = 0;   ///< records that failed header validation
     std::uint64_t send_errors = 0;
+    std::uint64_t restarts = 0;  ///< times its parent restarted it
 };
 
 struct BusStats {

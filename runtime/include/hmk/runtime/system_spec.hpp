@@ -39,6 +39,20 @@ struct QuotaSpec {
     std::uint32_t grace_ms = 1000;  ///< over quota this long without a break: stopped
 };
 
+/// Whether a parent restarts a failed child (after Erlang/OTP).
+enum class RestartPolicy : std::uint8_t {
+    permanent,  ///< always
+    transient,  ///< only after an abnormal end (a crash, a kill, a non-zero exit)
+    temporary,  ///< never (the default until recovery from the journal exists)
+};
+
+/// How a gateway supervises its children: one_for_one, within an intensity.
+struct SupervisorSpec {
+    std::uint32_t intensity = 3;     ///< restarts allowed within period_ms ...
+    std::uint32_t period_ms = 5000;  ///< ... past which the parent gives the child up
+    std::uint32_t backoff_ms = 10;   ///< first delay; doubled for each recent restart
+};
+
 struct ModuleSpec {
     std::string path;
     std::string kind;
@@ -47,6 +61,8 @@ struct ModuleSpec {
     ModuleConfig config;
     BusSpec bus;      ///< gateways only
     QuotaSpec quota;  ///< process modules only
+    RestartPolicy restart = RestartPolicy::temporary;
+    SupervisorSpec supervisor;  ///< gateways only: how it supervises its children
     SourceLocation where;
 };
 
@@ -58,6 +74,7 @@ struct SystemSpec {
     std::string text;                  ///< the description as read (handed to module hosts)
     std::vector<std::string> plugins;  ///< plugin files, resolved to absolute paths
     BusSpec root_bus;                  ///< Bus 0
+    SupervisorSpec root_supervisor;    ///< the microkernel's supervision of Level 1
     std::vector<ModuleSpec> modules;   ///< in declaration order, without the root
     Topology topology;
 
