@@ -99,6 +99,21 @@ bool UplinkRing::try_push(std::span<const std::byte> message) {
     return true;
 }
 
+void UplinkRing::reset() {
+    m_control->write_pos.store(0, std::memory_order_seq_cst);
+    m_control->read_pos.store(0, std::memory_order_seq_cst);
+    m_read = 0;
+    m_write = 0;
+    UplinkBells& b = m_control->bells;
+    b.child_armed.store(0, std::memory_order_seq_cst);
+    b.owner_armed.store(0, std::memory_order_seq_cst);
+    UplinkStats& s = m_control->stats;
+    for (auto* c : {&s.rx, &s.tx, &s.seen, &s.lost, &s.invalid, &s.send_errors})
+        c->store(0, std::memory_order_relaxed);
+    s.sandbox.store(0, std::memory_order_relaxed);
+    s.state.store(0, std::memory_order_release);
+}
+
 std::uint64_t UplinkRing::pending() const {
     const std::uint64_t w = m_control->write_pos.load(std::memory_order_seq_cst);
     return w >= m_read && w - m_read <= m_slot_count ? w - m_read : 0;

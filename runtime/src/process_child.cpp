@@ -308,16 +308,11 @@ void UplinkPump::supervise(ProcessChild& c, bool normal_exit, std::uint64_t now)
 }
 
 void UplinkPump::restart(ProcessChild& c) {
-    // The old process is gone: its uplink is formatted anew (the bells the bus
-    // rings stay at the same addresses). It reads the bus from now on; what it
-    // missed meanwhile comes back with recovery from the journal (a later step).
-    auto ring = UplinkRing::create(c.region.bytes(), c.spec->quota.uplink_slots,
-                                   m_bus.settings().max_payload);
-    if (!ring) {
-        c.state.store(ModuleState::failed);
-        return;
-    }
-    c.uplink = *ring;
+    // The old process is gone: its uplink is emptied for the new one (the bus
+    // may be ringing its bells meanwhile, so no reformatting). It reads the bus
+    // from now on; what it missed meanwhile comes back with recovery from the
+    // journal (a later step).
+    c.uplink.reset();
     drain_eventfd(c.event.get());
     c.start_seq = m_bus.ring().head() + 1;
     c.message_tokens = c.spec->quota.messages_per_s;

@@ -80,6 +80,10 @@ class UplinkRing {
     /// Owner only. Copies the next record into `out` (which must hold
     /// max_message() bytes).
     PopResult pop(std::span<std::byte> out);
+    /// Owner only, once the child is gone: empties the ring for a new child.
+    /// Atomic stores only (others may be ringing the bells meanwhile); the
+    /// futex words stay as they are, so a waker never sees them torn.
+    void reset();
     /// Owner only: records waiting, as far as the child's cursor says (bounded).
     std::uint64_t pending() const;
 

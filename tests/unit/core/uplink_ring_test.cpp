@@ -47,6 +47,26 @@ TEST(UplinkRingTest, OwnerTakesWhatTheChildPushedInOrder) {
     EXPECT_TRUE(child->try_push(bytes_of("again"))) << "space is given back as the owner reads";
 }
 
+TEST(UplinkRingTest, ResetEmptiesTheRingForANewChild) {
+    Region r(UplinkRing::region_size(4, 64));
+    auto owner = UplinkRing::create(r.span(), 4, 64);
+    {
+        auto old_child = UplinkRing::attach(r.span());
+        for (int i = 0; i < 3; ++i) ASSERT_TRUE(old_child->try_push(bytes_of("old")));
+        old_child->stats().state.store(1);
+    }
+    owner->reset();
+    EXPECT_EQ(owner->pending(), 0u);
+    EXPECT_EQ(owner->stats().state.load(), 0u);
+    auto new_child = UplinkRing::attach(r.span());
+    for (int i = 0; i < 4; ++i)
+        ASSERT_TRUE(new_child->try_push(bytes_of("new"))) << "the whole ring is free again";
+    std::vector<std::byte> out(owner->max_message());
+    const PopResult p = owner->pop(out);
+    ASSERT_EQ(p.status, PopStatus::ok);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.data()), p.size), "new");
+}
+
 TEST(UplinkRingTest, OversizedPushIsRefused) {
     Region r(UplinkRing::region_size(4, 16));
     ASSERT_TRUE(UplinkRing::create(r.span(), 4, 16).has_value());
