@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "hmk/detail/endian.hpp"
+
 namespace hmk {
 namespace {
 
@@ -27,18 +29,11 @@ static_assert(k_off_reserved + 4 == k_header_size);
 
 template <typename T>
 void put(std::byte* out, std::size_t offset, T value) {
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-        out[offset + i] = static_cast<std::byte>((value >> (8 * i)) & 0xFF);
-    }
+    detail::put_le(out, offset, value);
 }
-
 template <typename T>
 T get(const std::byte* in, std::size_t offset) {
-    T value = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-        value = static_cast<T>(value | static_cast<T>(static_cast<T>(in[offset + i]) << (8 * i)));
-    }
-    return value;
+    return detail::get_le<T>(in, offset);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "hmk/crc32c.hpp"
+#include "hmk/detail/endian.hpp"
 
 namespace hmk {
 namespace {
@@ -13,15 +14,11 @@ constexpr std::byte k_magic[8] = {std::byte{'H'}, std::byte{'M'}, std::byte{'K'}
 
 template <typename T>
 void put(std::byte* out, T v) {
-    for (std::size_t i = 0; i < sizeof(T); ++i)
-        out[i] = static_cast<std::byte>((v >> (8 * i)) & 0xFF);
+    detail::put_le(out, 0, v);
 }
 template <typename T>
 T get(const std::byte* in) {
-    T v = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i)
-        v = static_cast<T>(v | static_cast<T>(static_cast<T>(in[i]) << (8 * i)));
-    return v;
+    return detail::get_le<T>(in, 0);
 }
 
 }  // namespace
