@@ -509,9 +509,7 @@ Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::s
                                      static_cast<std::uint32_t>(src.begin.column)},
                                std::string(e.description())}};
     }
-    auto spec = HMK_TRY(build_spec(ld, root));
-    spec.text = std::string(text);
-    return spec;
+    return build_spec(ld, root);
 }
 
 Result<SystemSpec, ConfigError> load_system_file(const std::string& path, Registry& registry) {

@@ -74,6 +74,7 @@ class HostSide final : public detail::RunnerHost {
             static_cast<std::uint32_t>(ok ? ModuleState::running : ModuleState::failed),
             std::memory_order_release);
     }
+    bool wants_progress() const override { return true; }
     void progress(const ModuleStats& s) override {
         m_stats.rx.store(s.rx, std::memory_order_relaxed);
         m_stats.tx.store(s.tx, std::memory_order_relaxed);

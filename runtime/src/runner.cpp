@@ -38,6 +38,7 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_policy(spec != nullptr ? spec->bus.up : UpPolicy{}),
       m_parent(spec != nullptr ? host.topology().find(spec->id)->parent : k_no_module),
       m_parent_bus(parent_bus),
+      m_report_progress(host.wants_progress()),
       m_child_bus(child_bus),
       m_bell(bell.value_or(Doorbell{&m_bell_word, &m_bell_armed, platform::FutexScope::process})),
       m_random(0x9E3779B97F4A7C15ull ^ m_id) {
@@ -135,7 +136,7 @@ void Runner::run() {
         if (m_child_bus != nullptr) work |= drain(*m_child_bus, m_child_cursor, Side::child_bus);
         work |= fire_timers();
         if (work) {
-            m_host.progress(stats());
+            if (m_report_progress) m_host.progress(stats());
             idle = 0;
         } else if (++idle < k_idle_spins) {
             std::this_thread::yield();

@@ -27,6 +27,9 @@ class RunnerHost {
     virtual void started(ModuleId id, bool ok) = 0;
     /// The runner handled a batch; `stats` are its counters now. Default: nothing.
     virtual void progress(const ModuleStats& /*stats*/) {}
+    /// Whether progress() does anything (asked once: the runner skips building
+    /// the counters on its message path otherwise).
+    virtual bool wants_progress() const { return false; }
 };
 
 /// Runs one in-process module on a thread of its own: reads its bus(es),
@@ -93,6 +96,7 @@ class Runner final : public Env {
     UpPolicy m_policy;
     ModuleId m_parent;
     BusPort* m_parent_bus;
+    bool m_report_progress;  // host.wants_progress(), asked once
     InprocBus* m_child_bus;
     std::unique_ptr<Module> m_module;
     std::thread m_thread;

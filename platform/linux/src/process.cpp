@@ -107,7 +107,6 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
     long pid = clone3_pidfd(flags, &pidfd);
     if (pid < 0 && flags != 0) {
         // Probe layer by layer which namespaces this machine refuses.
-        const int first_errno = errno;
         flags = 0;
         for (const Layer& l : wanted) {
             int probe_fd = -1;
@@ -122,7 +121,6 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
                 child.skipped.push_back(std::string(l.name) + ": " + std::strerror(errno));
             }
         }
-        (void)first_errno;
         pid = clone3_pidfd(flags, &pidfd);
     }
     if (pid < 0) return Err{std::string("clone3: ") + std::strerror(errno)};

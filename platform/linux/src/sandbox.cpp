@@ -133,23 +133,4 @@ SandboxReport close_sandbox() {
     return r;
 }
 
-SandboxReport probe_sandbox() {
-    SandboxReport r;
-    const int abi = landlock_abi();
-    if (abi < 0) {
-        r.skipped.push_back(std::string("landlock: not offered by this kernel (") +
-                            std::strerror(-abi) + ")");
-    } else {
-        r.active.push_back("landlock ABI " + std::to_string(abi));
-    }
-    r.active.push_back("no_new_privs");
-    if (seccomp_api_get() >= 1) {
-        r.active.push_back("seccomp (libseccomp API level " + std::to_string(seccomp_api_get()) +
-                           ")");
-    } else {
-        r.skipped.push_back("seccomp: not offered by this kernel");
-    }
-    return r;
-}
-
 }  // namespace hmk::platform

@@ -71,7 +71,7 @@ struct ModuleSpec {
 struct SystemSpec {
     std::string name;
     std::string file;
-    std::string text;                  ///< the description as read (handed to module hosts)
+
     std::vector<std::string> plugins;  ///< plugin files, resolved to absolute paths
     BusSpec root_bus;                  ///< Bus 0
     SupervisorSpec root_supervisor;    ///< the microkernel's supervision of Level 1

@@ -20,7 +20,4 @@ struct SandboxReport {
 /// are skipped and reported. Irreversible.
 SandboxReport close_sandbox();
 
-/// The layers this machine offers, without applying any (for --explain-sandbox).
-SandboxReport probe_sandbox();
-
 }  // namespace hmk::platform
