@@ -210,7 +210,9 @@ double fanout_ns(int receivers, bool remote) {
             d.push_back({0, "/b/r" + std::to_string(i), Role::leaf});
         return d;
     }());
-    detail::InprocBus bus(topo->find("/b")->id, "/b", detail::BusSettings{4096, 256, {}}, *topo);
+    Logger logger(stderr, LogLevel::warn);
+    detail::InprocBus bus(topo->find("/b")->id, "/b", detail::BusSettings{4096, 256, {}}, *topo,
+                          logger);
     std::vector<std::atomic<std::uint32_t>> words(static_cast<std::size_t>(receivers));
     std::vector<std::atomic<std::uint32_t>> armed(static_cast<std::size_t>(receivers));
     for (int i = 0; i < receivers; ++i) {

@@ -15,7 +15,10 @@ struct BroadcastRing::Control {
     std::uint32_t slot_count;
     std::uint32_t stride;
     std::uint32_t max_payload;
+    std::uint64_t first_seq;
+    std::uint32_t commit_mode;
     alignas(64) std::atomic<std::uint64_t> head;
+    alignas(64) std::atomic<std::uint64_t> commit;  // CommitMode::explicit_ only
 };
 
 // Slot layout: tag (the sequence number it holds; k_busy set while written),
@@ -30,9 +33,9 @@ struct BroadcastRing::Slot {
 namespace {
 
 constexpr std::uint64_t k_ring_magic = 0x474e4952'4b4d4831ull;  // "1HMKRING"
-constexpr std::uint32_t k_ring_version = 1;
+constexpr std::uint32_t k_ring_version = 2;
 constexpr std::uint64_t k_busy = 1ull << 63;
-constexpr std::size_t k_control_size = 128;
+constexpr std::size_t k_control_size = 192;
 constexpr std::size_t k_slot_header = 16;
 static_assert(sizeof(std::atomic<std::uint64_t>) == 8 &&
                   std::atomic<std::uint64_t>::is_always_lock_free,
@@ -62,7 +65,8 @@ const char* to_string(RingError error) {
         case RingError::too_small:
             return "ring region too small";
         case RingError::bad_geometry:
-            return "slot count must be a power of two and payload limit at most 1 MiB";
+            return "slot count must be a power of two, payload limit at most 1 MiB, first "
+                   "sequence number from 1 to 2^62";
         case RingError::not_formatted:
             return "region holds no hmk ring";
         case RingError::payload_too_large:
@@ -77,11 +81,14 @@ std::size_t BroadcastRing::region_size(std::uint32_t slot_count, std::uint32_t m
 
 Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> region,
                                                        std::uint32_t slot_count,
-                                                       std::uint32_t max_payload) {
+                                                       std::uint32_t max_payload,
+                                                       std::uint64_t first_seq, CommitMode mode) {
     static_assert(sizeof(Control) <= k_control_size);
     if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
         return Err{RingError::misaligned};
-    if (!is_power_of_two(slot_count) || max_payload > k_max_payload) {
+    // Tags keep the busy bit free, and seq + slot_count must not wrap.
+    if (!is_power_of_two(slot_count) || max_payload > k_max_payload || first_seq == 0 ||
+        first_seq > (1ull << 62)) {
         return Err{RingError::bad_geometry};
     }
     if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
@@ -92,12 +99,15 @@ Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> regi
     control->slot_count = slot_count;
     control->stride = stride_for(max_payload);
     control->max_payload = max_payload;
-    control->head.store(0, std::memory_order_release);
+    control->first_seq = first_seq;
+    control->commit_mode = static_cast<std::uint32_t>(mode);
+    control->head.store(first_seq - 1, std::memory_order_release);
+    control->commit.store(first_seq - 1, std::memory_order_release);
     std::byte* slots = region.data() + k_control_size;
     for (std::uint32_t i = 0; i < slot_count; ++i) {
         new (slots + std::size_t{i} * control->stride) Slot{};
     }
-    return BroadcastRing(control, slots, slot_count, control->stride, max_payload);
+    return BroadcastRing(control, slots, slot_count, control->stride, max_payload, first_seq, mode);
 }
 
 Result<BroadcastRing, RingError> BroadcastRing::attach(std::span<std::byte> region) {
@@ -113,12 +123,16 @@ Result<BroadcastRing, RingError> BroadcastRing::attach(std::span<std::byte> regi
     const std::uint32_t slot_count = control->slot_count;
     const std::uint32_t max_payload = control->max_payload;
     const std::uint32_t stride = control->stride;
+    const std::uint64_t first = control->first_seq;
+    const std::uint32_t mode = control->commit_mode;
     if (!is_power_of_two(slot_count) || max_payload > k_max_payload ||
-        stride != stride_for(max_payload)) {
+        stride != stride_for(max_payload) || first == 0 || first > (1ull << 62) ||
+        mode > static_cast<std::uint32_t>(CommitMode::explicit_)) {
         return Err{RingError::bad_geometry};
     }
     if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
-    return BroadcastRing(control, region.data() + k_control_size, slot_count, stride, max_payload);
+    return BroadcastRing(control, region.data() + k_control_size, slot_count, stride, max_payload,
+                         first, static_cast<CommitMode>(mode));
 }
 
 BroadcastRing::Slot* BroadcastRing::slot(std::uint64_t seq) const {
@@ -130,9 +144,25 @@ std::uint64_t BroadcastRing::head() const {
     return m_control->head.load(std::memory_order_acquire);
 }
 
+std::uint64_t BroadcastRing::available(Visibility visibility) const {
+    if (visibility == Visibility::committed && m_mode == CommitMode::explicit_) {
+        return m_control->commit.load(std::memory_order_seq_cst);
+    }
+    return head();
+}
+
 std::uint64_t BroadcastRing::oldest() const {
     const std::uint64_t h = head();
-    return h < m_slot_count ? 1 : h - m_slot_count + 1;
+    return h - m_first + 1 < m_slot_count ? m_first : h - m_slot_count + 1;
+}
+
+void BroadcastRing::commit(std::uint64_t seq) {
+    const std::uint64_t h = m_control->head.load(std::memory_order_relaxed);
+    if (seq > h) seq = h;
+    if (seq > m_control->commit.load(std::memory_order_relaxed)) {
+        // seq_cst, like the head: readers arm their doorbell and then look at it.
+        m_control->commit.store(seq, std::memory_order_seq_cst);
+    }
 }
 
 Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header,
@@ -156,24 +186,27 @@ Result<std::uint64_t, RingError> BroadcastRing::publish(Header& header,
     return seq;
 }
 
-ReadResult BroadcastRing::read(std::uint64_t& cursor, std::span<std::byte> out) const {
+ReadResult BroadcastRing::read(std::uint64_t& cursor, std::span<std::byte> out,
+                               Visibility visibility) const {
     ReadResult r;
     for (;;) {
         const std::uint64_t h = head();
-        if (cursor > h) return r;  // empty
-        if (cursor == 0 || h - cursor >= m_slot_count) {
-            // Lapped (or a cursor that was never set): jump to the oldest held.
-            const std::uint64_t first = cursor == 0 ? 1 : cursor;
-            const std::uint64_t oldest = h < m_slot_count ? 1 : h - m_slot_count + 1;
+        const std::uint64_t oldest =
+            h - m_first + 1 < m_slot_count ? m_first : h - m_slot_count + 1;
+        if (cursor == 0 || cursor < oldest) {
+            // Lapped, from before this ring's first message, or never set:
+            // jump to the oldest held.
+            const std::uint64_t wanted = cursor == 0 ? oldest : cursor;
             cursor = oldest;
-            if (first < oldest) {
+            if (wanted < oldest) {
                 r.status = ReadStatus::lost;
-                r.lost_first = first;
+                r.lost_first = wanted;
                 r.lost_last = oldest - 1;
                 return r;
             }
             continue;
         }
+        if (cursor > available(visibility)) return r;  // empty
         const Slot* s = slot(cursor);
         const std::uint64_t t1 = s->tag.load(std::memory_order_acquire);
         if (t1 != cursor) continue;  // being overwritten by a newer lap: re-check head

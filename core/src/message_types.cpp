@@ -10,12 +10,18 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 6> k_names{{
+constexpr std::array<Named, 12> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
     {"start", k_start},
     {"stop", k_stop},
+    {"heartbeat", k_heartbeat},
+    {"timer", k_timer},
+    {"snapshot", k_snapshot},
+    {"snapshot-request", k_snapshot_request},
+    {"lifecycle", k_lifecycle},
+    {"feed-gap", k_feed_gap},
     {"data", k_data},
 }};
 }  // namespace

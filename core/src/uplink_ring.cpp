@@ -18,12 +18,13 @@ struct UplinkRing::Control {
     alignas(64) std::atomic<std::uint64_t> read_pos;   // owner: records taken (for flow control)
     UplinkBells bells;
     UplinkStats stats;
+    UplinkProgress progress;
 };
 
 namespace {
 
 constexpr std::uint64_t k_uplink_magic = 0x4b4e494c'50554b48ull;  // "HKUPLINK"
-constexpr std::uint32_t k_uplink_version = 1;
+constexpr std::uint32_t k_uplink_version = 2;
 constexpr std::size_t k_control_size = 512;
 constexpr std::size_t k_size_field = 8;  // u32 size, padded so data stays 8-aligned
 
@@ -108,9 +109,13 @@ void UplinkRing::reset() {
     b.child_armed.store(0, std::memory_order_seq_cst);
     b.owner_armed.store(0, std::memory_order_seq_cst);
     UplinkStats& s = m_control->stats;
-    for (auto* c : {&s.rx, &s.tx, &s.seen, &s.lost, &s.invalid, &s.send_errors})
+    for (auto* c : {&s.rx, &s.tx, &s.seen, &s.lost, &s.invalid, &s.send_errors, &s.caught_up,
+                    &s.suppressed, &s.snapshots})
         c->store(0, std::memory_order_relaxed);
     s.sandbox.store(0, std::memory_order_relaxed);
+    UplinkProgress& p = m_control->progress;
+    for (auto* c : {&p.heartbeat, &p.want_from, &p.feed_read, &p.cursor})
+        c->store(0, std::memory_order_relaxed);
     s.state.store(0, std::memory_order_release);
 }
 
@@ -148,6 +153,9 @@ UplinkBells& UplinkRing::bells() const {
 }
 UplinkStats& UplinkRing::stats() const {
     return m_control->stats;
+}
+UplinkProgress& UplinkRing::progress() const {
+    return m_control->progress;
 }
 
 }  // namespace hmk

@@ -43,6 +43,9 @@ class BusPort {
     /// Called around a reader's sleep (after it armed its doorbell / after it woke).
     virtual void reader_armed() {}
     virtual void reader_disarmed() {}
+    /// The bus's journal (its monitor, `by`) has everything up to `seq`.
+    /// Only a bus in the owner's process has a journal; elsewhere a no-op.
+    virtual void acknowledge(std::uint64_t /*seq*/, ModuleId /*by*/) {}
 };
 
 }  // namespace hmk::detail

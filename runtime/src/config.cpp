@@ -4,10 +4,12 @@
 #include <fmt/core.h>
 
 #include <toml++/toml.h>
+
 #include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include "hmk/snapshot_format.hpp"
 
 namespace hmk {
 namespace {
@@ -242,16 +244,29 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
     const toml::table* t = node.as_table();
     if (t == nullptr)
         return ld.fail(node, fmt::format("'supervisor' must be a table, not {}", type_name(node)));
-    HMK_TRY(only_keys(ld, *t, {"strategy", "intensity", "period_ms", "backoff_ms"},
-                      "a 'supervisor' table"));
+    HMK_TRY(only_keys(
+        ld, *t,
+        {"strategy", "intensity", "period_ms", "backoff_ms", "heartbeat_ms", "heartbeat_misses"},
+        "a 'supervisor' table"));
     SupervisorSpec s;
     if (const toml::node* v = t->get("strategy")) {
         const auto text = HMK_TRY(get_as<std::string>(ld, *v, "strategy", "a string"));
-        if (text != "one_for_one") {
-            return ld.fail(
-                *v, fmt::format("strategy \"{}\" is not available yet (one_for_one is)", text));
+        if (text == "one_for_one") {
+            s.strategy = Strategy::one_for_one;
+        } else if (text == "one_for_all") {
+            s.strategy = Strategy::one_for_all;
+        } else if (text == "rest_for_one") {
+            s.strategy = Strategy::rest_for_one;
+        } else {
+            return ld.fail(*v, fmt::format("'strategy' is \"{}\", must be one of: one_for_one, "
+                                           "one_for_all, rest_for_one",
+                                           text));
         }
     }
+    if (const toml::node* v = t->get("heartbeat_ms"))
+        s.heartbeat_ms = HMK_TRY(get_u32(ld, *v, "heartbeat_ms", 0, 3'600'000));
+    if (const toml::node* v = t->get("heartbeat_misses"))
+        s.heartbeat_misses = HMK_TRY(get_u32(ld, *v, "heartbeat_misses", 1, 1000));
     if (const toml::node* v = t->get("intensity"))
         s.intensity = HMK_TRY(get_u32(ld, *v, "intensity", 0, 1000000));
     if (const toml::node* v = t->get("period_ms"))
@@ -275,6 +290,7 @@ struct PendingModule {
     const toml::node* id_node;
     const ModuleKind* kind;
     const toml::table* config_table;
+    const toml::node* recover_node;
 };
 
 Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& root) {
@@ -332,7 +348,7 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                                fmt::format("each module must be a table, not {}", type_name(item)));
             HMK_TRY(only_keys(ld, *t,
                               {"path", "kind", "id", "isolation", "bus", "config", "quota",
-                               "restart", "supervisor"},
+                               "restart", "recover", "snapshot_every", "supervisor"},
                               "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
@@ -366,12 +382,19 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             // process of their own unless they say otherwise.
             const auto level = static_cast<std::uint32_t>(
                 std::count(pm.spec.path.begin(), pm.spec.path.end(), '/'));
+            // (A journal writes files: it stays in the kernel's process.)
             if (isolate_from_level != 0 && level >= isolate_from_level &&
-                pm.kind->role == Role::leaf) {
+                pm.kind->role == Role::leaf && pm.kind->journals == Journals::no) {
                 pm.spec.isolation = Isolation::process;
             }
             if (const toml::node* iso = t->get("isolation"))
                 pm.spec.isolation = HMK_TRY(parse_isolation(ld, *iso));
+            if (pm.spec.isolation == Isolation::process && pm.kind->journals == Journals::yes) {
+                return ld.fail(*t->get("isolation"),
+                               fmt::format("module {} of kind '{}' journals its bus into files: it "
+                                           "runs inproc (a sandboxed process has no file access)",
+                                           pm.spec.path, pm.spec.kind));
+            }
             if (pm.spec.isolation == Isolation::process && pm.kind->role == Role::gateway) {
                 return ld.fail(
                     *t->get("isolation"),
@@ -395,11 +418,31 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                             "'restart' is \"{}\", must be one of: permanent, transient, temporary",
                             text));
                 }
-                if (pm.spec.restart != RestartPolicy::temporary &&
-                    pm.spec.isolation != Isolation::process) {
-                    return ld.fail(*r, fmt::format("module {} runs inproc: restarts are available "
-                                                   "for process modules only (so far)",
+            }
+            if (const toml::node* r = t->get("recover")) {
+                pm.recover_node = r;
+                const auto text = HMK_TRY(get_as<std::string>(ld, *r, "recover", "a string"));
+                if (text == "journal") {
+                    pm.spec.recovery = Recovery::journal;
+                } else if (text != "none") {
+                    return ld.fail(
+                        *r,
+                        fmt::format("'recover' is \"{}\", must be one of: none, journal", text));
+                }
+                if (pm.spec.recovery == Recovery::journal &&
+                    (pm.kind->role != Role::leaf || pm.kind->journals == Journals::yes)) {
+                    return ld.fail(*r, fmt::format("module {}: only leaves that do not journal "
+                                                   "recover from the journal",
                                                    pm.spec.path));
+                }
+            }
+            if (const toml::node* every = t->get("snapshot_every")) {
+                pm.spec.snapshot_every =
+                    HMK_TRY(get_u32(ld, *every, "snapshot_every", 0, 1'000'000'000));
+                if (pm.spec.recovery != Recovery::journal && pm.spec.snapshot_every != 0) {
+                    return ld.fail(*every, fmt::format("module {}: snapshots are for recovery: add "
+                                                       "recover = \"journal\"",
+                                                       pm.spec.path));
                 }
             }
             if (const toml::node* sv = t->get("supervisor")) {
@@ -469,6 +512,56 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
         return Err{ConfigError{ld.at(where), std::move(message)}};
     }
     spec.topology = std::move(topo).value();
+
+    // Journals: at most one per bus, on a bus that can hold a batch of them.
+    std::map<BusId, const PendingModule*> journal_of;
+    auto bus_spec = [&](BusId bus) -> const BusSpec& {
+        if (bus == k_root_id) return spec.root_bus;
+        for (const auto& pm : pending) {
+            if (spec.topology.find(pm.spec.path)->id == bus) return pm.spec.bus;
+        }
+        return spec.root_bus;
+    };
+    for (const auto& pm : pending) {
+        if (pm.kind->journals != Journals::yes) continue;
+        const TopologyNode* n = spec.topology.find(pm.spec.path);
+        if (const auto it = journal_of.find(n->parent); it != journal_of.end()) {
+            return ld.fail(
+                *pm.node,
+                fmt::format("bus {} has a journal already ({}); one is enough",
+                            n->parent == k_root_id ? "Bus 0" : spec.topology.find(n->parent)->path,
+                            it->second->spec.path));
+        }
+        if (bus_spec(n->parent).capacity < 256) {
+            return ld.fail(*pm.node,
+                           fmt::format("module {} journals a bus of capacity {}: a journaled bus "
+                                       "needs a capacity of at least 256",
+                                       pm.spec.path, bus_spec(n->parent).capacity));
+        }
+        journal_of[n->parent] = &pm;
+        spec.journals.push_back(n->id);
+    }
+    for (const auto& pm : pending) {
+        if (pm.spec.recovery != Recovery::journal) continue;
+        const TopologyNode* n = spec.topology.find(pm.spec.path);
+        if (journal_of.find(n->parent) == journal_of.end()) {
+            return ld.fail(
+                *pm.recover_node,
+                fmt::format(
+                    "module {} recovers from the journal, but its bus {} has "
+                    "none: add a monitor module on it",
+                    pm.spec.path,
+                    n->parent == k_root_id ? "Bus 0" : spec.topology.find(n->parent)->path));
+        }
+        if (pm.spec.snapshot_every != 0 &&
+            bus_spec(n->parent).max_payload < k_snapshot_chunk_header + 64) {
+            return ld.fail(*pm.recover_node,
+                           fmt::format("module {} takes snapshots, which travel in messages of at "
+                                       "least {} bytes: its bus's max_payload is {}",
+                                       pm.spec.path, k_snapshot_chunk_header + 64,
+                                       bus_spec(n->parent).max_payload));
+        }
+    }
 
     for (auto& pm : pending) {
         pm.spec.id = spec.topology.find(pm.spec.path)->id;

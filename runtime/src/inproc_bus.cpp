@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <new>
 
+#include <fmt/core.h>
+
 #include "hmk/platform/clock.hpp"
 #include "hmk/platform/futex.hpp"
 
@@ -24,7 +26,8 @@ platform::SharedRegion make_region(BusId id, const BusSettings& s) {
 }
 
 BroadcastRing make_ring(platform::SharedRegion& region, const BusSettings& s) {
-    auto ring = BroadcastRing::create(region.bytes(), s.slot_count, s.max_payload);
+    auto ring =
+        BroadcastRing::create(region.bytes(), s.slot_count, s.max_payload, s.first_seq, s.commit);
     // Settings are checked when the system is loaded; a bad geometry here is a bug.
     if (!ring) std::abort();
     // From now on nobody can map the ring writable again: readers in other
@@ -39,11 +42,12 @@ BroadcastRing make_ring(platform::SharedRegion& region, const BusSettings& s) {
 }  // namespace
 
 InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
-                     const Topology& topology)
+                     const Topology& topology, Logger& logger)
     : m_id(id),
       m_name(std::move(name)),
       m_settings(settings),
       m_topology(topology),
+      m_logger(logger),
       m_memory(make_region(id, settings)),
       m_ring(make_ring(m_memory, settings)) {}
 
@@ -60,9 +64,66 @@ Result<std::uint64_t, SendError> InprocBus::publish(Header header,
     return seq;
 }
 
+Result<std::uint64_t, SendError> InprocBus::publish_stamped(Header header,
+                                                            std::span<const std::byte> payload,
+                                                            ModuleId via,
+                                                            std::uint64_t& stamped_ns) {
+    auto seq = publish_deferred(header, payload, via, &stamped_ns);
+    if (seq) wake_readers();
+    return seq;
+}
+
+void InprocBus::set_journal(ModuleId monitor, std::uint32_t stall_ms) {
+    m_gate_module = monitor;
+    m_stall_ns = std::uint64_t{stall_ms} * 1'000'000;
+    m_acked.store(m_ring.head(), std::memory_order_release);
+    m_gate_open.store(false);
+}
+
+void InprocBus::close_gate() {
+    m_gate_open.store(true);
+    if (m_settings.commit == CommitMode::explicit_) {
+        const std::lock_guard lock(m_write);
+        m_ring.commit(m_ring.head());
+    }
+    m_gate_word.fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(m_gate_word, INT32_MAX);
+    wake_armed();
+}
+
+bool InprocBus::gate_allows(std::uint64_t seq) const {
+    // seq may overwrite seq - slot_count: the monitor must have that one.
+    return m_gate_open.load(std::memory_order_relaxed) ||
+           seq <= m_acked.load(std::memory_order_acquire) + m_settings.slot_count;
+}
+
+void InprocBus::acknowledge(std::uint64_t seq, ModuleId by) {
+    if (by != m_gate_module || m_gate_module == k_no_module) return;
+    if (seq <= m_acked.load(std::memory_order_relaxed)) return;
+    m_acked.store(seq, std::memory_order_release);
+    if (m_gate_stalled.load(std::memory_order_relaxed) &&
+        seq + m_settings.slot_count / 2 >= m_ring.head()) {
+        // The monitor is back within the window: journal and bus agree again.
+        m_gate_stalled.store(false);
+        m_gate_open.store(false);
+        m_logger.log(LogLevel::warn, m_name, "its journal caught up: the bus waits for it again");
+    }
+    if (m_settings.commit == CommitMode::explicit_ && !m_gate_stalled.load()) {
+        // Only the monitor's thread commits (one writer of the commit point).
+        m_ring.commit(seq);
+        wake_readers();
+    }
+    // Always bumped (one RMW per acknowledged batch), so a publisher that
+    // read the word before this and sleeps after it returns at once.
+    m_gate_word.fetch_add(1, std::memory_order_seq_cst);
+    if (m_gate_waiters.load(std::memory_order_seq_cst) != 0)
+        platform::futex_wake(m_gate_word, INT32_MAX);
+}
+
 Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
                                                              std::span<const std::byte> payload,
-                                                             ModuleId via) {
+                                                             ModuleId via,
+                                                             std::uint64_t* stamped_ns) {
     if (payload.size() > m_settings.max_payload) return Err{SendError::payload_too_large};
     // The owner's checks: the module putting the message here must be attached
     // to this bus, and may speak only for itself or, if it is a gateway that
@@ -83,11 +144,41 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
     header.bus = m_id;
     header.via = via;
     std::uint64_t seq = 0;
-    {
-        const std::lock_guard lock(m_write);
-        header.timestamp_ns = platform::monotonic_ns();
-        // Size was checked above against the same limit the ring was made with.
-        seq = m_ring.publish(header, payload).value();
+    std::uint64_t waited_since = 0;
+    for (;;) {
+        const std::uint32_t word = m_gate_word.load(std::memory_order_seq_cst);
+        {
+            const std::lock_guard lock(m_write);
+            if (gate_allows(m_ring.head() + 1)) {
+                header.timestamp_ns = platform::monotonic_ns();
+                if (stamped_ns != nullptr) *stamped_ns = header.timestamp_ns;
+                // Size was checked above against the same limit the ring was made with.
+                seq = m_ring.publish(header, payload).value();
+                if (m_settings.commit == CommitMode::explicit_ && m_gate_open.load())
+                    m_ring.commit(seq);
+                break;
+            }
+        }
+        // The journal is a whole ring behind. The monitor itself must not wait
+        // for itself; anyone else waits for it, but not for ever.
+        if (via == m_gate_module) return Err{SendError::full};
+        const std::uint64_t now = platform::monotonic_ns();
+        if (waited_since == 0) waited_since = now;
+        if (now - waited_since >= m_stall_ns) {
+            if (!m_gate_stalled.exchange(true)) {
+                m_logger.log(LogLevel::error, m_name,
+                             fmt::format("its journal has not kept up for {} ms: the bus goes on "
+                                         "without waiting, and the journal will have a gap",
+                                         m_stall_ns / 1'000'000));
+            }
+            m_gate_open.store(true);
+            continue;
+        }
+        m_gate_waiters.fetch_add(1, std::memory_order_seq_cst);
+        platform::futex_wait(m_gate_word, word,
+                             static_cast<std::int64_t>(std::min<std::uint64_t>(
+                                 m_stall_ns - (now - waited_since), 10'000'000)));
+        m_gate_waiters.fetch_sub(1, std::memory_order_seq_cst);
     }
     m_bytes.fetch_add(k_header_size + payload.size(), std::memory_order_relaxed);
     // Wake-up handshake with a reader about to sleep. Both sides do a

@@ -12,6 +12,7 @@
 #include "hmk/broadcast_ring.hpp"
 #include "hmk/platform/shm.hpp"
 #include "hmk/routing.hpp"
+#include "hmk/runtime/log.hpp"
 #include "hmk/runtime/module.hpp"
 #include "hmk/topology.hpp"
 
@@ -22,6 +23,8 @@ struct BusSettings {
     std::uint32_t slot_count = 4096;
     std::uint32_t max_payload = 4096;
     UpPolicy up;
+    std::uint64_t first_seq = 1;                 ///< a journaled bus continues after its journal
+    CommitMode commit = CommitMode::on_publish;  ///< explicit_: durable visibility
 };
 
 /// A bus as its owner's process holds it: the broadcast ring (in a sealed
@@ -33,7 +36,8 @@ struct BusSettings {
 /// timestamp and checks the claimed sender.
 class InprocBus final : public BusPort {
   public:
-    InprocBus(BusId id, std::string name, const BusSettings& settings, const Topology& topology);
+    InprocBus(BusId id, std::string name, const BusSettings& settings, const Topology& topology,
+              Logger& logger);
     InprocBus(const InprocBus&) = delete;
     InprocBus& operator=(const InprocBus&) = delete;
 
@@ -44,9 +48,29 @@ class InprocBus final : public BusPort {
                                              ModuleId via) override;
     /// The same, but leaves waking sleeping readers to a later wake_readers()
     /// call: a batch pays for one wake-up scan, not one per message.
+    /// `stamped_ns`, if given, receives the timestamp the message got.
     Result<std::uint64_t, SendError> publish_deferred(Header header,
                                                       std::span<const std::byte> payload,
-                                                      ModuleId via);
+                                                      ModuleId via,
+                                                      std::uint64_t* stamped_ns = nullptr);
+    /// publish() that also tells the timestamp given (the owner's own events).
+    Result<std::uint64_t, SendError> publish_stamped(Header header,
+                                                     std::span<const std::byte> payload,
+                                                     ModuleId via, std::uint64_t& stamped_ns);
+
+    /// Before start: `monitor` journals this bus. The owner then never
+    /// overwrites a message the monitor has not acknowledged: a publisher
+    /// waits (the monitor itself gets `full`), at most `stall_ms` in a row,
+    /// after which the bus stops waiting (a gap in the journal, logged) until
+    /// the monitor catches up. With CommitMode::explicit_ readers see only
+    /// acknowledged messages (durable visibility).
+    void set_journal(ModuleId monitor, std::uint32_t stall_ms);
+    /// The monitor stopped in order: nothing to wait for any more.
+    void close_gate();
+    void acknowledge(std::uint64_t seq, ModuleId by) override;
+    /// The last seq the monitor acknowledged (0: no journal or none yet).
+    std::uint64_t acknowledged() const { return m_acked.load(std::memory_order_acquire); }
+    ModuleId journal_module() const { return m_gate_module; }
     /// Wakes the readers that sleep (after publish_deferred calls).
     void wake_readers();
 
@@ -71,10 +95,13 @@ class InprocBus final : public BusPort {
   private:
     void wake_armed();
 
+    bool gate_allows(std::uint64_t seq) const;
+
     BusId m_id;
     std::string m_name;
     BusSettings m_settings;
     const Topology& m_topology;
+    Logger& m_logger;
     platform::SharedRegion m_memory;
     BroadcastRing m_ring;
     std::mutex m_write;
@@ -83,6 +110,15 @@ class InprocBus final : public BusPort {
     alignas(64) std::atomic<std::uint32_t> m_armed{0};
     std::atomic<std::uint64_t> m_bytes{0};
     std::atomic<std::uint64_t> m_rejected{0};
+
+    // Journal gate.
+    ModuleId m_gate_module = k_no_module;
+    std::uint64_t m_stall_ns = 0;
+    alignas(64) std::atomic<std::uint64_t> m_acked{0};
+    std::atomic<bool> m_gate_open{true};      // no monitor, closed in order, or stalled
+    std::atomic<bool> m_gate_stalled{false};  // opened because the monitor stalled
+    std::atomic<std::uint32_t> m_gate_word{0};
+    std::atomic<std::uint32_t> m_gate_waiters{0};
 };
 
 }  // namespace hmk::detail

@@ -14,10 +14,14 @@
 #include <fstream>
 #include <iterator>
 
+#include "hmk/crc32c.hpp"
+#include "hmk/detail/endian.hpp"
+
 namespace hmk {
 namespace {
 
 constexpr std::size_t k_buffer_bytes = 1 << 20;
+constexpr std::size_t k_read_block = 256 << 10;
 
 std::string errno_text(const std::string& what) {
     return what + ": " + std::strerror(errno);
@@ -132,47 +136,86 @@ JournalScan scan_journal(const std::string& dir,
     return scan;
 }
 
-Result<JournalWriter, std::string> JournalWriter::open(const JournalOptions& options) {
-    if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        return Err{errno_text("cannot create journal directory " + options.dir)};
+Result<JournalRepair, std::string> repair_journal(const std::string& dir) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        return Err{errno_text("cannot create journal directory " + dir)};
     }
+    JournalRepair out;
+    const JournalScan scan = scan_journal(dir);
+    out.last_seq = scan.last_seq;
+    if (scan.clean) return out;
+    if (scan.problem_file.empty()) return Err{scan.problem};
+    // Keep the evidence: the damaged segment goes whole into a quarantine
+    // directory (its valid prefix stays in place), later segments move there.
+    const std::string quarantine =
+        fmt::format("{}/damaged-{}-{}", dir, static_cast<long long>(::time(nullptr)), ::getpid());
+    if (::mkdir(quarantine.c_str(), 0700) != 0 && errno != EEXIST) {
+        return Err{errno_text("cannot create " + quarantine)};
+    }
+    const auto segments = HMK_TRY(list_segments(dir));
+    bool after = false;
+    for (const auto& seg : segments) {
+        const std::string name = seg.path.substr(seg.path.rfind('/') + 1);
+        const std::string moved = quarantine + "/" + name;
+        if (after ||
+            (seg.path == scan.problem_file && scan.problem_offset < k_segment_header_size)) {
+            if (::rename(seg.path.c_str(), moved.c_str()) != 0)
+                return Err{errno_text("cannot move " + seg.path + " to " + quarantine)};
+            after = true;
+            continue;
+        }
+        if (seg.path != scan.problem_file) continue;
+        after = true;
+        auto bytes = HMK_TRY(read_file(seg.path));
+        const int fd = ::open(moved.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) return Err{errno_text("cannot create " + moved)};
+        const bool ok = write_all(fd, bytes.data(), bytes.size());
+        ::close(fd);
+        if (!ok) return Err{errno_text("cannot write " + moved)};
+        if (::truncate(seg.path.c_str(), static_cast<off_t>(scan.problem_offset)) != 0)
+            return Err{errno_text("cannot cut the damaged tail of " + seg.path)};
+    }
+    out.report =
+        fmt::format("journal damaged, continuing after seq {}: {} (the damaged part is kept in {})",
+                    scan.last_seq, scan.problem, quarantine);
+    return out;
+}
+
+const char* to_string(FsyncPolicy policy) {
+    switch (policy) {
+        case FsyncPolicy::none:
+            return "none";
+        case FsyncPolicy::interval:
+            return "interval";
+        case FsyncPolicy::always:
+            return "always";
+    }
+    return "?";
+}
+
+Result<JournalWriter, std::string> JournalWriter::open(const JournalOptions& options) {
+    const JournalRepair repair = HMK_TRY(repair_journal(options.dir));
     JournalWriter w(options);
     w.m_buffer.reserve(k_buffer_bytes);
-    // Continue an existing journal after its last valid record; cut a damaged tail.
-    const JournalScan scan = scan_journal(options.dir);
-    auto segments = HMK_TRY(list_segments(options.dir));
-    if (!segments.empty()) {
-        if (!scan.clean) {
-            w.m_repaired = "journal damaged, continuing after seq " +
-                           std::to_string(scan.last_seq) + ": " + scan.problem;
-            // Segments after the damage go; the damaged one is cut at the damage.
-            bool after = false;
-            for (const auto& s : segments) {
-                if (after) ::unlink(s.path.c_str());
-                if (s.path == scan.problem_file) {
-                    after = true;
-                    const std::uint64_t offset = scan.problem_offset;
-                    if (offset < k_segment_header_size) {
-                        ::unlink(s.path.c_str());
-                    } else if (::truncate(s.path.c_str(), static_cast<off_t>(offset)) != 0) {
-                        return Err{errno_text("cannot cut the damaged tail of " + s.path)};
-                    }
-                }
-            }
-        }
-        w.m_last_seq = scan.last_seq;
-    }
+    w.m_repaired = repair.report;
+    w.m_last_seq = repair.last_seq;
+    w.m_written_seq = repair.last_seq;
+    w.m_synced_seq = repair.last_seq;
     return w;
 }
 
 JournalWriter::JournalWriter(JournalWriter&& o) noexcept
     : m_options(std::move(o.m_options)),
       m_fd(std::exchange(o.m_fd, -1)),
+      m_segment_first(o.m_segment_first),
       m_segment_size(o.m_segment_size),
       m_last_seq(o.m_last_seq),
+      m_written_seq(o.m_written_seq),
+      m_synced_seq(o.m_synced_seq),
       m_unsynced_since_ns(o.m_unsynced_since_ns),
       m_buffer(std::move(o.m_buffer)),
-      m_repaired(std::move(o.m_repaired)) {}
+      m_repaired(std::move(o.m_repaired)),
+      m_index(std::move(o.m_index)) {}
 
 JournalWriter::~JournalWriter() {
     if (m_fd >= 0) {
@@ -193,6 +236,7 @@ Result<void, std::string> JournalWriter::start_segment(std::uint64_t first_seq) 
     std::byte header[k_segment_header_size];
     encode_segment_header(SegmentHeader{m_options.bus, first_seq}, header);
     m_buffer.insert(m_buffer.end(), header, header + k_segment_header_size);
+    m_segment_first = first_seq;
     m_segment_size = k_segment_header_size;
     // Retention: drop the oldest segments beyond the limit.
     if (m_options.keep_segments != 0) {
@@ -217,6 +261,12 @@ Result<void, std::string> JournalWriter::append(std::span<const std::byte> messa
     const std::size_t start = m_buffer.size();
     m_buffer.resize(start + k_record_prefix + message.size());
     encode_record(message, std::span<std::byte>(m_buffer.data() + start, m_buffer.size() - start));
+    if (seq == m_segment_first || seq % k_index_every == 0) {
+        if (m_index.size() >= k_index_max) {
+            m_index.erase(m_index.begin(), m_index.begin() + k_index_max / 2);
+        }
+        m_index.push_back({seq, m_segment_first, m_segment_size});
+    }
     m_segment_size += k_record_prefix + message.size();
     m_last_seq = seq;
     if (m_unsynced_since_ns == 0) m_unsynced_since_ns = monotonic_ns();
@@ -232,9 +282,12 @@ Result<void, std::string> JournalWriter::append(std::span<const std::byte> messa
 }
 
 Result<void, std::string> JournalWriter::flush() {
-    if (m_buffer.empty() || m_fd < 0) return {};
-    if (!write_all(m_fd, m_buffer.data(), m_buffer.size())) return Err{errno_text("journal write")};
-    m_buffer.clear();
+    if (!m_buffer.empty() && m_fd >= 0) {
+        if (!write_all(m_fd, m_buffer.data(), m_buffer.size()))
+            return Err{errno_text("journal write")};
+        m_buffer.clear();
+    }
+    m_written_seq = m_last_seq;
     return {};
 }
 
@@ -244,7 +297,28 @@ Result<void, std::string> JournalWriter::sync() {
         return Err{errno_text("journal fdatasync")};
     }
     m_unsynced_since_ns = 0;
+    if (m_options.fsync != FsyncPolicy::none) m_synced_seq = m_last_seq;
     return {};
+}
+
+Result<void, std::string> JournalWriter::commit() {
+    if (m_options.fsync == FsyncPolicy::always)
+        return m_synced_seq == m_last_seq ? Result<void, std::string>{} : sync();
+    return m_written_seq == m_last_seq ? Result<void, std::string>{} : flush();
+}
+
+std::pair<std::uint64_t, std::uint64_t> JournalWriter::locate(std::uint64_t seq) const {
+    // The newest index entry at or before seq, in the same segment as seq.
+    auto it = std::upper_bound(m_index.begin(), m_index.end(), seq,
+                               [](std::uint64_t s, const IndexEntry& e) { return s < e.seq; });
+    if (it == m_index.begin()) return {0, 0};
+    --it;
+    // A later segment start between the entry and seq would make the hint wrong.
+    const auto next_segment = std::find_if(
+        it, m_index.end(), [&](const IndexEntry& e) { return e.segment != it->segment; });
+    if (next_segment != m_index.end() && next_segment->seq <= seq) return {0, 0};
+    if (seq > m_last_seq) return {0, 0};
+    return {it->segment, it->offset};
 }
 
 Result<void, std::string> JournalWriter::tick(std::uint64_t now_ns) {
@@ -254,6 +328,298 @@ Result<void, std::string> JournalWriter::tick(std::uint64_t now_ns) {
     }
     if (m_buffer.size() >= k_buffer_bytes) return flush();
     return {};
+}
+
+// --- JournalReader ----------------------------------------------------------
+
+JournalReader::JournalReader(std::string dir, std::uint32_t max_payload)
+    : m_dir(std::move(dir)), m_max_payload(max_payload) {
+    m_buffer.resize(k_read_block);
+}
+
+JournalReader::JournalReader(JournalReader&& o) noexcept
+    : m_dir(std::move(o.m_dir)),
+      m_max_payload(o.m_max_payload),
+      m_want(o.m_want),
+      m_fd(std::exchange(o.m_fd, -1)),
+      m_segment_first(o.m_segment_first),
+      m_file_pos(o.m_file_pos),
+      m_pos(o.m_pos),
+      m_buffer(std::move(o.m_buffer)),
+      m_len(o.m_len),
+      m_hint_segment(o.m_hint_segment),
+      m_hint_offset(o.m_hint_offset),
+      m_missing_last(o.m_missing_last),
+      m_problem(std::move(o.m_problem)) {}
+
+JournalReader& JournalReader::operator=(JournalReader&& o) noexcept {
+    if (this != &o) {
+        if (m_fd >= 0) ::close(m_fd);
+        m_dir = std::move(o.m_dir);
+        m_max_payload = o.m_max_payload;
+        m_want = o.m_want;
+        m_fd = std::exchange(o.m_fd, -1);
+        m_segment_first = o.m_segment_first;
+        m_file_pos = o.m_file_pos;
+        m_pos = o.m_pos;
+        m_buffer = std::move(o.m_buffer);
+        m_len = o.m_len;
+        m_hint_segment = o.m_hint_segment;
+        m_hint_offset = o.m_hint_offset;
+        m_missing_last = o.m_missing_last;
+        m_problem = std::move(o.m_problem);
+    }
+    return *this;
+}
+
+JournalReader::~JournalReader() {
+    if (m_fd >= 0) ::close(m_fd);
+}
+
+void JournalReader::seek(std::uint64_t seq, std::uint64_t hint_segment, std::uint64_t hint_offset) {
+    // Reading on from where we are is the common case (catching up): keep the file.
+    if (m_fd >= 0 && seq == m_want) return;
+    if (m_fd >= 0) ::close(m_fd);
+    m_fd = -1;
+    m_want = seq;
+    m_hint_segment = hint_segment;
+    m_hint_offset = hint_offset;
+}
+
+bool JournalReader::open_segment_for(std::uint64_t seq) {
+    auto segments = list_segments(m_dir);
+    if (!segments) {
+        m_problem = segments.error();
+        return false;
+    }
+    const SegmentFile* pick = nullptr;
+    for (const auto& s : *segments) {
+        if (s.first_seq <= seq) pick = &s;
+    }
+    if (pick == nullptr) {
+        m_missing_last = segments->empty() ? 0 : segments->front().first_seq - 1;
+        m_problem = segments->empty()
+                        ? "the journal is empty"
+                        : fmt::format("the journal starts at seq {}", segments->front().first_seq);
+        return false;
+    }
+    m_fd = ::open(pick->path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (m_fd < 0) {
+        m_problem = errno_text("cannot open " + pick->path);
+        return false;
+    }
+    m_segment_first = pick->first_seq;
+    std::byte header[k_segment_header_size];
+    const ssize_t n = ::pread(m_fd, header, sizeof(header), 0);
+    SegmentScanner check(
+        std::span<const std::byte>(header, n > 0 ? static_cast<std::size_t>(n) : 0));
+    if (!check.header() || check.header()->first_seq != pick->first_seq) {
+        m_problem = fmt::format("{}:0: bad segment header", pick->path);
+        ::close(m_fd);
+        m_fd = -1;
+        m_missing_last = 0;
+        return false;
+    }
+    m_file_pos = k_segment_header_size;
+    if (m_hint_segment == pick->first_seq && m_hint_offset >= k_segment_header_size) {
+        m_file_pos = m_hint_offset;
+    }
+    m_hint_segment = 0;
+    m_pos = 0;
+    m_len = 0;
+    return true;
+}
+
+// Makes at least `need` bytes available at m_pos; `end` at the end of the file.
+JournalReader::Status JournalReader::fill(std::size_t need) {
+    if (m_len - m_pos >= need) return Status::ok;
+    if (m_pos > 0) {
+        std::memmove(m_buffer.data(), m_buffer.data() + m_pos, m_len - m_pos);
+        m_file_pos += m_pos;
+        m_len -= m_pos;
+        m_pos = 0;
+    }
+    if (m_buffer.size() < need) m_buffer.resize(std::max(need, k_read_block));
+    while (m_len < need) {
+        const ssize_t n = ::pread(m_fd, m_buffer.data() + m_len, m_buffer.size() - m_len,
+                                  static_cast<off_t>(m_file_pos + m_len));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return Status::end;
+        m_len += static_cast<std::size_t>(n);
+    }
+    return Status::ok;
+}
+
+JournalReader::Status JournalReader::next(JournalRecord& record) {
+    m_missing_last = 0;
+    for (;;) {
+        if (m_fd < 0 && !open_segment_for(m_want)) {
+            if (m_missing_last != 0 && m_missing_last >= m_want) return Status::missing;
+            return m_problem.find("bad segment header") != std::string::npos ? Status::damaged
+                                                                             : Status::end;
+        }
+        Status st = fill(k_record_prefix);
+        std::uint32_t length = 0;
+        if (st == Status::ok) {
+            length = detail::get_le<std::uint32_t>(m_buffer.data() + m_pos, 0);
+            if (length < k_header_size || length > k_header_size + m_max_payload) {
+                m_problem = fmt::format("segment {} offset {}: bad record length", m_segment_first,
+                                        m_file_pos + m_pos);
+                return Status::damaged;
+            }
+            st = fill(k_record_prefix + length);
+        }
+        if (st != Status::ok) {
+            // End of this file. A later segment means this one is complete.
+            auto segments = list_segments(m_dir);
+            const SegmentFile* later = nullptr;
+            if (segments) {
+                for (const auto& s : *segments) {
+                    if (s.first_seq > m_segment_first) {
+                        later = &s;
+                        break;
+                    }
+                }
+            }
+            if (later == nullptr) return Status::end;  // the writer may add more
+            if (m_len != m_pos) {
+                m_problem = fmt::format("segment {} offset {}: record cut short", m_segment_first,
+                                        m_file_pos + m_pos);
+                return Status::damaged;
+            }
+            ::close(m_fd);
+            m_fd = -1;
+            if (later->first_seq > m_want) {
+                m_missing_last = later->first_seq - 1;
+                m_problem =
+                    fmt::format("seq {}..{} are not in the journal", m_want, m_missing_last);
+                return Status::missing;
+            }
+            continue;
+        }
+        const std::span<const std::byte> message(m_buffer.data() + m_pos + k_record_prefix, length);
+        const auto h = decode_header(message, m_max_payload, Framing::exact);
+        if (!h) {
+            m_problem = fmt::format("segment {} offset {}: {}", m_segment_first, m_file_pos + m_pos,
+                                    to_string(h.error()));
+            return Status::damaged;
+        }
+        if (h->seq < m_want) {  // seeking: hop over it
+            m_pos += k_record_prefix + length;
+            continue;
+        }
+        if (h->seq > m_want) {
+            m_problem = fmt::format("segment {} offset {}: seq {} where {} was expected",
+                                    m_segment_first, m_file_pos + m_pos, h->seq, m_want);
+            return Status::damaged;
+        }
+        const std::uint32_t crc = detail::get_le<std::uint32_t>(m_buffer.data() + m_pos, 4);
+        if (crc32c(message) != crc) {
+            m_problem = fmt::format("segment {} offset {}: CRC32C mismatch (seq {})",
+                                    m_segment_first, m_file_pos + m_pos, m_want);
+            return Status::damaged;
+        }
+        record = JournalRecord{*h, message, static_cast<std::size_t>(m_file_pos + m_pos)};
+        m_pos += k_record_prefix + length;
+        ++m_want;
+        return Status::ok;
+    }
+}
+
+// --- snapshots -------------------------------------------------------------
+
+namespace {
+
+std::string snapshot_name(ModuleId module, std::uint64_t input_seq) {
+    return fmt::format("snap-{:010}-{:020}.hmks", module, input_seq);
+}
+
+bool fsync_dir(const std::string& dir) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool ok = ::fsync(fd) == 0;
+    ::close(fd);
+    return ok;
+}
+
+}  // namespace
+
+Result<std::vector<SnapshotFile>, std::string> list_snapshots(const std::string& dir,
+                                                              ModuleId module) {
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return Err{errno_text("cannot open journal directory " + dir)};
+    std::vector<SnapshotFile> out;
+    while (dirent* e = readdir(d)) {
+        const std::string name = e->d_name;
+        unsigned int id = 0;
+        unsigned long long seq = 0;
+        if (name.size() == 42 && name.rfind("snap-", 0) == 0 && name.substr(37) == ".hmks" &&
+            name[15] == '-' && std::sscanf(name.c_str() + 5, "%10u", &id) == 1 &&
+            std::sscanf(name.c_str() + 16, "%20llu", &seq) == 1) {
+            if (module != k_no_module && id != module) continue;
+            out.push_back(
+                {dir + "/" + name, static_cast<ModuleId>(id), static_cast<std::uint64_t>(seq)});
+        }
+    }
+    closedir(d);
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+        return a.module != b.module ? a.module < b.module : a.input_seq < b.input_seq;
+    });
+    return out;
+}
+
+std::optional<LoadedSnapshot> load_latest_snapshot(const std::string& dir, ModuleId module,
+                                                   std::vector<std::string>* skipped,
+                                                   std::uint64_t at_most) {
+    auto files = list_snapshots(dir, module);
+    if (!files) return std::nullopt;
+    for (auto it = files->rbegin(); it != files->rend(); ++it) {
+        if (it->input_seq > at_most) continue;
+        auto bytes = read_file(it->path);
+        if (!bytes) {
+            if (skipped) skipped->push_back(bytes.error());
+            continue;
+        }
+        std::span<const std::byte> body;
+        auto header = check_snapshot_file(*bytes, body);
+        if (!header) {
+            if (skipped) skipped->push_back(it->path + ": " + to_string(header.error()));
+            continue;
+        }
+        if (header->module != module || header->input_seq != it->input_seq) {
+            if (skipped) skipped->push_back(it->path + ": header does not match the file name");
+            continue;
+        }
+        return LoadedSnapshot{it->path, *header, std::vector<std::byte>(body.begin(), body.end())};
+    }
+    return std::nullopt;
+}
+
+Result<std::string, std::string> write_snapshot_file(const std::string& dir,
+                                                     const SnapshotFileHeader& header,
+                                                     std::span<const std::byte> body,
+                                                     FsyncPolicy fsync, std::uint32_t keep) {
+    const std::string name = snapshot_name(header.module, header.input_seq);
+    const std::string path = dir + "/" + name;
+    const std::string temp = dir + "/." + name + ".tmp";
+    std::byte head[k_snapshot_file_header];
+    encode_snapshot_file_header(header, head);
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return Err{errno_text("cannot create " + temp)};
+    bool ok = write_all(fd, head, sizeof(head)) && write_all(fd, body.data(), body.size());
+    if (ok && fsync != FsyncPolicy::none) ok = ::fdatasync(fd) == 0;
+    ::close(fd);
+    if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
+        const std::string why = errno_text("cannot write snapshot " + path);
+        ::unlink(temp.c_str());
+        return Err{why};
+    }
+    if (fsync != FsyncPolicy::none && !fsync_dir(dir)) return Err{errno_text("fsync " + dir)};
+    if (keep != 0) {
+        auto files = HMK_TRY(list_snapshots(dir, header.module));
+        for (std::size_t i = 0; i + keep < files.size(); ++i) ::unlink(files[i].path.c_str());
+    }
+    return path;
 }
 
 }  // namespace hmk

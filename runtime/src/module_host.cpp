@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <tuple>
 #include <vector>
 
+#include "hmk/detail/endian.hpp"
 #include "hmk/platform/futex.hpp"
 #include "hmk/platform/sandbox.hpp"
 #include "hmk/platform/shm.hpp"
@@ -40,14 +42,18 @@ class RemoteBus final : public detail::BusPort {
                 std::span<const std::byte>(m_buffer.data(), k_header_size + payload.size()))) {
             return Err{SendError::full};
         }
-        // Wake the owner's pump only if it sleeps: one write per burst.
+        signal_owner();
+        return std::uint64_t{0};  // the sequence number is known once the owner publishes it
+    }
+
+    /// Wakes the owner's pump, only if it sleeps: one write per burst.
+    void signal_owner() {
         std::atomic<std::uint32_t>& armed = m_uplink.bells().owner_armed;
         if (armed.load(std::memory_order_seq_cst) != 0 &&
             armed.exchange(0, std::memory_order_seq_cst) != 0) {
             const std::uint64_t one = 1;
             (void)!write(m_event, &one, sizeof(one));
         }
-        return std::uint64_t{0};  // the sequence number is known once the owner publishes it
     }
 
   private:
@@ -58,17 +64,68 @@ class RemoteBus final : public detail::BusPort {
     std::vector<std::byte> m_buffer;
 };
 
+/// The journal feed as the module host reads it: messages of its parent bus
+/// its parent read from the bus journal for it, in a ring it maps
+/// read-only. It asks for a sequence number through its uplink region.
+class FeedCatchUp final : public detail::CatchUp {
+  public:
+    FeedCatchUp(BroadcastRing feed, UplinkProgress& progress, RemoteBus& bus)
+        : m_feed(feed), m_progress(progress), m_bus(bus), m_cursor(feed.head() + 1) {
+        m_buffer.resize(m_feed.max_message());
+    }
+
+    Status read(std::uint64_t seq, std::span<std::byte> out, std::uint32_t& size,
+                std::uint64_t& missing_last) override {
+        for (;;) {
+            const ReadResult r = m_feed.read(m_cursor, m_buffer, Visibility::published);
+            if (r.status == ReadStatus::lost) continue;
+            if (r.status == ReadStatus::empty) break;
+            m_progress.feed_read.store(m_cursor, std::memory_order_release);
+            const std::span<const std::byte> record(m_buffer.data(), r.size);
+            const auto outer = decode_header(record, m_feed.max_payload(), Framing::exact);
+            if (!outer) continue;
+            const auto payload = record.subspan(k_header_size);
+            if (outer->type == msg::k_feed_gap && payload.size() == 16) {
+                const std::uint64_t first = detail::get_le<std::uint64_t>(payload.data(), 0);
+                const std::uint64_t last = detail::get_le<std::uint64_t>(payload.data(), 8);
+                if (first <= seq && seq <= last) {
+                    missing_last = last;
+                    return Status::missing;
+                }
+                continue;
+            }
+            const auto inner = decode_header(payload, k_max_payload, Framing::exact);
+            if (!inner || inner->seq < seq) continue;  // an earlier run of the feed
+            if (inner->seq > seq || payload.size() > out.size()) break;
+            std::copy(payload.begin(), payload.end(), out.begin());
+            size = static_cast<std::uint32_t>(payload.size());
+            return Status::ok;
+        }
+        // Ask the parent for it (again: a new request restarts its reading there).
+        if (m_progress.want_from.load(std::memory_order_relaxed) != seq ||
+            m_feed.head() < m_cursor) {
+            m_progress.want_from.store(seq, std::memory_order_release);
+            m_bus.signal_owner();
+        }
+        return Status::pending;
+    }
+    bool ready() override { return m_feed.head() >= m_cursor; }
+
+  private:
+    BroadcastRing m_feed;
+    UplinkProgress& m_progress;
+    RemoteBus& m_bus;
+    std::uint64_t m_cursor;
+    std::vector<std::byte> m_buffer;
+};
+
 /// The runner's host inside a module host process.
 class HostSide final : public detail::RunnerHost {
   public:
-    HostSide(Logger& logger, const Topology& topology, UplinkStats& stats, ModuleId id)
-        : m_logger(logger), m_topology(topology), m_stats(stats), m_id(id) {}
+    HostSide(Logger& logger, const Topology& topology, UplinkStats& stats, UplinkProgress& progress)
+        : m_logger(logger), m_topology(topology), m_stats(stats), m_progress(progress) {}
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_topology; }
-    // Unique across the system without asking anyone: the module id on top.
-    std::uint64_t next_correlation() override {
-        return (std::uint64_t{m_id} << 40) | ++m_correlation;
-    }
     void started(ModuleId /*id*/, bool ok) override {
         m_stats.state.store(
             static_cast<std::uint32_t>(ok ? ModuleState::running : ModuleState::failed),
@@ -82,15 +139,35 @@ class HostSide final : public detail::RunnerHost {
         m_stats.lost.store(s.lost, std::memory_order_relaxed);
         m_stats.invalid.store(s.invalid, std::memory_order_relaxed);
         m_stats.send_errors.store(s.send_errors, std::memory_order_relaxed);
+        m_stats.caught_up.store(s.caught_up, std::memory_order_relaxed);
+        m_stats.suppressed.store(s.suppressed, std::memory_order_relaxed);
+        m_stats.snapshots.store(s.snapshots, std::memory_order_relaxed);
+        m_progress.heartbeat.store(s.heartbeat, std::memory_order_relaxed);
+        m_progress.cursor.store(s.cursor, std::memory_order_release);
+        if (s.state == ModuleState::running || s.state == ModuleState::recovering) {
+            m_stats.state.store(static_cast<std::uint32_t>(s.state), std::memory_order_release);
+        }
     }
 
   private:
     Logger& m_logger;
     const Topology& m_topology;
     UplinkStats& m_stats;
-    ModuleId m_id;
-    std::uint64_t m_correlation = 0;
+    UplinkProgress& m_progress;
 };
+
+std::vector<std::byte> read_snapshot(std::uint64_t size) {
+    std::vector<std::byte> body(static_cast<std::size_t>(size));
+    std::size_t done = 0;
+    while (done < body.size()) {
+        const ssize_t n = pread(k_host_fd_snapshot, body.data() + done, body.size() - done,
+                                static_cast<off_t>(done));
+        if (n <= 0) break;
+        done += static_cast<std::size_t>(n);
+    }
+    body.resize(done);
+    return body;
+}
 
 std::string read_system_text(std::uint64_t size) {
     std::string text(static_cast<std::size_t>(size), '\0');
@@ -116,16 +193,20 @@ int run_module_host(const HostOptions& o) {
     };
     Registry registry;
     // The other modules of the system appear to us as placeholders of their role.
-    for (const auto& [name, role] : {std::pair{detail::k_placeholder_gateway, Role::gateway},
-                                     std::pair{detail::k_placeholder_leaf, Role::leaf}}) {
-        registry.add(ModuleKind{name,
-                                "placeholder",
-                                role,
-                                Eavesdrop::no,
-                                {},
-                                [](Env&) -> Result<std::unique_ptr<Module>, std::string> {
-                                    return Err{std::string("a placeholder kind is never run")};
-                                }});
+    for (const auto& [name, role, journals] :
+         {std::tuple{detail::k_placeholder_gateway, Role::gateway, Journals::no},
+          std::tuple{detail::k_placeholder_leaf, Role::leaf, Journals::no},
+          std::tuple{detail::k_placeholder_journal, Role::leaf, Journals::yes}}) {
+        ModuleKind k{name,
+                     "placeholder",
+                     role,
+                     Eavesdrop::no,
+                     {},
+                     [](Env&) -> Result<std::unique_ptr<Module>, std::string> {
+                         return Err{std::string("a placeholder kind is never run")};
+                     }};
+        k.journals = journals;
+        registry.add(std::move(k));
     }
     for (const auto& p : o.plugins) {
         if (auto loaded = registry.load_plugin(p); !loaded) return fail(loaded.error());
@@ -143,21 +224,41 @@ int run_module_host(const HostOptions& o) {
         platform::SharedRegion::map(platform::UniqueFd(k_host_fd_bus), platform::Access::read_only);
     auto up_region = platform::SharedRegion::map(platform::UniqueFd(k_host_fd_uplink),
                                                  platform::Access::read_write);
-    if (!bus_region || !up_region) return fail("cannot map the bus or the uplink");
+    auto feed_region = platform::SharedRegion::map(platform::UniqueFd(k_host_fd_feed),
+                                                   platform::Access::read_only);
+    if (!bus_region || !up_region || !feed_region)
+        return fail("cannot map the bus, the uplink or the feed");
     auto ring = BroadcastRing::attach(bus_region->bytes());
     auto uplink = UplinkRing::attach(up_region->bytes());
-    if (!ring || !uplink) return fail("the bus or uplink region holds no ring");
+    auto feed = BroadcastRing::attach(feed_region->bytes());
+    if (!ring || !uplink || !feed) return fail("the bus, uplink or feed region holds no ring");
     ::close(k_host_fd_system);
+
+    detail::StartPlan plan;
+    plan.epoch = o.epoch;
+    plan.from_seq = o.from_seq;
+    plan.seed = o.seed;
+    plan.suppress = o.suppress;
+    plan.live_at = o.live_at;
+    plan.start_ns = o.start_ns;
+    if (o.snapshot_size != 0) {
+        plan.restore = true;
+        plan.body = read_snapshot(o.snapshot_size);
+        plan.state_version = o.state_version;
+        ::close(k_host_fd_snapshot);
+        if (plan.body.size() != o.snapshot_size) return fail("cannot read the snapshot");
+    }
 
     const TopologyNode* parent = spec->topology.find(node->parent);
     RemoteBus bus(*ring, *uplink, k_host_fd_event,
                   parent->id == k_root_id ? "Bus 0" : parent->path);
-    HostSide side(logger, spec->topology, uplink->stats(), node->id);
+    HostSide side(logger, spec->topology, uplink->stats(), uplink->progress());
+    FeedCatchUp catch_up(*feed, uplink->progress(), bus);
     UplinkBells& bells = uplink->bells();
     detail::Runner runner(
         side, mine, kind, &bus, nullptr,
-        detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared});
-    runner.set_parent_cursor(o.from_seq);
+        detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
+        std::move(plan), &catch_up);
 
     // Last step before module code runs: the sandbox closes, for good.
     logger.log(LogLevel::debug, o.module, "closing the sandbox");

@@ -15,6 +15,7 @@
 #include <toml++/toml.h>
 #include <sstream>
 
+#include "hmk/detail/endian.hpp"
 #include "hmk/platform/clock.hpp"
 
 namespace hmk::detail {
@@ -56,13 +57,22 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
         toml::table t{{"path", m.path}, {"id", static_cast<std::int64_t>(m.id)}};
         if (m.id == module) {
             t.insert("kind", m.kind);
+            t.insert("isolation", "process");
+            if (m.recovery == Recovery::journal) {
+                t.insert("recover", "journal");
+                t.insert("snapshot_every", static_cast<std::int64_t>(m.snapshot_every));
+            }
             toml::table config;
             for (const auto& entry : m.config.values()) {
                 std::visit([&](const auto& v) { config.insert(entry.first, v); }, entry.second);
             }
             t.insert("config", std::move(config));
         } else {
-            t.insert("kind", n->is_gateway() ? k_placeholder_gateway : k_placeholder_leaf);
+            const bool journals =
+                std::find(spec.journals.begin(), spec.journals.end(), m.id) != spec.journals.end();
+            t.insert("kind", n->is_gateway() ? k_placeholder_gateway
+                             : journals      ? k_placeholder_journal
+                                             : k_placeholder_leaf);
         }
         if (n->is_gateway()) t.insert("bus", bus_table(m.bus, true));
         modules.push_back(std::move(t));
@@ -73,11 +83,11 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
     return out.str();
 }
 
-UplinkPump::UplinkPump(InprocBus& bus, RunnerHost& host, HostSetup setup, SupervisorSpec supervisor)
+UplinkPump::UplinkPump(InprocBus& bus, PumpHost& host, HostSetup setup, BusJournal* journal)
     : m_bus(bus),
       m_host(host),
       m_setup(std::move(setup)),
-      m_supervisor(supervisor),
+      m_journal(journal),
       m_epoll(epoll_create1(EPOLL_CLOEXEC)),
       m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     epoll_event ev{};
@@ -103,13 +113,18 @@ Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     auto ring = UplinkRing::create(child->region.bytes(), slots, max_payload);
     if (!ring) return Err{std::string("uplink ring: ") + to_string(ring.error())};
     child->uplink = *ring;
+    // The feed carries whole bus messages as payloads, so it needs a header more.
+    const std::uint32_t feed_payload = max_payload + static_cast<std::uint32_t>(k_header_size);
+    child->feed_region = HMK_TRY(
+        platform::SharedRegion::create(("hmk-feed-" + std::to_string(spec.id)).c_str(),
+                                       BroadcastRing::region_size(k_feed_slots, feed_payload)));
+    auto feed = BroadcastRing::create(child->feed_region.bytes(), k_feed_slots, feed_payload);
+    if (!feed) return Err{std::string("feed ring: ") + to_string(feed.error())};
+    child->feed = *feed;
+    // Only we write it; the child maps it read-only.
+    HMK_TRY(child->feed_region.seal_writes());
     child->event = platform::UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!child->event.valid()) return Err{std::string("eventfd: ") + std::strerror(errno)};
-    // It reads from what is on the bus now (before the system runs), not from
-    // when its process happens to come up, so it misses nothing meanwhile.
-    child->start_seq = m_bus.ring().head() + 1;
-    child->message_tokens = spec.quota.messages_per_s;
-    child->byte_tokens = spec.quota.bytes_per_s;
     // The bus rings the child's bell, which lives in the child's own region.
     UplinkBells& bells = child->uplink.bells();
     m_bus.subscribe(Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
@@ -126,9 +141,33 @@ void UplinkPump::start() {
     m_thread = std::thread([this] { run(); });
 }
 
+ProcessChild* UplinkPump::child(ModuleId id) const {
+    for (const auto& c : m_children) {
+        if (c->spec->id == id) return c.get();
+    }
+    return nullptr;
+}
+
 bool UplinkPump::owns(ModuleId id) const {
-    return std::any_of(m_children.begin(), m_children.end(),
-                       [&](const auto& c) { return c->spec->id == id; });
+    return child(id) != nullptr;
+}
+
+void UplinkPump::restart(ModuleId id, std::uint64_t epoch) {
+    {
+        const std::lock_guard lock(m_commands_mutex);
+        m_commands.push_back(Command{Command::Op::restart, id, epoch, {}});
+    }
+    const std::uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof(one));
+}
+
+void UplinkPump::kill(ModuleId id, const std::string& cause) {
+    {
+        const std::lock_guard lock(m_commands_mutex);
+        m_commands.push_back(Command{Command::Op::kill, id, 0, cause});
+    }
+    const std::uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof(one));
 }
 
 std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbox_report() const {
@@ -151,36 +190,61 @@ std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbo
 
 ModuleStats UplinkPump::stats(ModuleId id) const {
     ModuleStats s;
-    for (const auto& c : m_children) {
-        if (c->spec->id != id) continue;
-        // Counters of the parent's own (tx, invalid) are authoritative; the
-        // rest is what the child says about itself.
-        const UplinkStats& mine = c->uplink.stats();
-        s.state = c->state.load();
-        s.tx = c->published.load();
-        s.invalid = c->invalid.load() + c->rejected.load();
-        s.rx = mine.rx.load(std::memory_order_relaxed);
-        s.seen = mine.seen.load(std::memory_order_relaxed);
-        s.lost = mine.lost.load(std::memory_order_relaxed);
-        s.send_errors = mine.send_errors.load(std::memory_order_relaxed);
-        s.restarts = c->restarts.load();
+    const ProcessChild* c = child(id);
+    if (c == nullptr) return s;
+    // Counters of the parent's own (tx, invalid) are authoritative; the
+    // rest is what the child says about itself.
+    const UplinkStats& mine = c->uplink.stats();
+    const UplinkProgress& progress = c->uplink.progress();
+    s.state = c->state.load();
+    if (s.state == ModuleState::running &&
+        mine.state.load(std::memory_order_relaxed) ==
+            static_cast<std::uint32_t>(ModuleState::recovering)) {
+        s.state = ModuleState::recovering;
     }
+    s.tx = c->published.load();
+    s.invalid = c->invalid.load() + c->rejected.load();
+    s.rx = mine.rx.load(std::memory_order_relaxed);
+    s.seen = mine.seen.load(std::memory_order_relaxed);
+    s.lost = mine.lost.load(std::memory_order_relaxed);
+    s.send_errors = mine.send_errors.load(std::memory_order_relaxed);
+    s.caught_up = mine.caught_up.load(std::memory_order_relaxed);
+    s.suppressed = mine.suppressed.load(std::memory_order_relaxed);
+    s.snapshots = mine.snapshots.load(std::memory_order_relaxed);
+    s.heartbeat = progress.heartbeat.load(std::memory_order_relaxed);
+    s.cursor = progress.cursor.load(std::memory_order_relaxed);
+    s.epoch = c->epoch.load();
     return s;
 }
 
-void UplinkPump::spawn(ProcessChild& c) {
+void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     const ModuleSpec& spec = *c.spec;
+    auto fail = [&](const std::string& why) {
+        m_host.logger().log(LogLevel::error, spec.path, "cannot start: " + why);
+        c.state.store(ModuleState::failed);
+        if (!c.announced) {
+            c.announced = true;
+            m_host.started(spec.id, false);
+        } else {
+            m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, true);
+        }
+    };
     const std::string description = host_description(*m_setup.system, spec.id);
     auto text =
         platform::SharedRegion::create("hmk-system", std::max<std::size_t>(1, description.size()));
-    if (!text) {
-        m_host.logger().log(LogLevel::error, spec.path, "cannot start: " + text.error());
-        c.state.store(ModuleState::failed);
-        m_host.started(spec.id, false);
-        return;
-    }
+    if (!text) return fail(text.error());
     std::memcpy(text->data(), description.data(), description.size());
     (void)text->seal_writes();
+    // The snapshot to restore, if any, in a sealed region of its own.
+    std::optional<platform::SharedRegion> snapshot;
+    if (plan.restore) {
+        auto region = platform::SharedRegion::create("hmk-snapshot",
+                                                     std::max<std::size_t>(1, plan.body.size()));
+        if (!region) return fail(region.error());
+        std::memcpy(region->data(), plan.body.data(), plan.body.size());
+        (void)region->seal_writes();
+        snapshot = std::move(region).value();
+    }
 
     platform::SpawnOptions o;
     o.program = m_setup.host_program;
@@ -188,9 +252,22 @@ void UplinkPump::spawn(ProcessChild& c) {
               "--module",
               spec.path,
               "--from-seq",
-              std::to_string(c.start_seq),
+              std::to_string(plan.from_seq != 0 ? plan.from_seq : m_bus.ring().head() + 1),
               "--text-size",
-              std::to_string(description.size())};
+              std::to_string(description.size()),
+              "--epoch",
+              std::to_string(plan.epoch),
+              "--seed",
+              std::to_string(plan.seed)};
+    if (plan.suppress != 0)
+        o.argv.insert(o.argv.end(), {"--suppress", std::to_string(plan.suppress)});
+    if (plan.live_at != 0) o.argv.insert(o.argv.end(), {"--live-at", std::to_string(plan.live_at)});
+    if (plan.start_ns != 0)
+        o.argv.insert(o.argv.end(), {"--start-ns", std::to_string(plan.start_ns)});
+    if (snapshot) {
+        o.argv.insert(o.argv.end(), {"--snapshot-size", std::to_string(plan.body.size()),
+                                     "--state-version", std::to_string(plan.state_version)});
+    }
     for (const auto& p : m_setup.plugins) {
         o.argv.push_back("--plugin");
         o.argv.push_back(p);
@@ -199,16 +276,12 @@ void UplinkPump::spawn(ProcessChild& c) {
         o.argv.push_back("--log-level");
         o.argv.push_back("debug");
     }
-    o.fds = {m_bus.region().fd(), c.region.fd(), c.event.get(), text->fd()};
+    o.fds = {m_bus.region().fd(), c.region.fd(), c.event.get(), text->fd(), c.feed_region.fd()};
+    if (snapshot) o.fds.push_back(snapshot->fd());
     o.limits.address_space = spec.quota.memory;
     o.limits.open_files = spec.quota.open_files;
     auto child = platform::spawn(o);
-    if (!child) {
-        m_host.logger().log(LogLevel::error, spec.path, "cannot start: " + child.error());
-        c.state.store(ModuleState::failed);
-        m_host.started(spec.id, false);
-        return;
-    }
+    if (!child) return fail(child.error());
     c.process = std::move(child).value();
     c.spawned_ns = platform::monotonic_ns();
     c.refilled_ns = c.spawned_ns;
@@ -230,10 +303,62 @@ void UplinkPump::spawn(ProcessChild& c) {
     }
 }
 
+void UplinkPump::start_instance(ProcessChild& c, std::uint64_t epoch) {
+    // The old process is gone and its uplink drained: the uplink is emptied
+    // for the new one (the bus may be ringing its bells meanwhile, so no
+    // reformatting), and the new one is planned and spawned.
+    c.uplink.reset();
+    drain_eventfd(c.event.get());
+    c.message_tokens = c.spec->quota.messages_per_s;
+    c.byte_tokens = c.spec->quota.bytes_per_s;
+    c.throttled_since_ns = 0;
+    c.stop_reason.clear();
+    c.stopping = false;
+    c.pending_epoch = 0;
+    c.last_request = 0;
+    c.feed_next = 0;
+    c.reader.reset();
+    c.epoch.store(epoch);
+    c.state.store(ModuleState::created);
+    const StartPlan plan = m_host.plan(*c.spec, epoch);
+    spawn(c, plan);
+}
+
+void UplinkPump::run_commands() {
+    std::deque<Command> commands;
+    {
+        const std::lock_guard lock(m_commands_mutex);
+        commands.swap(m_commands);
+    }
+    for (const Command& cmd : commands) {
+        ProcessChild* c = child(cmd.id);
+        if (c == nullptr) continue;
+        if (cmd.op == Command::Op::kill) {
+            if (!c->process.pidfd.valid()) continue;
+            if (cmd.cause.empty()) {
+                c->stopping = true;
+                stop_child(*c, "");
+            } else {
+                stop_child(*c, cmd.cause);
+            }
+            continue;
+        }
+        // Restart: once the running instance (if any) is gone.
+        if (c->process.pidfd.valid()) {
+            c->stopping = true;
+            c->pending_epoch = cmd.epoch;
+            stop_child(*c, "");
+        } else {
+            start_instance(*c, cmd.epoch);
+        }
+    }
+}
+
 void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
     if (c.state.load() != ModuleState::created || !c.process.pidfd.valid()) return;
     const std::uint32_t reported = c.uplink.stats().state.load(std::memory_order_acquire);
-    if (reported == static_cast<std::uint32_t>(ModuleState::running)) {
+    if (reported == static_cast<std::uint32_t>(ModuleState::running) ||
+        reported == static_cast<std::uint32_t>(ModuleState::recovering)) {
         c.state.store(ModuleState::running);
         m_host.logger().log(
             LogLevel::info, c.spec->path,
@@ -247,7 +372,7 @@ void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
 
 void UplinkPump::stop_child(ProcessChild& c, const std::string& reason) {
     if (!c.process.pidfd.valid()) return;
-    if (c.stop_reason.empty()) {
+    if (!reason.empty() && c.stop_reason.empty()) {
         c.stop_reason = reason;
         m_host.logger().log(LogLevel::warn, c.spec->path, "stopping it: " + reason);
     }
@@ -261,68 +386,34 @@ void UplinkPump::reap(ProcessChild& c) {
     epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.process.pidfd.get(), nullptr);
     c.process.pidfd = platform::UniqueFd();
     const bool was_starting = c.state.load() == ModuleState::created;
-    const bool clean =
-        c.stopping.load() && c.stop_reason.empty() && status->exited && status->code == 0;
-    c.state.store(clean ? ModuleState::stopped : ModuleState::failed);
+    // What it wrote before it ended was sent: it goes on the bus (a
+    // recovery counts on it). Not so for a child killed for breaking rules.
+    if (c.stop_reason.empty() && c.state.load() == ModuleState::running) {
+        while (drain(c, platform::monotonic_ns(), true)) {
+        }
+    }
+    const bool asked = c.stopping || m_shutting_down.load();
+    const bool clean = asked && c.stop_reason.empty() && status->exited && status->code == 0;
+    c.state.store(clean || (asked && c.stop_reason.empty()) ? ModuleState::stopped
+                                                            : ModuleState::failed);
+    std::string text = fmt::format("process {} {}", c.process.pid, status->describe());
     if (clean) {
         m_host.logger().log(LogLevel::info, c.spec->path, "stopped");
+    } else if (asked && c.stop_reason.empty()) {
+        m_host.logger().log(LogLevel::info, c.spec->path, "stopped by its parent (" + text + ")");
     } else {
-        std::string text = fmt::format("process {} {}", c.process.pid, status->describe());
         if (!c.stop_reason.empty()) text += " (stopped by its parent: " + c.stop_reason + ")";
         m_host.logger().log(LogLevel::error, c.spec->path, "failed: " + text);
     }
     if (was_starting && !c.announced) {
-        m_host.started(c.spec->id, false);
         c.announced = true;
+        m_host.started(c.spec->id, false);
+    } else if (!asked) {
+        m_host.child_failed(c.spec->id, c.epoch.load(), text,
+                            status->exited && status->code == 0 && c.stop_reason.empty(),
+                            was_starting);
     }
-    if (!clean) supervise(c, status->exited && status->code == 0, platform::monotonic_ns());
-}
-
-void UplinkPump::supervise(ProcessChild& c, bool normal_exit, std::uint64_t now) {
-    const RestartPolicy policy = c.spec->restart;
-    const bool wanted =
-        policy == RestartPolicy::permanent || (policy == RestartPolicy::transient && !normal_exit);
-    if (!wanted || c.stopping.load() || m_shutting_down.load()) return;
-    // Intensity: at most `intensity` restarts within `period_ms`.
-    const std::uint64_t period = std::uint64_t{m_supervisor.period_ms} * k_ms;
-    std::erase_if(c.restart_ns, [&](std::uint64_t t) { return now - t > period; });
-    if (c.restart_ns.size() >= m_supervisor.intensity) {
-        m_host.logger().log(
-            LogLevel::error, c.spec->path,
-            fmt::format(
-                "restart intensity exceeded ({} restarts within {} ms): its parent gives it up",
-                c.restart_ns.size(), m_supervisor.period_ms));
-        return;
-    }
-    // Exponential backoff over the recent restarts, capped at 10 s.
-    const std::uint64_t delay_ms =
-        std::min<std::uint64_t>(10'000, std::uint64_t{m_supervisor.backoff_ms}
-                                            << std::min<std::size_t>(c.restart_ns.size(), 20));
-    c.restart_ns.push_back(now);
-    c.restart_at_ns = now + delay_ms * k_ms;
-    c.state.store(ModuleState::restarting);
-    m_host.logger().log(
-        LogLevel::warn, c.spec->path,
-        fmt::format("restarting in {} ms (restart {} of at most {} within {} ms)", delay_ms,
-                    c.restart_ns.size(), m_supervisor.intensity, m_supervisor.period_ms));
-}
-
-void UplinkPump::restart(ProcessChild& c) {
-    // The old process is gone: its uplink is emptied for the new one (the bus
-    // may be ringing its bells meanwhile, so no reformatting). It reads the bus
-    // from now on; what it missed meanwhile comes back with recovery from the
-    // journal (a later step).
-    c.uplink.reset();
-    drain_eventfd(c.event.get());
-    c.start_seq = m_bus.ring().head() + 1;
-    c.message_tokens = c.spec->quota.messages_per_s;
-    c.byte_tokens = c.spec->quota.bytes_per_s;
-    c.throttled_since_ns = 0;
-    c.stop_reason.clear();
-    c.restart_at_ns = 0;
-    c.restarts.fetch_add(1);
-    c.state.store(ModuleState::created);
-    spawn(c);
+    if (c.pending_epoch != 0 && !m_shutting_down.load()) start_instance(c, c.pending_epoch);
 }
 
 bool UplinkPump::limited_log(std::atomic<std::uint64_t>& counter) {
@@ -332,9 +423,11 @@ bool UplinkPump::limited_log(std::atomic<std::uint64_t>& counter) {
     return n <= 5 || n % 1000 == 0;
 }
 
-bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
+bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
     // A child being killed gets nothing more published; its exit is reaped from epoll.
-    if (c.state.load() != ModuleState::running || !c.stop_reason.empty()) return false;
+    if (!ignore_quota &&
+        (c.state.load() != ModuleState::running || !c.stop_reason.empty() || c.stopping))
+        return false;
     const QuotaSpec& q = c.spec->quota;
     const double elapsed =
         now > c.refilled_ns ? static_cast<double>(now - c.refilled_ns) / 1e9 : 0.0;
@@ -344,7 +437,7 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
 
     int n = 0;
     for (; n < k_batch; ++n) {
-        if (c.message_tokens < 1 || c.byte_tokens < 0) {
+        if (!ignore_quota && (c.message_tokens < 1 || c.byte_tokens < 0)) {
             // Over quota: stop taking its messages (its uplink fills and its
             // sends fail), and stop the child if that lasts.
             if (c.throttled_since_ns == 0) {
@@ -363,10 +456,10 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
         if (r.status == PopStatus::empty) break;
         if (r.status == PopStatus::corrupt) {
             stop_child(c, "broke its uplink ring (cursor or record size out of bounds)");
-            return true;
+            return false;
         }
         const std::span<const std::byte> record(m_record.data(), r.size);
-        const auto header = decode_header(record, m_bus.settings().max_payload, Framing::exact);
+        auto header = decode_header(record, m_bus.settings().max_payload, Framing::exact);
         if (!header) {
             c.invalid.fetch_add(1);
             if (limited_log(c.invalid)) {
@@ -376,6 +469,8 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
             }
             continue;
         }
+        // Only the runtime speaks with the operator's authority.
+        header->flags = static_cast<std::uint16_t>(header->flags & ~k_flag_operator);
         const auto published =
             m_bus.publish_deferred(*header, record.subspan(k_header_size), c.spec->id);
         if (!published) {
@@ -395,6 +490,61 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now) {
     }
     c.throttled_since_ns = 0;
     if (n > 0) m_bus.wake_readers();  // one wake-up scan per batch
+    return n > 0;
+}
+
+bool UplinkPump::feed(ProcessChild& c) {
+    if (m_journal == nullptr || c.state.load() != ModuleState::running || !c.stop_reason.empty())
+        return false;
+    UplinkProgress& progress = c.uplink.progress();
+    // The child's words are untrusted: they only steer what we read for it.
+    const std::uint64_t want = progress.want_from.load(std::memory_order_acquire);
+    if (want == 0 || want > m_bus.ring().head()) return false;
+    if (want != c.last_request) {
+        c.last_request = want;
+        c.feed_next = want;
+        if (!c.reader) c.reader.emplace(m_journal->dir(), m_journal->max_payload());
+        c.reader->seek(want);
+    }
+    BroadcastRing& feed = *c.feed;
+    const std::uint64_t taken = progress.feed_read.load(std::memory_order_acquire);
+    // Past the ring's oldest (with room to switch over) the child reads the bus itself.
+    const std::uint64_t enough = m_bus.ring().oldest() + m_bus.ring().slot_count() / 2;
+    int n = 0;
+    while (n < k_batch && c.feed_next < enough &&
+           feed.head() + 1 - std::min(taken, feed.head() + 1) < k_feed_slots) {
+        JournalRecord r;
+        const auto st = c.reader->next(r);
+        if (st == JournalReader::Status::end) break;  // not written yet: next round
+        Header h;
+        if (st == JournalReader::Status::ok) {
+            h.type = 0;
+            (void)feed.publish(h, r.message);
+            c.feed_next = r.header.seq + 1;
+        } else {
+            // Missing or damaged: tell the child which range it will not get.
+            const std::uint64_t last =
+                st == JournalReader::Status::missing && c.reader->missing_last() >= c.feed_next
+                    ? c.reader->missing_last()
+                    : c.feed_next;
+            if (st == JournalReader::Status::damaged) {
+                m_host.logger().log(LogLevel::error, c.spec->path,
+                                    "journal damaged while feeding it: " + c.reader->problem());
+            }
+            std::byte gap[16];
+            detail::put_le<std::uint64_t>(gap, 0, c.feed_next);
+            detail::put_le<std::uint64_t>(gap, 8, last);
+            h.type = msg::k_feed_gap;
+            (void)feed.publish(h, gap);
+            c.feed_next = last + 1;
+            c.reader->seek(c.feed_next);
+        }
+        ++n;
+    }
+    if (n > 0) {
+        UplinkBells& bells = c.uplink.bells();
+        Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared}.ring();
+    }
     return n > 0;
 }
 
@@ -421,41 +571,41 @@ void UplinkPump::sleep(int timeout_ms) {
 
 bool UplinkPump::any_pending() const {
     for (const auto& c : m_children) {
-        if (c->state.load() == ModuleState::running && c->throttled_since_ns == 0 &&
-            c->stop_reason.empty() && c->uplink.pending() > 0) {
-            return true;
+        if (c->state.load() != ModuleState::running || !c->stop_reason.empty()) continue;
+        if (c->throttled_since_ns == 0 && c->uplink.pending() > 0) return true;
+        if (m_journal != nullptr) {
+            const std::uint64_t want =
+                c->uplink.progress().want_from.load(std::memory_order_acquire);
+            if (want != 0 && want != c->last_request) return true;
         }
     }
-    return false;
+    const std::lock_guard lock(const_cast<std::mutex&>(m_commands_mutex));
+    return !m_commands.empty();
 }
 
 void UplinkPump::run() {
-    for (auto& c : m_children) spawn(*c);
+    for (auto& c : m_children) start_instance(*c, 1);
     int idle = 0;
     while (!m_stop.load()) {
+        run_commands();
         const std::uint64_t now = platform::monotonic_ns();
         bool work = false;
         bool waiting = false;
         for (auto& c : m_children) {
-            if (c->state.load() == ModuleState::restarting && now >= c->restart_at_ns &&
-                !m_shutting_down.load()) {
-                restart(*c);
-                waiting = true;  // poll for its start handshake
-                continue;        // spawned after `now` was taken: look at it next round
-            }
             check_start(*c, now);
             work |= drain(*c, now);
-            waiting |= c->state.load() == ModuleState::created ||
-                       c->state.load() == ModuleState::restarting || c->throttled_since_ns != 0;
+            const bool fed = feed(*c);
+            work |= fed;
+            waiting |= c->state.load() == ModuleState::created || c->throttled_since_ns != 0;
+            // A child behind the ring waits for the journal to have more.
+            waiting |= c->last_request != 0 && c->feed_next != 0 &&
+                       c->feed_next < m_bus.ring().oldest() && !fed;
         }
-        // Short sleeps while a child is starting or throttled (there is a
-        // deadline to watch), otherwise until a child writes or exits.
+        // Short sleeps while a child is starting, throttled or being fed
+        // (there is a deadline to watch), otherwise until a child writes or exits.
         if (work) {
             idle = 0;
         } else if (++idle < k_idle_spins && !waiting) {
-            // A short busy spin (a few microseconds) before sleeping: a steady
-            // stream then costs no eventfd round trip per message. No
-            // sched_yield: with few cores it would hand our core to nobody useful.
             for (int i = 0; i < 32; ++i) platform::cpu_relax();
         } else {
             sleep(waiting ? 1 : 200);
@@ -480,7 +630,6 @@ void UplinkPump::stop() {
     const ModuleId owner = m_bus.id();
     for (auto& c : m_children) {
         if (c->state.load() != ModuleState::running) continue;
-        c->stopping.store(true);
         Header h;
         h.sender = owner;
         h.destination = c->spec->id;

@@ -3,10 +3,14 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <exception>
 
+#include "hmk/crc32c.hpp"
+#include "hmk/detail/endian.hpp"
 #include "hmk/platform/clock.hpp"
 #include "hmk/platform/futex.hpp"
+#include "hmk/snapshot_format.hpp"
 
 namespace hmk::detail {
 namespace {
@@ -17,17 +21,20 @@ namespace {
 constexpr int k_idle_spins = 64;
 // A counter only the runner's thread writes: a plain load and store (no locked
 // read-modify-write on the message path); other threads read it with a load.
-void bump(std::atomic<std::uint64_t>& counter) {
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+void bump(std::atomic<std::uint64_t>& counter, std::uint64_t by = 1) {
+    counter.store(counter.load(std::memory_order_relaxed) + by, std::memory_order_release);
 }
 
 // Messages taken from one bus before the runner looks at its other bus and timers.
 constexpr int k_batch = 64;
+// A runner waiting for its journal to hand it a message looks again this often.
+constexpr std::int64_t k_catch_up_poll_ns = 1'000'000;
 
 }  // namespace
 
 Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
-               BusPort* parent_bus, InprocBus* child_bus, std::optional<Doorbell> bell)
+               BusPort* parent_bus, InprocBus* child_bus, Doorbell bell, StartPlan plan,
+               CatchUp* catch_up)
     : m_host(host),
       m_id(spec != nullptr ? spec->id : k_root_id),
       m_path(spec != nullptr ? spec->path : "/"),
@@ -35,30 +42,40 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_kind(kind),
       m_gateway(child_bus != nullptr),
       m_eavesdrop(kind != nullptr && kind->eavesdrop == Eavesdrop::yes),
+      m_journals(kind != nullptr && kind->journals == Journals::yes),
+      m_journal_timers(spec != nullptr && spec->recovery == Recovery::journal),
+      m_snapshot_every(spec != nullptr && spec->recovery == Recovery::journal ? spec->snapshot_every
+                                                                              : 0),
       m_policy(spec != nullptr ? spec->bus.up : UpPolicy{}),
       m_parent(spec != nullptr ? host.topology().find(spec->id)->parent : k_no_module),
       m_parent_bus(parent_bus),
       m_report_progress(host.wants_progress()),
       m_child_bus(child_bus),
-      m_bell(bell.value_or(Doorbell{&m_bell_word, &m_bell_armed, platform::FutexScope::process})),
-      m_random(0x9E3779B97F4A7C15ull ^ m_id) {
+      m_catch_up(catch_up),
+      m_bell(bell),
+      m_plan(std::move(plan)),
+      m_epoch(m_plan.epoch),
+      m_random(m_plan.seed) {
     std::size_t largest = 0;
     if (m_parent_bus != nullptr) {
-        // A local parent bus rings us; a remote one (module host) rings the
-        // bell in our uplink region, which its owner subscribed already.
-        if (auto* local = dynamic_cast<InprocBus*>(m_parent_bus)) local->subscribe(m_bell);
-        m_parent_cursor = m_parent_bus->ring().head() + 1;
+        m_parent_cursor = m_plan.from_seq != 0 ? m_plan.from_seq : m_parent_bus->ring().head() + 1;
         largest = m_parent_bus->ring().max_message();
     }
     if (m_child_bus != nullptr) {
-        m_child_bus->subscribe(m_bell);
-        m_child_cursor = m_child_bus->ring().head() + 1;
+        m_child_cursor =
+            m_plan.child_from_seq != 0 ? m_plan.child_from_seq : m_child_bus->ring().head() + 1;
         largest = std::max<std::size_t>(largest, m_child_bus->ring().max_message());
     }
     m_record.resize(largest);
+    m_cursor.store(m_parent_cursor, std::memory_order_release);
+    m_child_cursor_seen.store(m_child_cursor, std::memory_order_release);
+    m_suppress_left = m_plan.suppress;
+    m_live_at = m_plan.live_at;
+    m_live = m_live_at == 0 || m_parent_bus == nullptr || m_parent_cursor > m_live_at;
 }
 
 Runner::~Runner() {
+    if (m_abandoned.load()) return;
     request_stop();
     join();
 }
@@ -73,13 +90,34 @@ void Runner::request_stop() {
     platform::futex_wake(*m_bell.word, 1, m_bell.scope);
 }
 
-void Runner::join() {
-    if (m_thread.joinable()) m_thread.join();
+void Runner::crash(std::string why) {
+    if (m_crash.load()) return;
+    m_crash_why = std::move(why);
+    m_crash.store(true, std::memory_order_seq_cst);
+    m_bell.word->fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(*m_bell.word, 1, m_bell.scope);
+}
+
+bool Runner::join(std::chrono::milliseconds timeout) {
+    if (!m_thread.joinable()) return true;
+    if (timeout.count() >= 0) {
+        std::unique_lock lock(m_finish_mutex);
+        if (!m_finish_cv.wait_for(lock, timeout, [&] { return m_finished.load(); })) return false;
+    }
+    m_thread.join();
+    return true;
+}
+
+void Runner::abandon() {
+    m_abandoned.store(true);
+    m_stop.store(true);
+    if (m_thread.joinable()) m_thread.detach();
 }
 
 ModuleStats Runner::stats() const {
     ModuleStats s;
     s.state = m_state.load();
+    if (s.state == ModuleState::running && !m_live) s.state = ModuleState::recovering;
     s.rx = m_rx.load();
     s.tx = m_tx.load();
     s.seen = m_seen.load();
@@ -89,6 +127,12 @@ ModuleStats Runner::stats() const {
     s.lost = m_lost.load();
     s.invalid = m_invalid.load();
     s.send_errors = m_send_errors.load();
+    s.epoch = m_epoch;
+    s.caught_up = m_caught_up.load();
+    s.suppressed = m_suppressed.load();
+    s.snapshots = m_snapshots.load();
+    s.heartbeat = m_heartbeat.load();
+    s.cursor = m_cursor.load();
     return s;
 }
 
@@ -99,74 +143,167 @@ void Runner::guarded(const char* what, F&& f) {
     try {
         f();
     } catch (const std::exception& e) {
-        log(LogLevel::error, fmt::format("module failed in {}: {}", what, e.what()));
-        m_state.store(ModuleState::failed);
+        fail(fmt::format("module failed in {}: {}", what, e.what()));
     } catch (...) {
-        log(LogLevel::error, fmt::format("module failed in {}: unknown exception", what));
-        m_state.store(ModuleState::failed);
+        fail(fmt::format("module failed in {}: unknown exception", what));
     }
+}
+
+void Runner::fail(const std::string& why) {
+    log(LogLevel::error, why);
+    m_state.store(ModuleState::failed);
+}
+
+bool Runner::start_module() {
+    guarded("create", [&] {
+        auto made = m_kind->create(*this);
+        if (!made) {
+            fail(fmt::format("cannot create module of kind '{}': {}", m_kind->name, made.error()));
+            return;
+        }
+        m_module = std::move(made).value();
+    });
+    if (m_state.load() == ModuleState::failed) return false;
+    m_state.store(ModuleState::running);
+    if (m_plan.restore) {
+        if (auto r = restore(m_plan.body, m_plan.state_version); !r) {
+            fail("cannot restore its snapshot: " + r.error());
+            return false;
+        }
+    } else {
+        m_event_ns = m_plan.start_ns != 0 ? m_plan.start_ns : platform::monotonic_ns();
+        guarded("on_start", [&] { m_module->on_start(); });
+    }
+    m_plan.body = {};
+    if (m_state.load() != ModuleState::running) return false;
+    if (m_live) go_live();
+    return true;
+}
+
+Result<void, std::string> Runner::restore(std::span<const std::byte> body, std::uint32_t version) {
+    std::span<const std::byte> state;
+    const Envelope e = HMK_TRY(decode_body(body, state));
+    Result<void, std::string> restored{};
+    guarded("restore", [&] { restored = m_module->restore(state, version); });
+    if (m_state.load() != ModuleState::running) return Err{std::string("restore() threw")};
+    if (!restored) return restored;
+    m_random.set_state(e.random);
+    m_next_timer = e.next_timer;
+    m_correlation = e.correlation;
+    m_handled = e.handled;
+    for (const TimerState& t : e.timers) {
+        m_timers[t.id] = t;
+        if (!t.in_flight) m_deadlines.emplace(t.deadline_ns, t.id);
+    }
+    return {};
 }
 
 void Runner::run() {
-    {
-        guarded("create", [&] {
-            auto made = m_kind->create(*this);
-            if (!made) {
-                log(LogLevel::error, fmt::format("cannot create module of kind '{}': {}",
-                                                 m_kind->name, made.error()));
-                m_state.store(ModuleState::failed);
-                return;
-            }
-            m_module = std::move(made).value();
-        });
-    }
-    if (m_state.load() != ModuleState::failed) {
-        m_state.store(ModuleState::running);
-        guarded("on_start", [&] { m_module->on_start(); });
-    }
-    const bool ok = m_state.load() == ModuleState::running;
+    const bool ok = start_module();
     m_host.started(m_id, ok);
-    if (!ok) return;
-
-    int idle = 0;
-    while (!m_stop.load(std::memory_order_relaxed) && m_state.load() == ModuleState::running) {
-        bool work = false;
-        if (m_parent_bus != nullptr)
-            work |= drain(*m_parent_bus, m_parent_cursor, Side::parent_bus);
-        if (m_child_bus != nullptr) work |= drain(*m_child_bus, m_child_cursor, Side::child_bus);
-        work |= fire_timers();
-        if (work) {
-            if (m_report_progress) m_host.progress(stats());
-            idle = 0;
-        } else if (++idle < k_idle_spins) {
-            std::this_thread::yield();
-        } else {
-            sleep_until_work();
-            idle = 0;
+    if (ok) {
+        int idle = 0;
+        while (!m_stop.load(std::memory_order_relaxed) && m_state.load() == ModuleState::running) {
+            if (m_crash.load(std::memory_order_acquire)) {
+                fail(m_crash_why);
+                break;
+            }
+            bool work = false;
+            if (m_parent_bus != nullptr)
+                work |= drain(*m_parent_bus, m_parent_cursor, Side::parent_bus);
+            if (m_child_bus != nullptr)
+                work |= drain(*m_child_bus, m_child_cursor, Side::child_bus);
+            if (m_abandoned.load(std::memory_order_relaxed)) return;
+            if (m_live) work |= fire_timers();
+            if (work) {
+                if (m_state.load(std::memory_order_relaxed) == ModuleState::running)
+                    guarded("on_batch", [&] { m_module->on_batch(); });
+                if (m_report_progress) m_host.progress(stats());
+                idle = 0;
+            } else if (++idle < k_idle_spins) {
+                std::this_thread::yield();
+            } else {
+                sleep_until_work();
+                idle = 0;
+            }
         }
+        if (m_abandoned.load()) return;
+        if (m_state.load() == ModuleState::running) {
+            guarded("on_stop", [&] { m_module->on_stop(); });
+            if (m_state.load() == ModuleState::running) m_state.store(ModuleState::stopped);
+        }
+        if (m_report_progress) m_host.progress(stats());
+        if (m_state.load() == ModuleState::failed)
+            m_host.failed(m_id, m_epoch, "a handler failed (see above)");
     }
-    if (m_state.load() == ModuleState::running) {
-        guarded("on_stop", [&] { m_module->on_stop(); });
-        if (m_state.load() == ModuleState::running) m_state.store(ModuleState::stopped);
+    {
+        const std::lock_guard lock(m_finish_mutex);
+        m_finished.store(true);
     }
+    m_finish_cv.notify_all();
 }
 
 bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
+    // A monitor reads what is published; everyone else only what its journal
+    // has committed (the same, unless the bus waits for durability).
+    const Visibility visibility =
+        side == Side::parent_bus && m_journals ? Visibility::published : Visibility::committed;
+    CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : nullptr;
+    if (side == Side::parent_bus) m_catch_up_pending = false;
     int n = 0;
-    for (; n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running; ++n) {
-        const ReadResult r = bus.ring().read(cursor, m_record);
-        if (r.status == ReadStatus::empty) break;
-        if (r.status == ReadStatus::lost) {
-            m_lost.store(m_lost.load(std::memory_order_relaxed) + (r.lost_last - r.lost_first + 1),
-                         std::memory_order_release);
-            log(LogLevel::warn, fmt::format("fell behind on bus {}: lost seq {}..{}", bus.name(),
-                                            r.lost_first, r.lost_last));
-            continue;
+    while (n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running &&
+           !m_abandoned.load(std::memory_order_relaxed) &&
+           !m_crash.load(std::memory_order_relaxed)) {
+        std::uint32_t size = 0;
+        if (catch_up != nullptr && m_catching_up) {
+            if (cursor >= bus.ring().oldest()) {
+                m_catching_up = false;  // the ring has it again
+                continue;
+            }
+            std::uint64_t missing_last = 0;
+            const auto st = catch_up->read(cursor, m_record, size, missing_last);
+            if (st == CatchUp::Status::pending) {
+                m_catch_up_pending = true;
+                break;
+            }
+            if (st == CatchUp::Status::missing) {
+                const std::uint64_t last = std::max(missing_last, cursor);
+                bump(m_lost, last - cursor + 1);
+                log(LogLevel::warn,
+                    fmt::format("seq {}..{} of bus {} are in neither the bus nor its journal",
+                                cursor, last, bus.name()));
+                cursor = last + 1;
+                continue;
+            }
+            ++cursor;
+            bump(m_caught_up);
+        } else {
+            const ReadResult r = bus.ring().read(cursor, m_record, visibility);
+            if (r.status == ReadStatus::empty) break;
+            if (r.status == ReadStatus::lost) {
+                if (catch_up != nullptr) {
+                    // Fell off the ring's window: the journal has the rest.
+                    cursor = r.lost_first;
+                    m_catching_up = true;
+                    continue;
+                }
+                bump(m_lost, r.lost_last - r.lost_first + 1);
+                log(LogLevel::warn, fmt::format("fell behind on bus {}: lost seq {}..{}",
+                                                bus.name(), r.lost_first, r.lost_last));
+                continue;
+            }
+            size = r.size;
         }
-        handle(side, std::span<const std::byte>(m_record.data(), r.size));
+        handle(side, std::span<const std::byte>(m_record.data(), size));
         // Counted once fully handled (forwards included), so that "seen equals
         // published" means the module is done with everything on its buses.
         bump(m_seen);
+        ++n;
+        if (side == Side::parent_bus) {
+            m_cursor.store(cursor, std::memory_order_release);
+        } else {
+            m_child_cursor_seen.store(cursor, std::memory_order_release);
+        }
     }
     return n > 0;
 }
@@ -179,6 +316,7 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         return;
     }
     const Message message{*header, record.subspan(k_header_size)};
+    m_event_ns = message.header.timestamp_ns;
 
     if (m_gateway) {
         const Forward f = route(m_host.topology(), m_id, side, message.header, m_policy);
@@ -186,36 +324,100 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         if (f.down) forward(Direction::down, message);
         if (f.denied) bump(m_denied);
     }
-    if (lifecycle(message)) return;
-    const bool deliver =
-        m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
-    if (!deliver) return;
-    bump(m_rx);
-    // Liveness is answered by the runtime, so it also proves the module's
-    // thread is taking messages.
-    if (message.header.type == msg::k_ping && !message.header.is_reply() &&
-        message.header.destination == m_id) {
-        (void)reply(message, as_bytes("pong"));
-        return;
+    const bool reach_live = side == Side::parent_bus && !m_live && message.header.seq >= m_live_at;
+    if (!runtime_message(side, message)) {
+        const bool deliver =
+            m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
+        if (deliver) {
+            bump(m_rx);
+            ++m_handled;
+            ++m_since_snapshot;
+            // Liveness is answered by the runtime, so it also proves the
+            // module's thread is taking messages.
+            if (message.header.type == msg::k_ping && !message.header.is_reply() &&
+                message.header.destination == m_id) {
+                Outgoing pong;
+                pong.destination = message.header.sender;
+                pong.type = msg::k_ping;
+                pong.correlation = message.header.correlation;
+                pong.flags = k_flag_reply;
+                pong.payload = as_bytes("pong");
+                (void)publish_on(m_parent_bus != nullptr ? m_parent_bus : m_child_bus, pong,
+                                 Origin::runtime);
+            } else {
+                guarded("on_message", [&] { m_module->on_message(message); });
+            }
+        }
     }
-    guarded("on_message", [&] { m_module->on_message(message); });
+    if (reach_live && m_state.load(std::memory_order_relaxed) == ModuleState::running) go_live();
+    maybe_snapshot();
 }
 
-bool Runner::lifecycle(const Message& message) {
+bool Runner::runtime_message(Side side, const Message& message) {
     const Header& h = message.header;
-    if (h.type != msg::k_stop || h.destination != m_id || h.is_reply()) return false;
-    // Only the parent may stop a module. `via` is stamped by the bus owner,
-    // which is the parent, so a copy with via == parent really comes from it.
-    if (m_parent != k_no_module && h.sender == m_parent && h.via == m_parent) {
-        log(LogLevel::info, "stopping: asked by the parent");
-        m_stop.store(true);
-        return true;
+    if (!msg::is_runtime_type(h.type)) return false;
+    const bool from_parent =
+        side == Side::parent_bus && h.sender == m_parent && h.via == m_parent && h.hops == 0;
+    const bool to_me = h.destination == m_id && !is_own_forward(m_id, h) && !h.is_reply();
+    switch (h.type) {
+        case msg::k_stop:
+            if (!to_me) break;
+            // Only the parent may stop a module. `via` is stamped by the bus
+            // owner, which is the parent, so a copy with via == parent really
+            // comes from it.
+            if (m_parent != k_no_module && h.sender == m_parent && h.via == m_parent) {
+                log(LogLevel::info, "stopping: asked by the parent");
+                m_stop.store(true);
+                return true;
+            } else {
+                bump(m_denied);
+                const TopologyNode* from = m_host.topology().find(h.sender);
+                log(LogLevel::warn,
+                    fmt::format("refused 'stop' from {}: only the parent may stop this module",
+                                from != nullptr ? from->path : fmt::format("#{}", h.sender)));
+            }
+            return true;
+        case msg::k_heartbeat:
+            if (from_parent) m_heartbeat.store(h.seq, std::memory_order_release);
+            break;
+        case msg::k_timer:
+            if (side == Side::parent_bus && m_journal_timers && h.sender == m_id && h.via == m_id &&
+                h.destination == m_id && h.hops == 0) {
+                handle_timer_message(message);
+            }
+            break;
+        case msg::k_snapshot_request:
+            if (to_me && from_parent) m_snapshot_due = true;
+            break;
+        default:
+            break;
     }
-    bump(m_denied);
-    const TopologyNode* from = m_host.topology().find(h.sender);
-    log(LogLevel::warn, fmt::format("refused 'stop' from {}: only the parent may stop this module",
-                                    from != nullptr ? from->path : fmt::format("#{}", h.sender)));
+    // Kinds that eavesdrop (monitors, taps) see the runtime's messages too.
+    if (m_eavesdrop && !is_own_forward(m_id, h)) {
+        bump(m_rx);
+        guarded("on_message", [&] { m_module->on_message(message); });
+    }
     return true;
+}
+
+void Runner::handle_timer_message(const Message& m) {
+    if (m.payload.size() != 8) return;
+    const TimerId id = detail::get_le<std::uint64_t>(m.payload.data(), 0);
+    const auto it = m_timers.find(id);
+    if (it == m_timers.end()) return;  // cancelled after it fired
+    TimerState& t = it->second;
+    if (t.period_ns != 0) {
+        // The next one counts from when this one was on the bus, so a replay
+        // schedules it exactly as the original did.
+        t.deadline_ns = m.header.timestamp_ns + t.period_ns;
+        t.in_flight = false;
+        m_deadlines.emplace(t.deadline_ns, id);
+    } else {
+        m_timers.erase(it);
+    }
+    ++m_handled;
+    ++m_since_snapshot;
+    guarded("on_timer", [&] { m_module->on_timer(id); });
 }
 
 void Runner::forward(Direction direction, const Message& message) {
@@ -246,13 +448,32 @@ void Runner::forward(Direction direction, const Message& message) {
     bump(direction == Direction::up ? m_fwd_up : m_fwd_down);
 }
 
-Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& out) {
-    if (m_stop.load(std::memory_order_relaxed)) return Err{SendError::stopped};
-    if (out.destination != k_no_module && m_host.topology().find(out.destination) == nullptr) {
+Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message, Origin origin) {
+    if (m_stop.load(std::memory_order_relaxed) || m_abandoned.load(std::memory_order_relaxed))
+        return Err{SendError::stopped};
+    if (bus == nullptr) return Err{SendError::no_child_bus};
+    if (origin == Origin::module && msg::is_runtime_type(message.type)) {
+        m_send_errors.fetch_add(1, std::memory_order_relaxed);
+        return Err{SendError::rejected};
+    }
+    if (message.destination != k_no_module &&
+        m_host.topology().find(message.destination) == nullptr) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::unknown_destination};
     }
-    auto r = bus->publish(header_for(m_id, out), out.payload, m_id);
+    Header h = header_for(m_id, message);
+    if (origin == Origin::operator_) {
+        h.flags = static_cast<std::uint16_t>(h.flags | k_flag_operator);
+    } else {
+        h.flags = static_cast<std::uint16_t>(h.flags & ~k_flag_operator);
+        // A recovering instance: what the old one sent is on the bus already.
+        if (m_suppress_left > 0 && h.type != msg::k_timer && h.type != msg::k_snapshot) {
+            --m_suppress_left;
+            bump(m_suppressed);
+            return {};
+        }
+    }
+    auto r = bus->publish(h, message.payload, m_id);
     if (!r) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{r.error()};
@@ -268,23 +489,44 @@ Result<void, SendError> Runner::send(const Outgoing& message) {
                        message.destination != m_id &&
                        m_host.topology().in_subtree(message.destination, m_id);
     BusPort* bus = (m_parent_bus == nullptr || below) ? m_child_bus : m_parent_bus;
-    return publish_on(bus, message);
+    return publish_on(bus, message, Origin::module);
 }
 
 Result<void, SendError> Runner::send_child(const Outgoing& message) {
     if (m_child_bus == nullptr) return Err{SendError::no_child_bus};
-    return publish_on(m_child_bus, message);
+    return publish_on(m_child_bus, message, Origin::module);
 }
 
 Result<void, SendError> Runner::send_as(const Outgoing& message) {
-    return send(message);
+    const bool below = m_child_bus != nullptr && message.destination != k_no_module &&
+                       message.destination != m_id &&
+                       m_host.topology().in_subtree(message.destination, m_id);
+    BusPort* bus = (m_parent_bus == nullptr || below) ? m_child_bus : m_parent_bus;
+    return publish_on(bus, message, Origin::operator_);
+}
+
+std::uint64_t Runner::next_correlation() {
+    // Unique across the system without asking anyone: the module id on top.
+    m_correlation = (m_correlation + 1) & ((1ull << 40) - 1);
+    return (std::uint64_t{m_id} << 40) | m_correlation;
+}
+
+void Runner::acknowledge(std::uint64_t seq) {
+    if (m_journals && m_parent_bus != nullptr) m_parent_bus->acknowledge(seq, m_id);
 }
 
 TimerId Runner::set_timer(std::chrono::nanoseconds delay, TimerMode mode) {
     const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, delay.count()));
     const TimerId id = m_next_timer++;
-    m_timers.emplace(id, Timer{mode == TimerMode::periodic ? std::max<std::uint64_t>(ns, 1) : 0});
-    m_deadlines.emplace(platform::monotonic_ns() + ns, id);
+    TimerState t;
+    t.id = id;
+    t.period_ns = mode == TimerMode::periodic ? std::max<std::uint64_t>(ns, 1) : 0;
+    t.delay_ns = ns;
+    // Journaled timers count from the event being handled, so a replay sets
+    // the same deadlines.
+    t.deadline_ns = (m_journal_timers ? now_ns() : platform::monotonic_ns()) + ns;
+    m_timers.emplace(id, t);
+    m_deadlines.emplace(t.deadline_ns, id);
     return id;
 }
 
@@ -302,21 +544,138 @@ bool Runner::fire_timers() {
         const TimerId id = m_deadlines.begin()->second;
         m_deadlines.erase(m_deadlines.begin());
         const auto it = m_timers.find(id);
-        if (it == m_timers.end()) continue;  // cancelled
+        // Cancelled, rescheduled, or already on its way.
+        if (it == m_timers.end() || it->second.deadline_ns != deadline || it->second.in_flight)
+            continue;
+        fired = true;
+        if (m_journal_timers) {
+            // Through the bus: on_timer runs when the message comes back, at
+            // its place in the bus order (and so again, in order, in a replay).
+            std::byte payload[8];
+            detail::put_le<std::uint64_t>(payload, 0, id);
+            Outgoing out;
+            out.destination = m_id;
+            out.type = msg::k_timer;
+            out.payload = payload;
+            if (publish_on(m_parent_bus, out, Origin::runtime)) {
+                it->second.in_flight = true;
+            } else {
+                // The bus is full or waits for its journal: try again shortly.
+                it->second.deadline_ns = now + 1'000'000;
+                m_deadlines.emplace(it->second.deadline_ns, id);
+                break;
+            }
+            continue;
+        }
         if (it->second.period_ns != 0) {
             // Next deadline from the previous one, so a periodic timer keeps its rate.
-            m_deadlines.emplace(std::max(deadline + it->second.period_ns, now), id);
+            it->second.deadline_ns = std::max(deadline + it->second.period_ns, now);
+            m_deadlines.emplace(it->second.deadline_ns, id);
         } else {
             m_timers.erase(it);
         }
-        fired = true;
+        m_event_ns = now;
+        ++m_handled;
         guarded("on_timer", [&] { m_module->on_timer(id); });
     }
     return fired;
 }
 
+void Runner::go_live() {
+    const bool recovered = !m_live;
+    m_live = true;
+    if (m_suppress_left > 0) {
+        log(LogLevel::warn,
+            fmt::format("replay diverged: the old instance sent {} more messages than this one "
+                        "reproduced (the module is not deterministic?); going live anyway",
+                        m_suppress_left));
+        m_suppress_left = 0;
+    }
+    // Restored timers: one still marked in flight whose message never reached
+    // the bus (its instance died first) fires again; deadlines from another
+    // boot (another clock) are brought back within one delay from now.
+    const std::uint64_t now = platform::monotonic_ns();
+    m_deadlines.clear();
+    for (auto& [id, t] : m_timers) {
+        t.in_flight = false;
+        t.deadline_ns = std::min(t.deadline_ns, now + t.delay_ns);
+        m_deadlines.emplace(t.deadline_ns, id);
+    }
+    if (recovered) {
+        log(LogLevel::info,
+            fmt::format("recovered: live from seq {} ({} messages from the journal, {} outputs "
+                        "already on the bus not sent again)",
+                        m_live_at, m_caught_up.load(), m_suppressed.load()));
+    }
+}
+
+void Runner::maybe_snapshot() {
+    if (!m_live || m_state.load(std::memory_order_relaxed) != ModuleState::running) return;
+    if (m_snapshot_due || (m_snapshot_every != 0 && m_since_snapshot >= m_snapshot_every))
+        take_snapshot();
+}
+
+Envelope Runner::envelope() const {
+    Envelope e;
+    e.random = m_random.state();
+    e.next_timer = m_next_timer;
+    e.correlation = m_correlation;
+    e.handled = m_handled;
+    for (const auto& [id, t] : m_timers) e.timers.push_back(t);
+    std::sort(e.timers.begin(), e.timers.end(),
+              [](const TimerState& a, const TimerState& b) { return a.id < b.id; });
+    return e;
+}
+
+void Runner::take_snapshot() {
+    m_snapshot_due = false;
+    m_since_snapshot = 0;
+    if (m_parent_bus == nullptr) return;
+    m_module_state.clear();
+    bool has = false;
+    guarded("snapshot", [&] { has = m_module->snapshot(m_module_state); });
+    if (!has || m_state.load(std::memory_order_relaxed) != ModuleState::running) return;
+    const std::vector<std::byte> body = encode_body(envelope(), m_module_state);
+    if (body.size() > k_max_snapshot) {
+        log(LogLevel::error, fmt::format("snapshot of {} bytes is over the limit of {}; not sent",
+                                         body.size(), k_max_snapshot));
+        return;
+    }
+    const std::uint32_t max_payload = m_parent_bus->ring().max_payload();
+    if (max_payload < k_snapshot_chunk_header + 64) return;  // checked by the config
+    const std::size_t chunk_max = max_payload - k_snapshot_chunk_header;
+    SnapshotChunk c;
+    c.input_seq = m_parent_cursor - 1;
+    c.snapshot_id = ++m_snapshot_id;
+    c.total_size = static_cast<std::uint32_t>(body.size());
+    c.body_crc = crc32c(body);
+    c.state_version = m_kind->state_version;
+    for (std::size_t offset = 0; offset < body.size(); offset += chunk_max) {
+        const std::size_t n = std::min(chunk_max, body.size() - offset);
+        c.offset = static_cast<std::uint32_t>(offset);
+        m_chunk.resize(k_snapshot_chunk_header + n);
+        encode_snapshot_chunk(
+            c, static_cast<std::uint32_t>(n),
+            std::span<std::byte, k_snapshot_chunk_header>(m_chunk.data(), k_snapshot_chunk_header));
+        std::copy_n(body.begin() + static_cast<std::ptrdiff_t>(offset), n,
+                    m_chunk.begin() + k_snapshot_chunk_header);
+        Outgoing out;
+        out.destination = m_parent;
+        out.type = msg::k_snapshot;
+        out.payload = m_chunk;
+        if (auto r = publish_on(m_parent_bus, out, Origin::runtime); !r) {
+            // The monitor drops an incomplete snapshot; try again a little later.
+            log(LogLevel::warn,
+                fmt::format("snapshot {} not sent whole: {}", c.snapshot_id, to_string(r.error())));
+            m_since_snapshot = m_snapshot_every / 2;
+            return;
+        }
+    }
+    bump(m_snapshots);
+}
+
 std::uint64_t Runner::now_ns() {
-    return platform::monotonic_ns();
+    return m_event_ns != 0 ? m_event_ns : platform::monotonic_ns();
 }
 
 void Runner::log(LogLevel level, std::string_view text) {
@@ -330,17 +689,25 @@ void Runner::sleep_until_work() {
     if (m_child_bus != nullptr) m_child_bus->reader_armed();
     // (reader_armed() is the RMW half of the handshake in InprocBus::publish.)
 
-    const bool pending =
-        m_stop.load() ||
-        (m_parent_bus != nullptr && m_parent_bus->ring().head() >= m_parent_cursor) ||
-        (m_child_bus != nullptr && m_child_bus->ring().head() >= m_child_cursor);
+    const Visibility visibility = m_journals ? Visibility::published : Visibility::committed;
+    bool pending = m_stop.load() || m_crash.load();
+    if (m_parent_bus != nullptr) {
+        pending = pending || (m_catch_up_pending
+                                  ? m_catch_up->ready()
+                                  : m_parent_bus->ring().available(visibility) >= m_parent_cursor);
+    }
+    if (m_child_bus != nullptr) {
+        pending = pending || m_child_bus->ring().available() >= m_child_cursor;
+    }
     if (!pending) {
         std::int64_t timeout = -1;
-        if (!m_deadlines.empty()) {
+        if (m_live && !m_deadlines.empty()) {
             const std::uint64_t now = platform::monotonic_ns();
             const std::uint64_t next = m_deadlines.begin()->first;
             timeout = next > now ? static_cast<std::int64_t>(next - now) : 0;
         }
+        if (m_catch_up_pending && (timeout < 0 || timeout > k_catch_up_poll_ns))
+            timeout = k_catch_up_poll_ns;
         if (timeout != 0) platform::futex_wait(*m_bell.word, word, timeout, m_bell.scope);
     }
     m_bell.armed->store(0, std::memory_order_seq_cst);

@@ -2,17 +2,19 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
-#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "hmk/runtime/system.hpp"
 #include "inproc_bus.hpp"
+#include "runner_state.hpp"
 
 namespace hmk::detail {
 
@@ -22,9 +24,12 @@ class RunnerHost {
     virtual ~RunnerHost() = default;
     virtual Logger& logger() = 0;
     virtual const Topology& topology() const = 0;
-    virtual std::uint64_t next_correlation() = 0;
-    /// The runner finished start-up (its module exists and on_start ran) or failed.
+    /// The runner finished start-up (its module exists and on_start or
+    /// restore ran) or failed. Called once per runner.
     virtual void started(ModuleId id, bool ok) = 0;
+    /// The runner's module failed at run time (a handler threw): the runner
+    /// stops taking messages. Any thread may then join it. Default: nothing.
+    virtual void failed(ModuleId /*id*/, std::uint64_t /*epoch*/, const std::string& /*why*/) {}
     /// The runner handled a batch; `stats` are its counters now. Default: nothing.
     virtual void progress(const ModuleStats& /*stats*/) {}
     /// Whether progress() does anything (asked once: the runner skips building
@@ -32,16 +37,53 @@ class RunnerHost {
     virtual bool wants_progress() const { return false; }
 };
 
-/// Runs one in-process module on a thread of its own: reads its bus(es),
-/// forwards for gateways, hands messages to the module, fires its timers.
-/// It is the module's Env.
+/// Where a runner gets messages of its parent bus that the bus ring no
+/// longer holds: the bus journal, read in-process, or a module host's feed
+/// from its parent.
+class CatchUp {
+  public:
+    virtual ~CatchUp() = default;
+    enum class Status : std::uint8_t {
+        ok,       ///< the message was copied out
+        pending,  ///< not available yet; ask again after ready() or a wake-up
+        missing,  ///< the journal lacks [seq, missing_last]
+    };
+    /// Copies the message `seq` of the parent bus into `out` (which holds a
+    /// whole message) and sets `size`.
+    virtual Status read(std::uint64_t seq, std::span<std::byte> out, std::uint32_t& size,
+                        std::uint64_t& missing_last) = 0;
+    /// Whether read() may now have something new (the runner sleeps otherwise).
+    virtual bool ready() = 0;
+};
+
+/// How a runner starts its module (docs/recovery.md). The default is a
+/// fresh start reading what is new on the buses.
+struct StartPlan {
+    std::uint64_t epoch = 1;
+    std::uint64_t from_seq = 0;        ///< first parent-bus seq to handle (0: what is new)
+    std::uint64_t child_from_seq = 0;  ///< gateways: first child-bus seq (0: what is new)
+    bool restore = false;              ///< restore `body` instead of running on_start
+    std::vector<std::byte> body;       ///< snapshot body (envelope + module state)
+    std::uint32_t state_version = 0;   ///< of the state in `body`
+    std::uint64_t suppress = 0;        ///< its first N outputs are already on the bus
+    std::uint64_t live_at = 0;         ///< timers and snapshots wait until this seq is handled
+    std::uint64_t seed = 0;            ///< of its randomness (unless restored)
+    std::uint64_t start_ns = 0;        ///< now_ns() in on_start (0: the clock)
+};
+
+/// Runs one module on a thread of its own: reads its bus(es), forwards for
+/// gateways, hands messages to the module, fires its timers, takes its
+/// snapshots, and during a recovery drops the outputs that are already on
+/// the bus. It is the module's Env. One instance per module instance: a
+/// restart makes a new runner.
 class Runner final : public Env {
   public:
-    /// `spec` is null for the root. The module is made by `kind` on the runner's
-    /// thread. `bell` is where the runner sleeps; by default its own memory
-    /// (a module host passes the bell in its uplink region).
+    /// `spec` is null for the root. The module is made by `kind` on the
+    /// runner's thread. `bell` is where the runner sleeps; the bus(es) must
+    /// ring it (the owner subscribed it). `catch_up` (may be null) serves
+    /// parent-bus messages the ring no longer holds.
     Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind, BusPort* parent_bus,
-           InprocBus* child_bus, std::optional<Doorbell> bell = std::nullopt);
+           InprocBus* child_bus, Doorbell bell, StartPlan plan = {}, CatchUp* catch_up = nullptr);
     ~Runner() override;
     Runner(const Runner&) = delete;
     Runner& operator=(const Runner&) = delete;
@@ -50,12 +92,26 @@ class Runner final : public Env {
     /// Runs the module on the calling thread until it stops or fails (a module host's main).
     void run();
     void request_stop();
-    void join();
+    /// Any thread: the module fails before its next message, as if it had
+    /// crashed (the operator's `kill`).
+    void crash(std::string why);
+    /// Waits until the thread ends, at most `timeout` (negative: no limit).
+    /// False if it did not end (the module hangs in a handler).
+    bool join(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
+    /// Gives up a runner whose thread hangs in module code: its thread is
+    /// detached and, should it come back, it neither sends nor reads again.
+    /// The runner object must then be kept alive for good.
+    void abandon();
     ModuleStats stats() const;
     ModuleId module_id() const { return m_id; }
-    /// Before run(): the first sequence number to read on the parent bus
-    /// (a module host starts where its parent spawned it).
-    void set_parent_cursor(std::uint64_t seq) { m_parent_cursor = seq; }
+    std::uint64_t epoch() const { return m_epoch; }
+    /// Where the runner would go on reading its buses (for a gateway restart).
+    std::uint64_t parent_cursor() const { return m_cursor.load(std::memory_order_acquire); }
+    std::uint64_t child_cursor() const {
+        return m_child_cursor_seen.load(std::memory_order_acquire);
+    }
+    /// Seq of the last heartbeat handled (0: none).
+    std::uint64_t heartbeat() const { return m_heartbeat.load(std::memory_order_acquire); }
 
     // Env
     ModuleId id() const override { return m_id; }
@@ -68,23 +124,35 @@ class Runner final : public Env {
     void cancel_timer(TimerId id) override;
     std::uint64_t now_ns() override;
     std::uint64_t random() override { return m_random(); }
-    std::uint64_t next_correlation() override { return m_host.next_correlation(); }
+    std::uint64_t next_correlation() override;
+    void acknowledge(std::uint64_t seq) override;
     void log(LogLevel level, std::string_view text) override;
     void print(std::string_view line) override { m_host.logger().print(line); }
 
-    /// Any thread: publishes as this module (operator injection).
+    /// Any thread: publishes as this module with operator authority
+    /// (k_flag_operator; not counted as the module's output).
     Result<void, SendError> send_as(const Outgoing& message);
 
   private:
+    enum class Origin : std::uint8_t { module, runtime, operator_ };
+
+    bool start_module();
     bool drain(BusPort& bus, std::uint64_t& cursor, Side side);
-    bool lifecycle(const Message& message);
     void handle(Side side, std::span<const std::byte> record);
+    bool runtime_message(Side side, const Message& message);
+    void handle_timer_message(const Message& message);
     void forward(Direction direction, const Message& message);
     bool fire_timers();
+    void go_live();
+    void maybe_snapshot();
+    void take_snapshot();
     void sleep_until_work();
-    Result<void, SendError> publish_on(BusPort* bus, const Outgoing& message);
+    Result<void, SendError> publish_on(BusPort* bus, const Outgoing& message, Origin origin);
+    void fail(const std::string& why);
     template <typename F>
     void guarded(const char* what, F&& f);
+    Envelope envelope() const;
+    Result<void, std::string> restore(std::span<const std::byte> body, std::uint32_t version);
 
     RunnerHost& m_host;
     ModuleId m_id;
@@ -93,33 +161,62 @@ class Runner final : public Env {
     const ModuleKind* m_kind;
     bool m_gateway;
     bool m_eavesdrop;
+    bool m_journals;        // a monitor: reads all published, acknowledges
+    bool m_journal_timers;  // recovers from the journal: timers go through the bus
+    std::uint32_t m_snapshot_every;
     UpPolicy m_policy;
     ModuleId m_parent;
     BusPort* m_parent_bus;
     bool m_report_progress;  // host.wants_progress(), asked once
     InprocBus* m_child_bus;
+    CatchUp* m_catch_up;
     std::unique_ptr<Module> m_module;
     std::thread m_thread;
     std::atomic<bool> m_stop{false};
-    std::atomic<std::uint32_t> m_bell_word{0};
-    std::atomic<std::uint32_t> m_bell_armed{0};
+    std::atomic<bool> m_abandoned{false};
+    std::atomic<bool> m_crash{false};
+    std::string m_crash_why;  // written before m_crash is set
+    std::atomic<bool> m_finished{false};
+    std::mutex m_finish_mutex;
+    std::condition_variable m_finish_cv;
     Doorbell m_bell;
+    StartPlan m_plan;
+    std::uint64_t m_epoch;
     std::uint64_t m_parent_cursor = 1;
     std::uint64_t m_child_cursor = 1;
+    std::atomic<std::uint64_t> m_cursor{0};             // m_parent_cursor, for other threads
+    std::atomic<std::uint64_t> m_child_cursor_seen{0};  // m_child_cursor, likewise
+    bool m_catching_up = false;
+    bool m_catch_up_pending = false;
     std::vector<std::byte> m_record;
     Translation m_translation;
-    std::mt19937_64 m_random;
+    Xoshiro m_random;
+    std::uint64_t m_correlation = 0;
 
-    struct Timer {
-        std::uint64_t period_ns;  // 0 = once
-    };
+    // The event being handled: its time is now_ns().
+    std::uint64_t m_event_ns = 0;
+
+    // Recovery: outputs to drop, and whether the instance is live yet.
+    std::uint64_t m_suppress_left = 0;
+    bool m_live = true;
+    std::uint64_t m_live_at = 0;
+
+    // Snapshots.
+    std::uint64_t m_since_snapshot = 0;
+    std::uint64_t m_snapshot_id = 0;
+    bool m_snapshot_due = false;
+    std::vector<std::byte> m_module_state;
+
     TimerId m_next_timer = 1;
     std::multimap<std::uint64_t, TimerId> m_deadlines;
-    std::unordered_map<TimerId, Timer> m_timers;
+    std::unordered_map<TimerId, TimerState> m_timers;
 
     std::atomic<ModuleState> m_state{ModuleState::created};
     std::atomic<std::uint64_t> m_rx{0}, m_tx{0}, m_seen{0}, m_fwd_up{0}, m_fwd_down{0}, m_denied{0},
-        m_lost{0}, m_invalid{0}, m_send_errors{0};
+        m_lost{0}, m_invalid{0}, m_send_errors{0}, m_caught_up{0}, m_suppressed{0}, m_snapshots{0},
+        m_heartbeat{0};
+    std::uint64_t m_handled = 0;  // inputs handed to the module (messages and timers)
+    std::vector<std::byte> m_chunk;
 };
 
 }  // namespace hmk::detail

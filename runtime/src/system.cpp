@@ -2,17 +2,12 @@
 #include "hmk/runtime/system.hpp"
 
 #include <fmt/core.h>
-
-#include <algorithm>
-#include <condition_variable>
-#include <deque>
-#include <map>
-#include <mutex>
-
 #include <unistd.h>
 
-#include "process_child.hpp"
-#include "runner.hpp"
+#include <algorithm>
+#include <random>
+
+#include "system_impl.hpp"
 
 namespace hmk {
 
@@ -26,6 +21,8 @@ const char* to_string(ModuleState state) {
             return "failed";
         case ModuleState::restarting:
             return "restarting";
+        case ModuleState::recovering:
+            return "recovering";
         case ModuleState::stopped:
             return "stopped";
     }
@@ -42,49 +39,74 @@ const char* to_string(Isolation isolation) {
     return "?";
 }
 
+const char* to_string(RestartPolicy policy) {
+    switch (policy) {
+        case RestartPolicy::permanent:
+            return "permanent";
+        case RestartPolicy::transient:
+            return "transient";
+        case RestartPolicy::temporary:
+            return "temporary";
+    }
+    return "?";
+}
+
+const char* to_string(Strategy strategy) {
+    switch (strategy) {
+        case Strategy::one_for_one:
+            return "one_for_one";
+        case Strategy::one_for_all:
+            return "one_for_all";
+        case Strategy::rest_for_one:
+            return "rest_for_one";
+    }
+    return "?";
+}
+
 const ModuleSpec* SystemSpec::module(ModuleId id) const {
     const auto it = std::find_if(modules.begin(), modules.end(),
                                  [&](const ModuleSpec& m) { return m.id == id; });
     return it == modules.end() ? nullptr : &*it;
 }
 
+const ModuleSpec* SystemSpec::journal_of(BusId bus) const {
+    for (ModuleId id : journals) {
+        const TopologyNode* n = topology.find(id);
+        if (n != nullptr && n->parent == bus) return module(id);
+    }
+    return nullptr;
+}
+
 namespace detail {
 
-/// Mailbox of messages addressed to the root, for operators waiting on replies.
-class RootMailbox {
-  public:
-    void put(const Message& m) {
-        {
-            const std::lock_guard lock(m_mutex);
-            m_messages.push_back(
-                OwnedMessage{m.header, std::vector<std::byte>(m.payload.begin(), m.payload.end())});
-            // Bounded: a flood of messages to the root must not grow memory without end.
-            if (m_messages.size() > k_capacity) m_messages.pop_front();
-        }
-        m_cv.notify_all();
+void RootMailbox::put(const Message& m) {
+    {
+        const std::lock_guard lock(m_mutex);
+        m_messages.push_back(
+            OwnedMessage{m.header, std::vector<std::byte>(m.payload.begin(), m.payload.end())});
+        // Bounded: a flood of messages to the root must not grow memory without end.
+        if (m_messages.size() > k_capacity) m_messages.pop_front();
     }
+    m_cv.notify_all();
+}
 
-    std::optional<OwnedMessage> wait(std::uint64_t correlation, std::chrono::milliseconds timeout) {
-        std::unique_lock lock(m_mutex);
-        std::optional<OwnedMessage> found;
-        m_cv.wait_for(lock, timeout, [&] {
-            const auto it = std::find_if(
-                m_messages.begin(), m_messages.end(),
-                [&](const OwnedMessage& o) { return o.header.correlation == correlation; });
-            if (it == m_messages.end()) return false;
-            found = std::move(*it);
-            m_messages.erase(it);
-            return true;
-        });
-        return found;
-    }
+std::optional<OwnedMessage> RootMailbox::wait(std::uint64_t correlation,
+                                              std::chrono::milliseconds timeout) {
+    std::unique_lock lock(m_mutex);
+    std::optional<OwnedMessage> found;
+    m_cv.wait_for(lock, timeout, [&] {
+        const auto it = std::find_if(
+            m_messages.begin(), m_messages.end(),
+            [&](const OwnedMessage& o) { return o.header.correlation == correlation; });
+        if (it == m_messages.end()) return false;
+        found = std::move(*it);
+        m_messages.erase(it);
+        return true;
+    });
+    return found;
+}
 
-  private:
-    static constexpr std::size_t k_capacity = 4096;
-    std::mutex m_mutex;
-    std::condition_variable m_cv;
-    std::deque<OwnedMessage> m_messages;
-};
+namespace {
 
 /// The microkernel's own module: owns Bus 0 and hands messages addressed to
 /// the root to the operator's mailbox.
@@ -100,153 +122,313 @@ class Microkernel final : public Module {
     RootMailbox& m_mailbox;
 };
 
-class SystemImpl final : public RunnerHost {
-  public:
-    SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
-               const RuntimeOptions& options)
-        : m_spec(spec), m_registry(registry), m_logger(logger) {
-        m_host_setup.host_program = options.host_program;
-        m_host_setup.plugins.push_back(options.std_plugin);
-        for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
-        m_host_setup.system = &m_spec;
-        m_kernel_kind.name = "microkernel";
-        m_kernel_kind.role = Role::gateway;
-        m_kernel_kind.create = [this](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
-            return std::unique_ptr<Module>(std::make_unique<Microkernel>(env, m_mailbox));
-        };
+std::uint64_t entropy() {
+    std::random_device device;
+    return (std::uint64_t{device()} << 32) | device();
+}
+
+}  // namespace
+
+SystemImpl::SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
+                       const RuntimeOptions& options)
+    : m_spec(spec), m_registry(registry), m_logger(logger) {
+    m_host_setup.host_program = options.host_program;
+    m_host_setup.plugins.push_back(options.std_plugin);
+    for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
+    m_host_setup.system = &m_spec;
+    m_kernel_kind.name = "microkernel";
+    m_kernel_kind.role = Role::gateway;
+    m_kernel_kind.create = [this](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
+        return std::unique_ptr<Module>(std::make_unique<Microkernel>(env, m_mailbox));
+    };
+}
+
+SystemImpl::~SystemImpl() {
+    stop();
+    // A runner abandoned in a hung handler may still touch its buses should
+    // it ever return: they, and it, are kept for the life of the process.
+    bool abandoned = false;
+    for (const auto& s : m_slots) abandoned = abandoned || !s->abandoned.empty();
+    if (abandoned) {
+        for (auto& [id, bus] : m_buses) (void)bus.release();
+        for (auto& s : m_slots) {
+            for (auto& r : s->abandoned) (void)r.release();
+        }
+    }
+}
+
+Result<void, std::string> SystemImpl::build() {
+    const Topology& topo = m_spec.topology;
+    // Journals first: a journaled bus continues after its journal's last record.
+    for (ModuleId id : m_spec.journals) {
+        const ModuleSpec* monitor = m_spec.module(id);
+        const BusId bus = topo.find(id)->parent;
+        auto journal = std::make_unique<BusJournal>(*monitor, bus);
+        if (auto opened = journal->open(m_logger); !opened) {
+            return Err{
+                fmt::format("{}: journal {}: {}", monitor->path, journal->dir(), opened.error())};
+        }
+        m_journals.emplace(bus, std::move(journal));
+    }
+    auto make_bus = [&](BusId id, const std::string& name, const BusSpec& b) {
+        BusSettings s{b.capacity, b.max_payload, b.up};
+        const auto j = m_journals.find(id);
+        if (j != m_journals.end()) {
+            s.first_seq = j->second->last_seq() + 1;
+            if (j->second->durable()) s.commit = CommitMode::explicit_;
+        }
+        auto bus = std::make_unique<InprocBus>(id, name, s, topo, m_logger);
+        if (j != m_journals.end()) {
+            bus->set_journal(j->second->monitor(), j->second->stall_ms());
+            j->second->set_max_payload(b.max_payload);
+        }
+        m_buses.emplace(id, std::move(bus));
+    };
+    make_bus(k_root_id, "Bus 0", m_spec.root_bus);
+    for (const ModuleSpec& m : m_spec.modules) {
+        const TopologyNode* n = topo.find(m.id);
+        if (n != nullptr && n->is_gateway()) make_bus(m.id, m.path, m.bus);
     }
 
-    Result<void, std::string> build() {
-        const Topology& topo = m_spec.topology;
-        auto bus_settings = [](const BusSpec& b) {
-            return BusSettings{b.capacity, b.max_payload, b.up};
-        };
-        m_buses.emplace(k_root_id, std::make_unique<InprocBus>(
-                                       k_root_id, "Bus 0", bus_settings(m_spec.root_bus), topo));
-        for (const ModuleSpec& m : m_spec.modules) {
-            const TopologyNode* n = topo.find(m.id);
-            if (n != nullptr && n->is_gateway()) {
-                m_buses.emplace(
-                    m.id, std::make_unique<InprocBus>(m.id, m.path, bus_settings(m.bus), topo));
+    // Slots, in preorder, and a supervisor for every gateway.
+    for (const TopologyNode& n : topo.nodes()) {
+        auto s = std::make_unique<ModuleSlot>();
+        s->id = n.id;
+        if (n.id == k_root_id) {
+            s->kind = &m_kernel_kind;
+        } else {
+            s->spec = m_spec.module(n.id);
+            s->kind = s->spec != nullptr ? m_registry.find(s->spec->kind) : nullptr;
+            if (s->kind == nullptr) {
+                return Err{
+                    fmt::format("{}: no module kind '{}'", n.path, s->spec ? s->spec->kind : "?")};
             }
+            s->parent_bus = m_buses.at(n.parent).get();
+            const auto j = m_journals.find(n.parent);
+            s->journal = j != m_journals.end() ? j->second.get() : nullptr;
+            s->is_monitor = s->journal != nullptr && s->journal->monitor() == n.id;
+            s->process = s->spec->isolation == Isolation::process;
         }
-        for (const TopologyNode& n : topo.nodes()) {
-            InprocBus* child = n.is_gateway() ? m_buses.at(n.id).get() : nullptr;
-            if (n.id == k_root_id) {
-                m_runners.push_back(
-                    std::make_unique<Runner>(*this, nullptr, &m_kernel_kind, nullptr, child));
-                continue;
-            }
-            const ModuleSpec* spec = m_spec.module(n.id);
-            const ModuleKind* kind = spec != nullptr ? m_registry.find(spec->kind) : nullptr;
-            if (kind == nullptr) {
-                return Err{fmt::format("{}: no module kind '{}'", n.path, spec ? spec->kind : "?")};
-            }
-            if (spec->isolation == Isolation::process) {
-                // Its parent bus's pump starts and serves it (see UplinkPump).
-                InprocBus& bus = *m_buses.at(n.parent);
-                auto& pump = m_pumps[n.parent];
-                if (!pump) {
-                    const ModuleSpec* owner = m_spec.module(n.parent);
-                    pump = std::make_unique<UplinkPump>(
-                        bus, *this, m_host_setup,
-                        owner != nullptr ? owner->supervisor : m_spec.root_supervisor);
-                }
-                if (auto added = pump->add(*spec); !added) {
-                    return Err{
-                        fmt::format("{}: cannot prepare its process: {}", n.path, added.error())};
-                }
-                ++m_process_modules;
-                continue;
-            }
-            m_runners.push_back(
-                std::make_unique<Runner>(*this, spec, kind, m_buses.at(n.parent).get(), child));
+        if (n.is_gateway()) {
+            s->child_bus = m_buses.at(n.id).get();
+            auto sup = std::make_unique<Supervisor>();
+            sup->owner = s.get();
+            sup->bus = s->child_bus;
+            const auto j = m_journals.find(n.id);
+            sup->journal = j != m_journals.end() ? j->second.get() : nullptr;
+            sup->spec = n.id == k_root_id ? m_spec.root_supervisor : s->spec->supervisor;
+            s->own_sup = sup.get();
+            m_supervisors.emplace(n.id, std::move(sup));
         }
+        m_slots.push_back(std::move(s));
+    }
+    for (auto& s : m_slots) {
+        if (s->id == k_root_id) continue;
+        Supervisor& sup = *m_supervisors.at(topo.find(s->id)->parent);
+        s->parent_sup = &sup;
+        sup.children.push_back(s.get());
+        if (s->process) {
+            auto& pump = m_pumps[topo.find(s->id)->parent];
+            if (!pump) {
+                pump =
+                    std::make_unique<UplinkPump>(*s->parent_bus, *this, m_host_setup, s->journal);
+            }
+            if (auto added = pump->add(*s->spec); !added) {
+                return Err{fmt::format("{}: cannot prepare its process: {}", s->spec->path,
+                                       added.error())};
+            }
+            s->pump = pump.get();
+            continue;
+        }
+        // An in-process module sleeps on its slot's bell, which its buses ring.
+        const Doorbell bell{&s->bell_word, &s->bell_armed, platform::FutexScope::process};
+        s->parent_bus->subscribe(bell);
+        if (s->child_bus != nullptr) s->child_bus->subscribe(bell);
+        if (s->journal != nullptr && !s->is_monitor) {
+            s->catch_up = std::make_unique<JournalCatchUp>(*s->journal, m_logger, s->spec->path);
+        }
+    }
+    ModuleSlot& root = *m_slots.front();
+    root.child_bus->subscribe(Doorbell{&root.bell_word, &root.bell_armed});
+    return {};
+}
+
+Result<void, std::string> SystemImpl::start() {
+    m_expected = m_slots.size();
+    m_sup_thread = std::thread([this] { supervise_loop(); });
+    // Parents before children: a child relies on its parent, never the reverse.
+    for (auto& s : m_slots) {
+        if (!s->process) start_instance(*s);
+    }
+    for (auto& s : m_slots) {
+        if (s->process) {
+            s->epoch.store(1);
+            s->state.store(ModuleState::running);
+        }
+    }
+    for (auto& [bus, pump] : m_pumps) pump->start();
+    std::unique_lock lock(m_start_mutex);
+    m_start_cv.wait(lock, [&] { return m_started >= m_expected; });
+    if (!m_start_failures.empty()) {
+        lock.unlock();
+        stop();
+        std::string list;
+        for (ModuleId id : m_start_failures) {
+            list += (list.empty() ? "" : ", ") + m_spec.topology.find(id)->path;
+        }
+        return Err{"modules failed to start: " + list};
+    }
+    m_booted.store(true);
+    std::size_t processes = 0;
+    for (const auto& s : m_slots) processes += s->process ? 1u : 0u;
+    m_logger.log(
+        LogLevel::info, "hmk",
+        fmt::format(
+            "system '{}' up: {} modules ({} in processes of their own), {} buses"
+            "{}",
+            m_spec.name, m_slots.size(), processes, m_buses.size(),
+            m_journals.empty() ? std::string() : fmt::format(", {} journaled", m_journals.size())));
+    return {};
+}
+
+void SystemImpl::stop() {
+    if (m_stopped.exchange(true)) return;
+    // No more restarts from here on.
+    {
+        const std::lock_guard lock(m_sup_mutex);
+        m_sup_stop = true;
+    }
+    m_sup_cv.notify_all();
+    if (m_sup_thread.joinable()) m_sup_thread.join();
+    // Nothing waits for a journal any more: the monitors stop with the rest.
+    for (auto& [id, bus] : m_buses) {
+        if (bus->journal_module() != k_no_module) bus->close_gate();
+    }
+    // Children before parents, so a parent outlives everything that relies on
+    // it. Process modules are leaves: they go first.
+    for (auto& [bus, pump] : m_pumps) pump->stop();
+    for (auto it = m_slots.rbegin(); it != m_slots.rend(); ++it) {
+        ModuleSlot& s = **it;
+        if (s.runner == nullptr) continue;
+        s.runner->request_stop();
+        if (!s.runner->join(std::chrono::seconds(2))) {
+            m_logger.log(LogLevel::error, s.spec != nullptr ? s.spec->path : "/",
+                         "does not stop (hangs in a handler): abandoned");
+            s.runner->abandon();
+            s.abandoned.push_back(std::move(s.runner));
+        }
+    }
+}
+
+ModuleSlot* SystemImpl::slot(ModuleId id) const {
+    for (const auto& s : m_slots) {
+        if (s->id == id) return s.get();
+    }
+    return nullptr;
+}
+
+ModuleStats SystemImpl::module_stats(ModuleId id) const {
+    const ModuleSlot* s = slot(id);
+    if (s == nullptr) return ModuleStats{};
+    ModuleStats out;
+    if (s->process) {
+        out = s->pump->stats(id);
+    } else {
+        const std::shared_lock lock(m_instances);
+        if (s->runner != nullptr) out = s->runner->stats();
+    }
+    out.restarts = s->restarts.load();
+    const ModuleState supervised = s->state.load();
+    if (supervised == ModuleState::restarting || supervised == ModuleState::stopped ||
+        (supervised == ModuleState::failed && out.state != ModuleState::stopped)) {
+        if (!(supervised == ModuleState::stopped && out.state == ModuleState::failed))
+            out.state = supervised;
+    }
+    if (out.epoch == 0) out.epoch = s->epoch.load();
+    return out;
+}
+
+Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, ModuleId from) {
+    Outgoing out = message;
+    if (out.correlation == 0) out.correlation = next_correlation();
+    ModuleSlot* s = slot(from);
+    if (s == nullptr) return Err{SendError::unknown_destination};
+    if (!s->process) {
+        const std::shared_lock lock(m_instances);
+        if (s->runner == nullptr) return Err{SendError::stopped};
+        if (auto sent = s->runner->send_as(out); !sent) return Err{sent.error()};
+        return out.correlation;
+    }
+    // A module in another process: its bus owner publishes on its behalf,
+    // through the same checks as the module's own messages.
+    Header h = header_for(from, out);
+    h.flags = static_cast<std::uint16_t>(h.flags | k_flag_operator);
+    if (auto sent = s->pump->bus().publish(h, out.payload, from); !sent) return Err{sent.error()};
+    return out.correlation;
+}
+
+Result<void, std::string> SystemImpl::kill(ModuleId id) {
+    ModuleSlot* s = slot(id);
+    if (s == nullptr || s->spec == nullptr) return Err{std::string("no such module (or the root)")};
+    if (s->state.load() != ModuleState::running)
+        return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};
+    if (s->process) {
+        s->pump->kill(id, "killed by the operator");
         return {};
     }
+    const std::shared_lock lock(m_instances);
+    if (s->runner == nullptr) return Err{s->spec->path + " has no instance"};
+    s->runner->crash("killed by the operator");
+    return {};
+}
 
-    Result<void, std::string> start() {
-        // Parents before children: a child relies on its parent, never the reverse.
-        for (auto& r : m_runners) r->start();
-        for (auto& [bus, pump] : m_pumps) pump->start();
-        std::unique_lock lock(m_start_mutex);
-        m_start_cv.wait(lock, [&] { return m_started == m_runners.size() + m_process_modules; });
-        if (!m_start_failures.empty()) {
-            lock.unlock();
-            stop();
-            std::string list;
-            for (ModuleId id : m_start_failures) {
-                list += (list.empty() ? "" : ", ") + m_spec.topology.find(id)->path;
-            }
-            return Err{"modules failed to start: " + list};
+std::optional<std::string> SystemImpl::failure() const {
+    const std::lock_guard lock(m_failure_mutex);
+    return m_failure;
+}
+
+bool SystemImpl::wait_failure(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(m_failure_mutex);
+    return m_failure_cv.wait_for(lock, timeout, [&] { return m_failure.has_value(); });
+}
+
+void SystemImpl::started(ModuleId id, bool ok) {
+    if (m_booted.load()) {
+        // A new instance that could not come up is a failure like any other.
+        if (!ok) {
+            const ModuleSlot* s = slot(id);
+            post(FailureEvent{id, s != nullptr ? s->epoch.load() : 0, "could not start", false,
+                              true});
         }
-        m_logger.log(
-            LogLevel::info, "hmk",
-            fmt::format("system '{}' up: {} modules ({} in processes of their own), {} buses",
-                        m_spec.name, m_runners.size() + m_process_modules, m_process_modules,
-                        m_buses.size()));
-        return {};
+        return;
     }
-
-    void stop() {
-        // Children before parents, so a parent outlives everything that relies on
-        // it. Process modules are leaves: they go first.
-        for (auto& [bus, pump] : m_pumps) pump->stop();
-        for (auto it = m_runners.rbegin(); it != m_runners.rend(); ++it) {
-            (*it)->request_stop();
-            (*it)->join();
-        }
+    {
+        const std::lock_guard lock(m_start_mutex);
+        ++m_started;
+        if (!ok) m_start_failures.push_back(id);
     }
+    m_start_cv.notify_all();
+}
 
-    UplinkPump* pump_of(ModuleId id) const {
-        for (const auto& [bus, pump] : m_pumps) {
-            if (pump->owns(id)) return pump.get();
-        }
-        return nullptr;
-    }
+void SystemImpl::failed(ModuleId id, std::uint64_t epoch, const std::string& why) {
+    post(FailureEvent{id, epoch, why, false, false});
+}
 
-    Runner* runner(ModuleId id) const {
-        for (const auto& r : m_runners) {
-            if (r->module_id() == id) return r.get();
-        }
-        return nullptr;
-    }
+void SystemImpl::child_failed(ModuleId id, std::uint64_t epoch, const std::string& why,
+                              bool normal_exit, bool at_start) {
+    post(FailureEvent{id, epoch, why, normal_exit, at_start});
+}
 
-    // RunnerHost
-    Logger& logger() override { return m_logger; }
-    const Topology& topology() const override { return m_spec.topology; }
-    std::uint64_t next_correlation() override { return m_correlation.fetch_add(1) + 1; }
-    void started(ModuleId id, bool ok) override {
-        {
-            const std::lock_guard lock(m_start_mutex);
-            ++m_started;
-            if (!ok) m_start_failures.push_back(id);
-        }
-        m_start_cv.notify_all();
-    }
-
-    SystemSpec m_spec;
-    const Registry& m_registry;
-    Logger& m_logger;
-    std::map<BusId, std::unique_ptr<InprocBus>> m_buses;
-    RootMailbox m_mailbox;
-    HostSetup m_host_setup;
-    // Declared after the buses and mailbox they use, so destroyed (joined) first.
-    std::map<BusId, std::unique_ptr<UplinkPump>> m_pumps;
-    std::size_t m_process_modules = 0;
-    std::vector<std::unique_ptr<Runner>> m_runners;  // preorder
-    ModuleKind m_kernel_kind;
-    std::atomic<std::uint64_t> m_correlation{0};
-    std::mutex m_start_mutex;
-    std::condition_variable m_start_cv;
-    std::size_t m_started = 0;
-    std::vector<ModuleId> m_start_failures;
-};
+StartPlan SystemImpl::plan(const ModuleSpec& spec, std::uint64_t epoch) {
+    ModuleSlot* s = slot(spec.id);
+    StartPlan p =
+        plan_start(spec, *s->parent_bus, s->journal, epoch, s->snapshot_at_most.load(), entropy(),
+                   m_booted.load() ? 0 : s->parent_bus->ring().first(), m_logger);
+    s->restored_from.store(p.restore ? p.from_seq - 1 : 0);
+    return p;
+}
 
 }  // namespace detail
-}  // namespace hmk
-
-namespace hmk {
 
 System::System(std::unique_ptr<detail::SystemImpl> impl) : m_impl(std::move(impl)) {}
 System::~System() {
@@ -284,20 +466,7 @@ void System::stop() {
 }
 
 Result<std::uint64_t, SendError> System::inject(const Outgoing& message, ModuleId from) {
-    Outgoing out = message;
-    if (out.correlation == 0) out.correlation = m_impl->next_correlation();
-    if (detail::Runner* r = m_impl->runner(from)) {
-        if (auto sent = r->send_as(out); !sent) return Err{sent.error()};
-        return out.correlation;
-    }
-    // A module in another process: its bus owner publishes on its behalf,
-    // through the same checks as the module's own messages.
-    detail::UplinkPump* pump = m_impl->pump_of(from);
-    if (pump == nullptr) return Err{SendError::unknown_destination};
-    if (auto sent = pump->bus().publish(header_for(from, out), out.payload, from); !sent) {
-        return Err{sent.error()};
-    }
-    return out.correlation;
+    return m_impl->inject(message, from);
 }
 
 std::optional<OwnedMessage> System::wait_for_root(std::uint64_t correlation,
@@ -313,9 +482,19 @@ const Topology& System::topology() const {
 }
 
 ModuleStats System::module_stats(ModuleId id) const {
-    if (const detail::Runner* r = m_impl->runner(id)) return r->stats();
-    if (const detail::UplinkPump* p = m_impl->pump_of(id)) return p->stats(id);
-    return ModuleStats{};
+    return m_impl->module_stats(id);
+}
+
+std::optional<std::string> System::failure() const {
+    return m_impl->failure();
+}
+
+Result<void, std::string> System::kill(ModuleId id) {
+    return m_impl->kill(id);
+}
+
+bool System::wait_failure(std::chrono::milliseconds timeout) {
+    return m_impl->wait_failure(timeout);
 }
 
 std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_report() const {
@@ -332,8 +511,8 @@ std::vector<BusStats> System::bus_stats() const {
         const auto it = m_impl->m_buses.find(n.id);
         if (it == m_impl->m_buses.end()) continue;
         const detail::InprocBus& b = *it->second;
-        out.push_back(BusStats{b.id(), b.name(), b.ring().head(), b.bytes(), b.rejected(),
-                               b.ring().slot_count()});
+        out.push_back(BusStats{b.id(), b.name(), b.ring().head() + 1 - b.ring().first(), b.bytes(),
+                               b.rejected(), b.ring().slot_count(), b.ring().head()});
     }
     return out;
 }

@@ -53,15 +53,7 @@ quota = {{ messages_per_s = 2000, grace_ms = 300, memory = 268435456 }}
                        HMK_TEST_PLUGIN, k_messages, mode);
 }
 
-std::string read_all(std::FILE* f) {
-    std::fflush(f);
-    std::rewind(f);
-    std::string text;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-    return text;
-}
+using testing::read_all;
 
 struct Attack {
     const char* mode;
@@ -157,71 +149,6 @@ INSTANTIATE_TEST_SUITE_P(
         Attack{"syscall_ptrace", ModuleState::failed, "killed by SIGSYS (a forbidden system call)"},
         Attack{"alloc", ModuleState::failed, "exited with status 1", true}),
     [](const auto& p) { return std::string(p.param.mode); });
-
-// one_for_one supervision: a permanent child is restarted after each crash,
-// with backoff, until the gateway's intensity is exceeded; then its parent
-// gives it up and the rest of the system goes on.
-TEST(SupervisionTest, CrashedChildIsRestartedWithinTheIntensity) {
-    testing::RecordBook book;
-    Registry reg = testing::test_registry(book);
-    std::FILE* log = std::tmpfile();
-    auto b = testing::boot(fmt::format(R"(
-[system]
-plugins = ["{}"]
-[[module]]
-path = "/g"
-kind = "gateway"
-supervisor = {{ strategy = "one_for_one", intensity = 2, period_ms = 60000, backoff_ms = 5 }}
-[[module]]
-path = "/g/evil"
-kind = "evil"
-isolation = "process"
-restart = "permanent"
-config = {{ mode = "crash" }}
-[[module]]
-path = "/g/echo"
-kind = "echo"
-)",
-                                       HMK_TEST_PLUGIN),
-                           reg, log, LogLevel::info);
-    const ModuleId evil = b->id("/g/evil");
-    auto ping = [&](ModuleId to) {
-        Outgoing p;
-        p.destination = to;
-        p.type = msg::k_ping;
-        auto corr = b->system->inject(p);
-        return corr && b->system->wait_for_root(*corr, std::chrono::seconds(10)).has_value();
-    };
-    Outgoing crash;
-    crash.destination = evil;
-    crash.type = msg::k_data;
-    for (std::uint64_t round = 1; round <= 2; ++round) {
-        ASSERT_TRUE(b->system->inject(crash).has_value());
-        ASSERT_TRUE(testing::eventually([&] {
-            const ModuleStats s = b->system->module_stats(evil);
-            return s.restarts == round && s.state == ModuleState::running;
-        })) << "restart "
-            << round << " did not happen; state " << to_string(b->system->module_stats(evil).state);
-        EXPECT_TRUE(ping(evil)) << "the restarted instance does not answer";
-    }
-    ASSERT_TRUE(b->system->inject(crash).has_value());
-    ASSERT_TRUE(testing::eventually(
-        [&] { return b->system->module_stats(evil).state == ModuleState::failed; }));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // no further restart is scheduled
-    EXPECT_EQ(b->system->module_stats(evil).state, ModuleState::failed);
-    EXPECT_EQ(b->system->module_stats(evil).restarts, 2u);
-    EXPECT_TRUE(ping(b->id("/g/echo"))) << "a sibling stopped answering";
-    b->system->stop();
-    const std::string text = read_all(log);
-    std::fclose(log);
-    EXPECT_NE(text.find("restarting in 5 ms (restart 1 of at most 2"), std::string::npos) << text;
-    EXPECT_NE(text.find("restarting in 10 ms (restart 2 of at most 2"), std::string::npos) << text;
-    EXPECT_NE(
-        text.find(
-            "restart intensity exceeded (2 restarts within 60000 ms): its parent gives it up"),
-        std::string::npos)
-        << text;
-}
 
 // Lifecycle control is the parent's alone (DESIGN.md section 4).
 TEST(IsolationTest, OnlyTheParentMayStopAModule) {

@@ -18,6 +18,7 @@
 #include "hmk/runtime/module.hpp"
 #include "hmk/runtime/module_host.hpp"
 #include "hmk/uplink_ring.hpp"
+#include "ledger_module.hpp"
 
 namespace {
 
@@ -40,6 +41,10 @@ class Evil final : public Module {
             std::abort();
         } else if (mode == "exit") {
             std::_Exit(3);
+        } else if (mode == "exit0") {
+            std::_Exit(0);
+        } else if (mode == "sleep") {
+            for (;;) usleep(100000);  // hangs without burning a core
         } else if (mode == "throw") {
             throw std::runtime_error("evil throws");
         } else if (mode == "hang") {
@@ -154,13 +159,15 @@ class Evil final : public Module {
 }  // namespace
 
 extern "C" void hmk_register_modules(hmk::Registry& registry) {
+    hmk::testing::add_ledger(registry);
     registry.add<Evil>(
         "evil", "a hostile module for isolation tests: attacks when it gets an addressed message",
         Role::leaf,
         {ConfigKey("mode", ConfigType::string, std::string("crash"), "the attack")
-             .one_of({"crash", "abort", "exit", "throw", "hang", "flood", "forge_sender",
-                      "forge_forward", "garbage", "huge_length", "scribble", "write_bus",
-                      "syscall_open", "syscall_socket", "syscall_fork", "syscall_execve",
-                      "syscall_ptrace", "alloc"}),
+             .one_of({"crash",        "abort",          "exit",           "exit0",
+                      "sleep",        "throw",          "hang",           "flood",
+                      "forge_sender", "forge_forward",  "garbage",        "huge_length",
+                      "scribble",     "write_bus",      "syscall_open",   "syscall_socket",
+                      "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc"}),
          ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as")});
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -96,6 +97,17 @@ inline Registry test_registry(RecordBook& book) {
                          return std::unique_ptr<Module>(std::make_unique<Thrower>(env));
                      }});
     return r;
+}
+
+/// Everything written to `f` so far (a log in a tmpfile).
+inline std::string read_all(std::FILE* f) {
+    std::fflush(f);
+    std::rewind(f);
+    std::string text;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+    return text;
 }
 
 /// Waits until `done()` holds, polling; false after `limit`.

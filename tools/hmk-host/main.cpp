@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
     CLI::App app{
         "hmk-host: runs one hmk module in a sandboxed process of its own.\n"
         "Started by the module's parent, which hands it the bus ring, the uplink region,\n"
-        "an eventfd and the system description on fds 3, 4, 5 and 6."};
+        "an eventfd, the system description and its journal feed on fds 3 to 7, and\n"
+        "a snapshot to restore on fd 8 (with --snapshot-size)."};
     app.add_option("--module", o.module, "path of the module to run")->required();
     app.add_option("--plugin", o.plugins, "shared object with module kinds (repeatable)")
         ->required();
@@ -21,6 +22,14 @@ int main(int argc, char** argv) {
     app.add_option("--text-size", o.text_size, "bytes of the system description on fd 6")
         ->required();
     app.add_option("--log-level", o.log_level, "debug, info, warn or error");
+    app.add_option("--epoch", o.epoch, "number of this instance of the module");
+    app.add_option("--seed", o.seed, "seed of the module's randomness");
+    app.add_option("--suppress", o.suppress,
+                   "its first N messages are on the bus already (recovery)");
+    app.add_option("--live-at", o.live_at, "timers and snapshots resume after this seq (recovery)");
+    app.add_option("--start-ns", o.start_ns, "the time on_start sees");
+    app.add_option("--snapshot-size", o.snapshot_size, "bytes of the snapshot on fd 8 to restore");
+    app.add_option("--state-version", o.state_version, "state format of that snapshot");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

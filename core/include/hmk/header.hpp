@@ -26,8 +26,12 @@ inline constexpr std::uint8_t k_max_hops = 64;
 enum HeaderFlag : std::uint16_t {
     k_flag_reply = 1u << 0,  ///< answers the request with the same correlation id
     k_flag_error = 1u << 1,  ///< a reply that reports failure; payload says why
+    /// Sent by the operator with the sender's authority (hmk run scripts,
+    /// control commands), not by the sender's own code; recovery does not
+    /// count it among the module's outputs. Only the runtime sets it.
+    k_flag_operator = 1u << 2,
 };
-inline constexpr std::uint16_t k_known_flags = k_flag_reply | k_flag_error;
+inline constexpr std::uint16_t k_known_flags = k_flag_reply | k_flag_error | k_flag_operator;
 
 /// Decoded message header. Fields marked "owner" are stamped by the bus owner
 /// when it publishes the message and are never taken from the sender.

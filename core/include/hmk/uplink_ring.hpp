@@ -22,8 +22,26 @@ struct alignas(64) UplinkStats {
     std::atomic<std::uint64_t> lost{0};
     std::atomic<std::uint64_t> invalid{0};
     std::atomic<std::uint64_t> send_errors{0};
+    std::atomic<std::uint64_t> caught_up{0};
+    std::atomic<std::uint64_t> suppressed{0};
+    std::atomic<std::uint64_t> snapshots{0};
     std::atomic<std::uint32_t> state{0};
     std::atomic<std::uint32_t> sandbox{0};  ///< k_sandbox_* bits the host closed
+};
+
+/// What a child tells its parent about where it is, in its uplink region.
+/// Written by the child, so the parent uses these only for decisions that
+/// concern that child alone: a child that lies can only starve or stall itself.
+struct alignas(64) UplinkProgress {
+    /// Seq of the last heartbeat the child's runtime handled (hang detection).
+    std::atomic<std::uint64_t> heartbeat{0};
+    /// Seq of the first bus message the child needs from its journal feed
+    /// (it fell behind the bus ring, or recovers from the journal); 0: none.
+    std::atomic<std::uint64_t> want_from{0};
+    /// Feed records the child has taken (flow control of the feed).
+    std::atomic<std::uint64_t> feed_read{0};
+    /// The child's input cursor on its parent bus (next seq it will handle).
+    std::atomic<std::uint64_t> cursor{0};
 };
 
 /// Sandbox layers a module host reports having closed (UplinkStats::sandbox).
@@ -89,6 +107,7 @@ class UplinkRing {
 
     UplinkBells& bells() const;
     UplinkStats& stats() const;
+    UplinkProgress& progress() const;
     std::uint32_t slot_count() const { return m_slot_count; }
     std::uint32_t max_message() const {
         return static_cast<std::uint32_t>(k_header_size) + m_max_payload;

@@ -39,7 +39,13 @@ TEST(BusTest, AllReceiversSeeOneTotalOrderUnderConcurrentSenders) {
             if (book.of(b->id(r)).size() < k_senders * k_each) return false;
         }
         return true;
-    })) << "not every receiver got every message";
+    })) << "not every receiver got every message: "
+        << [&] {
+               std::string counts;
+               for (const auto& r : receivers)
+                   counts += fmt::format("{}={} ", r, book.of(b->id(r)).size());
+               return counts;
+           }();
     b->system->stop();
 
     std::vector<std::pair<ModuleId, std::uint64_t>> reference;
@@ -124,7 +130,8 @@ TEST(BusTest, OwnerRefusesForeignAndForgedPublishers) {
     const ModuleId g = topo->find("/g")->id, a = topo->find("/g/a")->id,
                    bb = topo->find("/g/b")->id, h = topo->find("/h")->id,
                    x = topo->find("/h/x")->id;
-    detail::InprocBus bus(g, "/g", detail::BusSettings{16, 32, {}}, *topo);
+    Logger logger(stderr, LogLevel::warn);
+    detail::InprocBus bus(g, "/g", detail::BusSettings{16, 32, {}}, *topo, logger);
 
     Header msg;
     msg.sender = a;

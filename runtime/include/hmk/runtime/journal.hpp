@@ -3,12 +3,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "hmk/journal_format.hpp"
 #include "hmk/result.hpp"
+#include "hmk/snapshot_format.hpp"
 
 namespace hmk {
 
@@ -29,6 +31,8 @@ struct JournalOptions {
     std::uint32_t max_payload = k_max_payload;
 };
 
+const char* to_string(FsyncPolicy policy);
+
 /// Appends a bus's messages to segment files `DIR/seg-<first seq>.hmkj`.
 /// Single-threaded: one writer (the bus's monitor) per directory.
 class JournalWriter {
@@ -47,25 +51,147 @@ class JournalWriter {
     Result<void, std::string> append(std::span<const std::byte> message, std::uint64_t seq);
     /// Writes out buffered records and fdatasyncs (whatever the policy).
     Result<void, std::string> sync();
+    /// Writes out buffered records (no fdatasync): readers of the files see them.
+    Result<void, std::string> flush();
     /// For `interval`: sync if the interval since the oldest unsynced append passed.
     Result<void, std::string> tick(std::uint64_t now_ns);
+    /// Makes what was appended as durable as the policy promises: `always`
+    /// syncs, the others write out (so readers see it). Then written_seq() is last_seq().
+    Result<void, std::string> commit();
 
     std::uint64_t last_seq() const { return m_last_seq; }
+    /// The last seq written to the files (readable by a JournalReader).
+    std::uint64_t written_seq() const { return m_written_seq; }
+    /// The last seq fdatasync'ed.
+    std::uint64_t synced_seq() const { return m_synced_seq; }
     const std::string& repaired() const { return m_repaired; }
+    const JournalOptions& options() const { return m_options; }
+    /// Where the record of `seq` starts, if it was appended recently (a few
+    /// million records back): its segment's first seq and the offset of a
+    /// record at or before it. {0, 0} if unknown.
+    std::pair<std::uint64_t, std::uint64_t> locate(std::uint64_t seq) const;
 
   private:
     explicit JournalWriter(JournalOptions options) : m_options(std::move(options)) {}
     Result<void, std::string> start_segment(std::uint64_t first_seq);
-    Result<void, std::string> flush();
 
     JournalOptions m_options;
     int m_fd = -1;
+    std::uint64_t m_segment_first = 0;
     std::uint64_t m_segment_size = 0;
     std::uint64_t m_last_seq = 0;
+    std::uint64_t m_buffered_seq = 0;  // last seq in m_buffer
+    std::uint64_t m_written_seq = 0;
+    std::uint64_t m_synced_seq = 0;
     std::uint64_t m_unsynced_since_ns = 0;
     std::vector<std::byte> m_buffer;
     std::string m_repaired;
+    // Sparse index of recent records: every k_index_every-th record's seq,
+    // segment and offset (bounded).
+    static constexpr std::uint64_t k_index_every = 256;
+    static constexpr std::size_t k_index_max = 1 << 16;
+    struct IndexEntry {
+        std::uint64_t seq, segment, offset;
+    };
+    std::vector<IndexEntry> m_index;
 };
+
+/// What repair_journal() did.
+struct JournalRepair {
+    std::uint64_t last_seq = 0;  ///< of the last valid record (0: the journal is empty)
+    std::string report;          ///< "" when nothing was damaged
+};
+
+/// Makes `dir` a clean prefix of what it held: finds the first damaged
+/// record (a torn tail after a crash, a bit flip, a gap), keeps everything
+/// before it, and moves the damaged rest into `dir/damaged-<time>/` (never
+/// deletes it). Creates `dir` if missing.
+Result<JournalRepair, std::string> repair_journal(const std::string& dir);
+
+/// Reads a journal from a given sequence number on, record by record, while
+/// its monitor may still append to it. Reads files in blocks through its own
+/// buffer; checks every record it returns (length, CRC, header, sequence).
+/// A damaged or missing journal never crashes it. One thread at a time.
+class JournalReader {
+  public:
+    enum class Status : std::uint8_t {
+        ok,       ///< `record` holds the next message
+        end,      ///< nothing more for now (the writer may append more later)
+        missing,  ///< the journal does not hold the wanted seq: see missing_last()
+        damaged,  ///< a damaged record; problem() says where
+    };
+
+    explicit JournalReader(std::string dir, std::uint32_t max_payload = k_max_payload);
+    JournalReader(JournalReader&&) noexcept;
+    JournalReader& operator=(JournalReader&&) noexcept;
+    JournalReader(const JournalReader&) = delete;
+    JournalReader& operator=(const JournalReader&) = delete;
+    ~JournalReader();
+
+    /// The next record next() returns is `seq`. A hint (from
+    /// JournalWriter::locate or a snapshot file) lets it start scanning there
+    /// instead of at the segment's start.
+    void seek(std::uint64_t seq, std::uint64_t hint_segment = 0, std::uint64_t hint_offset = 0);
+    /// The record of the wanted seq; then the wanted seq moves on by one.
+    /// `record.message` is valid until the next call.
+    Status next(JournalRecord& record);
+    /// The wanted seq (the one the next ok will carry).
+    std::uint64_t position() const { return m_want; }
+    /// With Status::missing: the last seq of the missing range (from position()).
+    /// When the journal ends before position(), it is 0.
+    std::uint64_t missing_last() const { return m_missing_last; }
+    const std::string& problem() const { return m_problem; }
+
+  private:
+    bool open_segment_for(std::uint64_t seq);
+    Status fill(std::size_t need);
+
+    std::string m_dir;
+    std::uint32_t m_max_payload;
+    std::uint64_t m_want = 1;
+    int m_fd = -1;
+    std::uint64_t m_segment_first = 0;
+    std::uint64_t m_file_pos = 0;  // file offset of m_buffer[0]
+    std::size_t m_pos = 0;         // parse position in m_buffer
+    std::vector<std::byte> m_buffer;
+    std::size_t m_len = 0;  // valid bytes in m_buffer
+    std::uint64_t m_hint_segment = 0, m_hint_offset = 0;
+    std::uint64_t m_missing_last = 0;
+    std::string m_problem;
+};
+
+// --- snapshots ------------------------------------------------------------
+
+/// A snapshot file found in a journal directory.
+struct SnapshotFile {
+    std::string path;
+    ModuleId module = k_no_module;
+    std::uint64_t input_seq = 0;
+};
+/// The snapshot files of `dir` (of `module` only, unless it is k_no_module),
+/// newest input seq last. Only names are looked at.
+Result<std::vector<SnapshotFile>, std::string> list_snapshots(const std::string& dir,
+                                                              ModuleId module = k_no_module);
+
+struct LoadedSnapshot {
+    std::string path;
+    SnapshotFileHeader header;
+    std::vector<std::byte> body;
+};
+/// The newest snapshot of `module` in `dir` that checks out whole (header,
+/// size, CRC) and whose input seq is at most `at_most`. Damaged files are
+/// passed over, each with a line in `skipped`.
+std::optional<LoadedSnapshot> load_latest_snapshot(const std::string& dir, ModuleId module,
+                                                   std::vector<std::string>* skipped = nullptr,
+                                                   std::uint64_t at_most = UINT64_MAX);
+
+/// Writes a snapshot file atomically (temporary file, then rename), durable
+/// per `fsync` (`none`: not synced), then keeps the newest `keep` snapshots of
+/// the module (0: all).
+Result<std::string, std::string> write_snapshot_file(const std::string& dir,
+                                                     const SnapshotFileHeader& header,
+                                                     std::span<const std::byte> body,
+                                                     FsyncPolicy fsync, std::uint32_t keep);
 
 /// A segment file of a journal directory, in sequence order.
 struct SegmentFile {

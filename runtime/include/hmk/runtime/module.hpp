@@ -52,9 +52,10 @@ enum class SendError : std::uint8_t {
     payload_too_large = 1,  ///< over the bus's max_payload
     unknown_destination,    ///< no module with that id in the system
     no_child_bus,           ///< send_child() from a module that is not a gateway
-    rejected,               ///< the bus owner refused it (forged sender, hop limit)
+    rejected,               ///< the bus owner refused it (forged sender, hop limit, a runtime type)
     stopped,                ///< the system is shutting down
-    full,                   ///< uplink full: the parent is behind or throttling this module
+    full,                   ///< uplink full (the parent is behind or throttling this module),
+                            ///< or the bus waits for its journal
 };
 const char* to_string(SendError error);
 
@@ -82,16 +83,28 @@ class Env {
                                   std::uint16_t extra_flags = 0);
 
     /// Calls the module's on_timer(id) after `delay`, once or every `delay`.
+    /// A module that recovers from the journal gets its timers through its
+    /// bus (a `timer` message to itself), so a replay fires them at the same
+    /// point of the message order.
     virtual TimerId set_timer(std::chrono::nanoseconds delay, TimerMode mode) = 0;
     virtual void cancel_timer(TimerId id) = 0;
 
-    /// Kernel clock, nanoseconds. Modules take time only from here so that a
-    /// replay can give them the same answers (DESIGN.md section 7).
+    /// Kernel clock, nanoseconds: the time of the event being handled (the
+    /// bus timestamp of the message, of the timer's message, of the start).
+    /// Modules take time only from here, so a replay gives them the same
+    /// answers (DESIGN.md section 7).
     virtual std::uint64_t now_ns() = 0;
-    /// Randomness, likewise only from here.
+    /// Randomness, likewise only from here: a generator seeded by the parent
+    /// (the seed is journaled) whose state goes into snapshots.
     virtual std::uint64_t random() = 0;
-    /// A fresh correlation id for a request.
+    /// A fresh correlation id for a request (unique per module; restored with its state).
     virtual std::uint64_t next_correlation() = 0;
+
+    /// For a kind that journals its bus (a monitor): everything up to `seq`
+    /// is safe in the journal. The bus owner keeps those messages in its
+    /// window until then, and with durable visibility shows them to the
+    /// other modules only from then on. No effect for other kinds.
+    virtual void acknowledge(std::uint64_t /*seq*/) {}
 
     virtual void log(LogLevel level, std::string_view text) = 0;
     /// A line on the system console (stdout).
@@ -128,6 +141,27 @@ class Module {
     virtual void on_timer(TimerId /*id*/) {}
     /// Runs once when the module is stopped in order.
     virtual void on_stop() {}
+    /// Runs after the runtime handed the module a batch of messages (at most
+    /// 64) and before it looks for more or sleeps: a module that batches work
+    /// (a journal) flushes here.
+    virtual void on_batch() {}
+
+    /// Stateful modules: write the whole state into `out` (empty on entry)
+    /// and return true. Called between handlers, on the module's thread,
+    /// every `snapshot_every` handled messages and when the parent asks.
+    /// The runtime adds its own part (timers, randomness, counters) and sends
+    /// it to the bus's monitor, which stores it for recovery. Default: the
+    /// module keeps no snapshots (recovery then replays its whole history).
+    virtual bool snapshot(std::vector<std::byte>& /*out*/) { return false; }
+    /// Replaces the state with one snapshot() wrote, in the kind's state
+    /// format `version` (ModuleKind::state_version of the instance that wrote
+    /// it: a new version of a module upgrades an old state here). Runs
+    /// instead of on_start. Error: the state cannot be read (the runtime then
+    /// recovers without the snapshot).
+    virtual Result<void, std::string> restore(std::span<const std::byte> /*state*/,
+                                              std::uint32_t /*version*/) {
+        return Err{std::string("this module kind keeps no snapshots")};
+    }
 
     /// Gateways: called before the router forwards `message`. The default
     /// forwards everything unchanged.
@@ -138,6 +172,10 @@ class Module {
 };
 
 enum class Eavesdrop : std::uint8_t { no, yes };
+/// Whether a kind journals its parent bus into the directory of its `dir`
+/// config key (a monitor). The bus then keeps messages until it acknowledges
+/// them, and its parent recovers modules of the bus from that directory.
+enum class Journals : std::uint8_t { no, yes };
 
 /// A module kind: how to make one, what config it takes, whether it owns a bus.
 struct ModuleKind {
@@ -149,6 +187,9 @@ struct ModuleKind {
     Eavesdrop eavesdrop = Eavesdrop::no;
     std::vector<ConfigKey> config;
     Factory create;
+    Journals journals = Journals::no;
+    /// Format version of the state its snapshot() writes (see Module::restore).
+    std::uint32_t state_version = 1;
 };
 
 /// Module kinds by name. Built once at start-up and passed where needed.

@@ -8,21 +8,32 @@
 namespace hmk {
 
 /// What a parent tells the module host it starts (see UplinkPump::spawn).
-/// File descriptors 3 to 6 carry the rest: the bus ring (mapped read-only),
-/// the module's uplink region, the eventfd that wakes the parent's pump, and
-/// the system description.
+/// File descriptors 3 to 7 carry the rest: the bus ring (mapped read-only),
+/// the module's uplink region, the eventfd that wakes the parent's pump, the
+/// system description, and the journal feed (read-only); fd 8 the snapshot
+/// to restore, if there is one.
 struct HostOptions {
     std::string module;                ///< path of the module to run
     std::vector<std::string> plugins;  ///< shared objects with module kinds
     std::uint64_t from_seq = 1;        ///< first sequence number to read on the bus
     std::uint64_t text_size = 0;       ///< bytes of the system description
     std::string log_level = "info";
+    // The start plan (docs/recovery.md).
+    std::uint64_t epoch = 1;
+    std::uint64_t seed = 0;
+    std::uint64_t suppress = 0;       ///< its first N messages are on the bus already
+    std::uint64_t live_at = 0;        ///< timers and snapshots resume after this seq
+    std::uint64_t start_ns = 0;       ///< the time on_start sees
+    std::uint64_t snapshot_size = 0;  ///< bytes of the snapshot on fd 8 (0: none)
+    std::uint32_t state_version = 0;
 };
 
 inline constexpr int k_host_fd_bus = 3;
 inline constexpr int k_host_fd_uplink = 4;
 inline constexpr int k_host_fd_event = 5;
 inline constexpr int k_host_fd_system = 6;
+inline constexpr int k_host_fd_feed = 7;
+inline constexpr int k_host_fd_snapshot = 8;
 
 /// The module host: loads the plugins, finds its module in the system
 /// description, maps the bus read-only and its uplink, closes the sandbox

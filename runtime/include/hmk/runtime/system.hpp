@@ -14,7 +14,7 @@
 
 namespace hmk {
 
-enum class ModuleState : std::uint8_t { created, running, failed, stopped, restarting };
+enum class ModuleState : std::uint8_t { created, running, failed, stopped, restarting, recovering };
 const char* to_string(ModuleState state);
 
 /// Counters of one module, as its runner sees them.
@@ -29,16 +29,23 @@ struct ModuleStats {
     std::uint64_t lost = 0;      ///< messages the bus overwrote before this module read them
     std::uint64_t invalid = 0;   ///< records that failed header validation
     std::uint64_t send_errors = 0;
-    std::uint64_t restarts = 0;  ///< times its parent restarted it
+    std::uint64_t restarts = 0;    ///< times its parent restarted it
+    std::uint64_t epoch = 0;       ///< number of the running instance (1 for the first)
+    std::uint64_t caught_up = 0;   ///< messages it read from the journal instead of the bus
+    std::uint64_t suppressed = 0;  ///< outputs a recovering instance did not send again
+    std::uint64_t snapshots = 0;   ///< snapshots it sent to its parent
+    std::uint64_t heartbeat = 0;   ///< seq of the last heartbeat its runtime handled
+    std::uint64_t cursor = 0;      ///< next seq it will read on its parent bus
 };
 
 struct BusStats {
     BusId id = k_no_module;
     std::string name;             ///< "Bus 0" or the owner's path
-    std::uint64_t published = 0;  ///< = last sequence number
+    std::uint64_t published = 0;  ///< messages published since the system started
     std::uint64_t bytes = 0;
     std::uint64_t rejected = 0;  ///< refused by the owner's checks
     std::uint32_t capacity = 0;
+    std::uint64_t head = 0;  ///< last sequence number (a journaled bus continues its journal's)
 };
 
 /// A received message with its own copy of the payload.
@@ -85,6 +92,12 @@ class System {
     /// Returns the correlation id used (one is made when message.correlation is 0).
     Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from = k_root_id);
 
+    /// Any thread, as the operator: makes module `id` fail as if it had
+    /// crashed. A process module is killed (SIGKILL); an in-process one fails
+    /// before its next message. Its parent then handles the failure as it
+    /// would any other. Error: no such module, or it is not running.
+    Result<void, std::string> kill(ModuleId id);
+
     /// Any thread. Waits for a message addressed to the root with the given
     /// correlation id (a reply to inject()); nullopt on timeout.
     std::optional<OwnedMessage> wait_for_root(std::uint64_t correlation,
@@ -94,6 +107,11 @@ class System {
     const Topology& topology() const;
     ModuleStats module_stats(ModuleId id) const;
     std::vector<BusStats> bus_stats() const;
+    /// Set once the microkernel's own supervision gave up (a failure escalated
+    /// to the root past its restart intensity): why. The modules are stopped.
+    std::optional<std::string> failure() const;
+    /// Waits until failure() is set, at most `timeout`; true if it is.
+    bool wait_failure(std::chrono::milliseconds timeout);
     /// For each module in a process of its own: the isolation layers around it.
     std::vector<std::pair<std::string, std::vector<std::string>>> sandbox_report() const;
 

@@ -42,15 +42,33 @@ struct QuotaSpec {
 /// Whether a parent restarts a failed child (after Erlang/OTP).
 enum class RestartPolicy : std::uint8_t {
     permanent,  ///< always
-    transient,  ///< only after an abnormal end (a crash, a kill, a non-zero exit)
-    temporary,  ///< never (the default until recovery from the journal exists)
+    transient,  ///< only after an abnormal end (a crash, a kill, a non-zero exit, a hang)
+    temporary,  ///< never (the default)
+};
+const char* to_string(RestartPolicy policy);
+
+/// Which children a gateway restarts when one fails (after Erlang/OTP).
+enum class Strategy : std::uint8_t {
+    one_for_one,   ///< the failed child only
+    one_for_all,   ///< every child
+    rest_for_one,  ///< the failed child and those declared after it
+};
+const char* to_string(Strategy strategy);
+
+/// How a new instance of a module gets its state back.
+enum class Recovery : std::uint8_t {
+    none,     ///< it starts empty
+    journal,  ///< latest snapshot + replay of the bus journal (docs/recovery.md)
 };
 
-/// How a gateway supervises its children: one_for_one, within an intensity.
+/// How a gateway supervises its children (docs/recovery.md).
 struct SupervisorSpec {
-    std::uint32_t intensity = 3;     ///< restarts allowed within period_ms ...
-    std::uint32_t period_ms = 5000;  ///< ... past which the parent gives the child up
-    std::uint32_t backoff_ms = 10;   ///< first delay; doubled for each recent restart
+    Strategy strategy = Strategy::one_for_one;
+    std::uint32_t intensity = 3;         ///< restarts allowed within period_ms (all children) ...
+    std::uint32_t period_ms = 5000;      ///< ... past which the gateway itself fails
+    std::uint32_t backoff_ms = 10;       ///< first delay; doubled for each recent restart
+    std::uint32_t heartbeat_ms = 0;      ///< heartbeat period on its bus (0: no hang detection)
+    std::uint32_t heartbeat_misses = 3;  ///< heartbeats a child may miss before it is hung
 };
 
 struct ModuleSpec {
@@ -62,7 +80,9 @@ struct ModuleSpec {
     BusSpec bus;      ///< gateways only
     QuotaSpec quota;  ///< process modules only
     RestartPolicy restart = RestartPolicy::temporary;
-    SupervisorSpec supervisor;  ///< gateways only: how it supervises its children
+    Recovery recovery = Recovery::none;  ///< leaves on a journaled bus
+    std::uint32_t snapshot_every = 0;    ///< handled messages between snapshots (0: never)
+    SupervisorSpec supervisor;           ///< gateways only: how it supervises its children
     SourceLocation where;
 };
 
@@ -76,9 +96,12 @@ struct SystemSpec {
     BusSpec root_bus;                  ///< Bus 0
     SupervisorSpec root_supervisor;    ///< the microkernel's supervision of Level 1
     std::vector<ModuleSpec> modules;   ///< in declaration order, without the root
+    std::vector<ModuleId> journals;    ///< modules of a journaling kind (at most one a bus)
     Topology topology;
 
     const ModuleSpec* module(ModuleId id) const;
+    /// The module that journals `bus` (a kind with Journals::yes), or null.
+    const ModuleSpec* journal_of(BusId bus) const;
 };
 
 }  // namespace hmk

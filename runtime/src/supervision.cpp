@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+// Supervision: each gateway's restart policy (after Erlang/OTP), carried out
+// by one thread of the microkernel's process on the gateway's behalf
+// (docs/recovery.md). Only this thread changes slots and supervisors once
+// the system is up.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <random>
+
+#include "hmk/platform/clock.hpp"
+#include "system_impl.hpp"
+
+namespace hmk::detail {
+namespace {
+
+constexpr std::uint64_t k_ms = 1'000'000;
+constexpr std::uint64_t k_max_backoff_ms = 10'000;
+// How long a stopping in-process module may take before it counts as hung.
+constexpr std::chrono::milliseconds k_stop_grace{2000};
+
+const std::string& path_of(const ModuleSlot& s) {
+    static const std::string root = "/";
+    return s.spec != nullptr ? s.spec->path : root;
+}
+
+std::uint64_t random_seed() {
+    std::random_device device;
+    return (std::uint64_t{device()} << 32) | device();
+}
+
+}  // namespace
+
+void SystemImpl::post(FailureEvent event) {
+    {
+        const std::lock_guard lock(m_sup_mutex);
+        m_events.push_back(std::move(event));
+    }
+    m_sup_cv.notify_all();
+}
+
+std::uint64_t SystemImpl::next_due() const {
+    std::uint64_t due = UINT64_MAX;
+    for (const auto& s : m_slots) {
+        if (s->restart_pending) due = std::min(due, s->restart_at_ns);
+    }
+    for (const auto& [id, sup] : m_supervisors) {
+        if (sup->spec.heartbeat_ms != 0 && sup->owner->state.load() == ModuleState::running)
+            due = std::min(due, sup->next_heartbeat_ns);
+    }
+    return due;
+}
+
+void SystemImpl::supervise_loop() {
+    std::unique_lock lock(m_sup_mutex);
+    while (!m_sup_stop) {
+        const bool booted = m_booted.load();
+        const std::uint64_t due = booted ? next_due() : UINT64_MAX;
+        const std::uint64_t now = platform::monotonic_ns();
+        auto ready = [&] { return m_sup_stop || (m_booted.load() && !m_events.empty()); };
+        if (!ready() && due > now) {
+            if (due == UINT64_MAX) {
+                // Boot finishing is signalled through the same condition.
+                m_sup_cv.wait_for(lock, std::chrono::milliseconds(booted ? 1000 : 5), ready);
+            } else {
+                m_sup_cv.wait_for(lock, std::chrono::nanoseconds(due - now), ready);
+            }
+        }
+        if (m_sup_stop) break;
+        if (!m_booted.load()) continue;
+        std::deque<FailureEvent> events;
+        events.swap(m_events);
+        lock.unlock();
+        for (const FailureEvent& e : events) handle(e);
+        const std::uint64_t t = platform::monotonic_ns();
+        run_due_restarts(t);
+        heartbeats(t);
+        lock.lock();
+    }
+}
+
+void SystemImpl::announce_event(ModuleSlot& slot, LifecycleKind kind, const std::string& why) {
+    if (slot.journal == nullptr || slot.parent_bus == nullptr) return;
+    LifecycleEvent e;
+    e.module = slot.id;
+    e.kind = kind;
+    e.epoch = slot.epoch.load();
+    (void)announce(*slot.parent_bus, e, why);
+}
+
+void SystemImpl::handle(const FailureEvent& e) {
+    ModuleSlot* s = slot(e.id);
+    if (s == nullptr || s->parent_sup == nullptr) return;
+    // An event about an instance that is gone already, or a module its
+    // parent is stopping or restarting anyway.
+    if (e.epoch != s->epoch.load() || s->state.load() != ModuleState::running) return;
+    if (e.at_start && s->restored_from.load() != 0) {
+        const std::uint64_t seq = s->restored_from.load();
+        s->snapshot_at_most.store(seq - 1);
+        m_logger.log(LogLevel::warn, path_of(*s),
+                     fmt::format("it failed while starting from its snapshot at seq {}: the next "
+                                 "instance recovers without that snapshot",
+                                 seq));
+    }
+    handle_failure(*s, e.why, e.normal_exit);
+}
+
+void SystemImpl::handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit) {
+    Supervisor& sup = *slot.parent_sup;
+    stop_instance(slot, why);
+    slot.state.store(ModuleState::failed);
+    announce_event(slot, LifecycleKind::failed, why);
+    const RestartPolicy policy = slot.spec->restart;
+    const bool wanted =
+        policy == RestartPolicy::permanent || (policy == RestartPolicy::transient && !normal_exit);
+    if (!wanted) {
+        m_logger.log(LogLevel::warn, path_of(slot),
+                     fmt::format("not restarted (restart = {}{})", to_string(policy),
+                                 normal_exit ? ", and it ended normally" : ""));
+        if (slot.is_monitor) slot.parent_bus->close_gate();
+        return;
+    }
+    // Intensity: at most `intensity` restarts by this supervisor within `period_ms`.
+    const std::uint64_t now = platform::monotonic_ns();
+    const std::uint64_t period = std::uint64_t{sup.spec.period_ms} * k_ms;
+    while (!sup.restarts.empty() && now - sup.restarts.front() > period) sup.restarts.pop_front();
+    if (sup.restarts.size() >= sup.spec.intensity) {
+        escalate(sup, fmt::format("{} failed: {}", path_of(slot), why));
+        return;
+    }
+    sup.restarts.push_back(now);
+
+    // Which children go with it.
+    std::vector<ModuleSlot*> set;
+    const auto at = std::find(sup.children.begin(), sup.children.end(), &slot);
+    switch (sup.spec.strategy) {
+        case Strategy::one_for_one:
+            set.push_back(&slot);
+            break;
+        case Strategy::one_for_all:
+            set = sup.children;
+            break;
+        case Strategy::rest_for_one:
+            set.assign(at, sup.children.end());
+            break;
+    }
+    for (auto it = set.rbegin(); it != set.rend(); ++it) {
+        ModuleSlot& s = **it;
+        if (&s == &slot || s.state.load() != ModuleState::running) continue;
+        stop_instance(s, "restarted with " + path_of(slot));
+        s.state.store(ModuleState::stopped);
+    }
+    const std::uint64_t delay_ms = std::min<std::uint64_t>(
+        k_max_backoff_ms,
+        std::uint64_t{sup.spec.backoff_ms} << std::min<std::size_t>(sup.restarts.size() - 1, 20));
+    std::string names;
+    for (ModuleSlot* s : set) {
+        if (s != &slot && s->spec->restart == RestartPolicy::temporary) continue;
+        s->restart_pending = true;
+        s->restart_at_ns = now + delay_ms * k_ms;
+        s->state.store(ModuleState::restarting);
+        announce_event(*s, LifecycleKind::restarting, "after " + path_of(slot) + " failed");
+        names += (names.empty() ? "" : ", ") + path_of(*s);
+    }
+    m_logger.log(
+        LogLevel::warn, path_of(sup.owner != nullptr ? *sup.owner : slot),
+        fmt::format("{}: restarting {} in {} ms ({}, restart {} of at most {} within {} ms)",
+                    path_of(slot), names, delay_ms, to_string(sup.spec.strategy),
+                    sup.restarts.size(), sup.spec.intensity, sup.spec.period_ms));
+}
+
+void SystemImpl::escalate(Supervisor& sup, const std::string& why) {
+    ModuleSlot& owner = *sup.owner;
+    m_logger.log(LogLevel::error, path_of(owner),
+                 fmt::format("more than {} restarts of its children within {} ms: it gives up "
+                             "and fails, its own parent decides ({})",
+                             sup.spec.intensity, sup.spec.period_ms, why));
+    for (auto it = sup.children.rbegin(); it != sup.children.rend(); ++it) {
+        ModuleSlot& child = **it;
+        if (child.state.load() == ModuleState::running) stop_instance(child, "its parent gave up");
+        child.restart_pending = false;
+        child.state.store(ModuleState::failed);
+        announce_event(child, LifecycleKind::gave_up, why);
+        if (child.is_monitor) child.parent_bus->close_gate();
+    }
+    sup.restarts.clear();
+    if (owner.parent_sup == nullptr) {
+        fail_system(fmt::format("the microkernel gave up on its children ({})", why));
+        return;
+    }
+    if (owner.state.load() != ModuleState::running) return;
+    handle_failure(owner, "its children failed too often: " + why, false);
+}
+
+void SystemImpl::fail_system(const std::string& why) {
+    m_logger.log(LogLevel::error, "hmk", "system failed: " + why);
+    {
+        const std::lock_guard lock(m_failure_mutex);
+        if (!m_failure) m_failure = why;
+    }
+    m_failure_cv.notify_all();
+}
+
+void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
+    // A gateway's children go first: they rely on it.
+    if (slot.own_sup != nullptr) {
+        for (auto it = slot.own_sup->children.rbegin(); it != slot.own_sup->children.rend(); ++it) {
+            ModuleSlot& child = **it;
+            child.restart_pending = false;
+            if (child.state.load() == ModuleState::running) {
+                stop_instance(child, "its parent " + path_of(slot) + " stops");
+                child.state.store(ModuleState::stopped);
+            }
+        }
+    }
+    if (slot.process) {
+        slot.pump->kill(slot.id, "");
+        return;
+    }
+    std::unique_ptr<Runner> old;
+    {
+        const std::unique_lock lock(m_instances);
+        old = std::move(slot.runner);
+    }
+    if (old == nullptr) return;
+    if (slot.child_bus != nullptr) {
+        slot.resume_parent = old->parent_cursor();
+        slot.resume_child = old->child_cursor();
+    }
+    old->request_stop();
+    if (!old->join(k_stop_grace)) {
+        m_logger.log(LogLevel::error, path_of(slot),
+                     fmt::format("does not stop ({}): it hangs in a handler; abandoned on its "
+                                 "thread",
+                                 why));
+        old->abandon();
+        slot.abandoned.push_back(std::move(old));
+    }
+}
+
+void SystemImpl::start_instance(ModuleSlot& slot) {
+    const std::uint64_t epoch = slot.epoch.load() + 1;
+    if (slot.process) {
+        slot.epoch.store(epoch);
+        slot.state.store(ModuleState::running);
+        slot.pump->restart(slot.id, epoch);
+        return;
+    }
+    StartPlan plan;
+    plan.epoch = epoch;
+    if (slot.spec != nullptr) {
+        plan = plan_start(*slot.spec, *slot.parent_bus, slot.journal, epoch,
+                          slot.snapshot_at_most.load(), random_seed(),
+                          m_booted.load() ? 0 : slot.parent_bus->ring().first(), m_logger);
+        slot.restored_from.store(plan.restore ? plan.from_seq - 1 : 0);
+    }
+    if (!m_booted.load()) {
+        // Every module of the first boot reads its buses from their start.
+        if (slot.parent_bus != nullptr && plan.from_seq == 0)
+            plan.from_seq = slot.parent_bus->ring().first();
+        if (slot.child_bus != nullptr) plan.child_from_seq = slot.child_bus->ring().first();
+    } else if (slot.child_bus != nullptr && epoch > 1) {
+        // A gateway goes on where its last instance stopped: nothing that was
+        // on its way through it is lost (a message it failed on is skipped).
+        if (plan.from_seq == 0 && slot.parent_bus != nullptr) plan.from_seq = slot.resume_parent;
+        plan.child_from_seq = slot.resume_child;
+    }
+    const Doorbell bell{&slot.bell_word, &slot.bell_armed, platform::FutexScope::process};
+    auto runner =
+        std::make_unique<Runner>(*this, slot.spec, slot.kind, slot.parent_bus, slot.child_bus, bell,
+                                 std::move(plan), slot.catch_up.get());
+    Runner* r = runner.get();
+    {
+        const std::unique_lock lock(m_instances);
+        slot.runner = std::move(runner);
+    }
+    slot.epoch.store(epoch);
+    slot.state.store(ModuleState::running);
+    r->start();
+}
+
+void SystemImpl::run_due_restarts(std::uint64_t now) {
+    // Preorder: a gateway before its children, siblings in declaration order.
+    for (auto& s : m_slots) {
+        if (!s->restart_pending || s->restart_at_ns > now) continue;
+        s->restart_pending = false;
+        s->restarts.fetch_add(1);
+        if (s->own_sup != nullptr) s->own_sup->restarts.clear();
+        start_instance(*s);
+        m_logger.log(LogLevel::info, path_of(*s),
+                     fmt::format("restarted (instance {})", s->epoch.load()));
+        if (s->own_sup != nullptr) {
+            // A restarted gateway starts its children again, in order.
+            std::vector<ModuleSlot*> stack(s->own_sup->children.rbegin(),
+                                           s->own_sup->children.rend());
+            while (!stack.empty()) {
+                ModuleSlot* c = stack.back();
+                stack.pop_back();
+                c->restart_pending = false;
+                start_instance(*c);
+                if (c->own_sup != nullptr) {
+                    c->own_sup->restarts.clear();
+                    stack.insert(stack.end(), c->own_sup->children.rbegin(),
+                                 c->own_sup->children.rend());
+                }
+            }
+        }
+    }
+}
+
+void SystemImpl::heartbeats(std::uint64_t now) {
+    for (auto& [id, sup_ptr] : m_supervisors) {
+        Supervisor& sup = *sup_ptr;
+        if (sup.spec.heartbeat_ms == 0 || sup.owner->state.load() != ModuleState::running) continue;
+        const std::uint64_t period = std::uint64_t{sup.spec.heartbeat_ms} * k_ms;
+        if (sup.next_heartbeat_ns == 0) {
+            sup.next_heartbeat_ns = now + period;
+            continue;
+        }
+        if (now < sup.next_heartbeat_ns) continue;
+        sup.next_heartbeat_ns = std::max(sup.next_heartbeat_ns + period, now + period / 2);
+        Header h;
+        h.sender = sup.owner->id;
+        h.type = msg::k_heartbeat;
+        const auto seq = sup.bus->publish(h, {}, sup.owner->id);
+        if (!seq) continue;
+        sup.beats.push_back(*seq);
+        const std::size_t misses = sup.spec.heartbeat_misses;
+        while (sup.beats.size() > misses + 1) sup.beats.pop_front();
+        if (sup.beats.size() <= misses) continue;
+        const std::uint64_t due = sup.beats[sup.beats.size() - 1 - misses];
+        const bool visible = sup.bus->ring().available() >= due;
+        for (ModuleSlot* child : sup.children) {
+            if (child->state.load() != ModuleState::running) continue;
+            const ModuleStats st = module_stats(child->id);
+            if (st.state != ModuleState::running && st.state != ModuleState::recovering) {
+                child->hb_cursor = 0;
+                continue;
+            }
+            // Hung: it has not handled a heartbeat `misses` periods old, and
+            // it did not read a single message since the last one.
+            const bool hung =
+                visible && st.heartbeat < due && st.cursor <= due && st.cursor == child->hb_cursor;
+            child->hb_cursor = st.cursor;
+            if (!hung) continue;
+            const std::string why =
+                fmt::format("missed {} heartbeats of {} ms: hung (it stopped reading at seq {})",
+                            misses, sup.spec.heartbeat_ms, st.cursor);
+            m_logger.log(LogLevel::error, path_of(*child), why);
+            child->hb_cursor = 0;
+            if (child->process) {
+                // Its exit comes back as a failure, with this reason.
+                child->pump->kill(child->id, why);
+            } else {
+                handle_failure(*child, why, false);
+            }
+        }
+    }
+}
+
+}  // namespace hmk::detail

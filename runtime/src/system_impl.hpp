@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bus_journal.hpp"
+#include "hmk/runtime/system.hpp"
+#include "process_child.hpp"
+#include "runner.hpp"
+
+namespace hmk::detail {
+
+/// Mailbox of messages addressed to the root, for operators waiting on replies.
+class RootMailbox {
+  public:
+    void put(const Message& m);
+    std::optional<OwnedMessage> wait(std::uint64_t correlation, std::chrono::milliseconds timeout);
+
+  private:
+    static constexpr std::size_t k_capacity = 4096;
+    std::mutex m_mutex;
+    std::condition_variable m_cv;
+    std::deque<OwnedMessage> m_messages;
+};
+
+struct Supervisor;
+
+/// One module of the system, across all its instances: where it sits, how
+/// it runs, and what its supervisor knows of it. Built once; instances come
+/// and go.
+struct ModuleSlot {
+    ModuleId id = k_no_module;
+    const ModuleSpec* spec = nullptr;  ///< null for the root
+    const ModuleKind* kind = nullptr;
+    InprocBus* parent_bus = nullptr;   ///< null for the root
+    InprocBus* child_bus = nullptr;    ///< gateways
+    BusJournal* journal = nullptr;     ///< of its parent bus, if journaled
+    UplinkPump* pump = nullptr;        ///< process modules: their parent bus's pump
+    Supervisor* parent_sup = nullptr;  ///< null for the root
+    Supervisor* own_sup = nullptr;     ///< gateways
+    bool process = false;
+    bool is_monitor = false;  ///< journals its parent bus
+
+    // The in-process instance. Replaced by the supervision thread under the
+    // system's instance lock; read by others under its shared lock.
+    std::unique_ptr<Runner> runner;
+    std::unique_ptr<JournalCatchUp> catch_up;
+    std::atomic<std::uint32_t> bell_word{0};
+    std::atomic<std::uint32_t> bell_armed{0};
+    std::vector<std::unique_ptr<Runner>> abandoned;  // hung: kept alive for good
+
+    // Supervision (written by the supervision thread; atomics read by others).
+    std::atomic<std::uint64_t> epoch{0};
+    std::atomic<std::uint64_t> restarts{0};
+    /// running: the instance's own state counts; restarting, failed, stopped:
+    /// the supervisor's.
+    std::atomic<ModuleState> state{ModuleState::created};
+    bool restart_pending = false;
+    std::uint64_t restart_at_ns = 0;
+    std::atomic<std::uint64_t> snapshot_at_most{UINT64_MAX};  // skip snapshots that failed
+    std::atomic<std::uint64_t> restored_from{0};              // input seq of the last restore
+    std::uint64_t resume_parent = 0;  // gateways: cursors of the last instance
+    std::uint64_t resume_child = 0;
+    std::uint64_t hb_cursor = 0;  // hang detection: input cursor at the last heartbeat
+};
+
+/// A gateway's supervision of its children (the root's of Level 1):
+/// policy and recent history. Used by the supervision thread only.
+struct Supervisor {
+    ModuleSlot* owner = nullptr;
+    InprocBus* bus = nullptr;
+    BusJournal* journal = nullptr;
+    SupervisorSpec spec;
+    std::vector<ModuleSlot*> children;   // declaration order
+    std::deque<std::uint64_t> restarts;  // times of recent restarts
+    std::uint64_t next_heartbeat_ns = 0;
+    std::deque<std::uint64_t> beats;  // seqs of recent heartbeats
+};
+
+/// Something a supervisor must handle.
+struct FailureEvent {
+    ModuleId id = k_no_module;
+    std::uint64_t epoch = 0;
+    std::string why;
+    bool normal_exit = false;
+    bool at_start = false;  ///< the instance never came up
+};
+
+class SystemImpl final : public RunnerHost, public PumpHost {
+  public:
+    SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
+               const RuntimeOptions& options);
+    ~SystemImpl() override;
+
+    Result<void, std::string> build();
+    Result<void, std::string> start();
+    void stop();
+
+    ModuleSlot* slot(ModuleId id) const;
+    ModuleStats module_stats(ModuleId id) const;
+    Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from);
+    Result<void, std::string> kill(ModuleId id);
+    std::optional<std::string> failure() const;
+    bool wait_failure(std::chrono::milliseconds timeout);
+
+    // RunnerHost
+    Logger& logger() override { return m_logger; }
+    const Topology& topology() const override { return m_spec.topology; }
+    void started(ModuleId id, bool ok) override;
+    void failed(ModuleId id, std::uint64_t epoch, const std::string& why) override;
+    // PumpHost
+    void child_failed(ModuleId id, std::uint64_t epoch, const std::string& why, bool normal_exit,
+                      bool at_start) override;
+    StartPlan plan(const ModuleSpec& spec, std::uint64_t epoch) override;
+
+    std::uint64_t next_correlation() { return (m_correlation.fetch_add(1) + 1); }
+
+    SystemSpec m_spec;
+    const Registry& m_registry;
+    Logger& m_logger;
+    std::map<BusId, std::unique_ptr<BusJournal>> m_journals;
+    std::map<BusId, std::unique_ptr<InprocBus>> m_buses;
+    RootMailbox m_mailbox;
+    HostSetup m_host_setup;
+    ModuleKind m_kernel_kind;
+    // Declared after the buses and mailbox they use, so destroyed (joined) first.
+    std::map<BusId, std::unique_ptr<UplinkPump>> m_pumps;
+    std::vector<std::unique_ptr<ModuleSlot>> m_slots;  // preorder, the root first
+    std::map<ModuleId, std::unique_ptr<Supervisor>> m_supervisors;
+    mutable std::shared_mutex m_instances;  // guards ModuleSlot::runner
+
+  private:
+    // Supervision (supervision.cpp).
+    void post(FailureEvent event);
+    void supervise_loop();
+    void handle(const FailureEvent& event);
+    void handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit);
+    void escalate(Supervisor& sup, const std::string& why);
+    void start_instance(ModuleSlot& slot);
+    void stop_instance(ModuleSlot& slot, const std::string& why);
+    void run_due_restarts(std::uint64_t now);
+    void heartbeats(std::uint64_t now);
+    std::uint64_t next_due() const;
+    void announce_event(ModuleSlot& slot, LifecycleKind kind, const std::string& why);
+    void fail_system(const std::string& why);
+
+    std::atomic<std::uint64_t> m_correlation{0};
+    std::mutex m_start_mutex;
+    std::condition_variable m_start_cv;
+    std::size_t m_started = 0;
+    std::size_t m_expected = 0;
+    std::vector<ModuleId> m_start_failures;
+    std::atomic<bool> m_booted{false};
+    std::atomic<bool> m_stopped{false};
+
+    std::mutex m_sup_mutex;
+    std::condition_variable m_sup_cv;
+    std::deque<FailureEvent> m_events;
+    bool m_sup_stop = false;
+    std::thread m_sup_thread;
+    mutable std::mutex m_failure_mutex;
+    std::condition_variable m_failure_cv;
+    std::optional<std::string> m_failure;
+};
+
+}  // namespace hmk::detail
