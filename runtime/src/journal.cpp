@@ -553,7 +553,7 @@ Result<std::vector<SnapshotFile>, std::string> list_snapshots(const std::string&
         const std::string name = e->d_name;
         unsigned int id = 0;
         unsigned long long seq = 0;
-        if (name.size() == 42 && name.rfind("snap-", 0) == 0 && name.substr(37) == ".hmks" &&
+        if (name.size() == 41 && name.rfind("snap-", 0) == 0 && name.substr(36) == ".hmks" &&
             name[15] == '-' && std::sscanf(name.c_str() + 5, "%10u", &id) == 1 &&
             std::sscanf(name.c_str() + 16, "%20llu", &seq) == 1) {
             if (module != k_no_module && id != module) continue;
@@ -574,7 +574,15 @@ std::optional<LoadedSnapshot> load_latest_snapshot(const std::string& dir, Modul
     auto files = list_snapshots(dir, module);
     if (!files) return std::nullopt;
     for (auto it = files->rbegin(); it != files->rend(); ++it) {
-        if (it->input_seq > at_most) continue;
+        if (it->input_seq > at_most) {
+            if (skipped) {
+                skipped->push_back(
+                    fmt::format("{}: of seq {}, past seq {} (the journal lost what "
+                                "it was taken after, or it failed to restore)",
+                                it->path, it->input_seq, at_most));
+            }
+            continue;
+        }
         auto bytes = read_file(it->path);
         if (!bytes) {
             if (skipped) skipped->push_back(bytes.error());

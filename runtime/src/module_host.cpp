@@ -72,6 +72,8 @@ class FeedCatchUp final : public detail::CatchUp {
     FeedCatchUp(BroadcastRing feed, UplinkProgress& progress, RemoteBus& bus)
         : m_feed(feed), m_progress(progress), m_bus(bus), m_cursor(feed.head() + 1) {
         m_buffer.resize(m_feed.max_message());
+        // The feed outlives instances: what an earlier one left in it is not ours.
+        m_progress.feed_read.store(m_cursor, std::memory_order_release);
     }
 
     Status read(std::uint64_t seq, std::span<std::byte> out, std::uint32_t& size,

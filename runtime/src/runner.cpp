@@ -34,7 +34,7 @@ constexpr std::int64_t k_catch_up_poll_ns = 1'000'000;
 
 Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
                BusPort* parent_bus, InprocBus* child_bus, Doorbell bell, StartPlan plan,
-               CatchUp* catch_up)
+               CatchUp* catch_up, CatchUp* child_catch_up)
     : m_host(host),
       m_id(spec != nullptr ? spec->id : k_root_id),
       m_path(spec != nullptr ? spec->path : "/"),
@@ -52,6 +52,7 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_report_progress(host.wants_progress()),
       m_child_bus(child_bus),
       m_catch_up(catch_up),
+      m_child_catch_up(child_catch_up),
       m_bell(bell),
       m_plan(std::move(plan)),
       m_epoch(m_plan.epoch),
@@ -248,22 +249,23 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
     // has committed (the same, unless the bus waits for durability).
     const Visibility visibility =
         side == Side::parent_bus && m_journals ? Visibility::published : Visibility::committed;
-    CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : nullptr;
-    if (side == Side::parent_bus) m_catch_up_pending = false;
+    CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : m_child_catch_up;
+    const int s = side == Side::parent_bus ? 0 : 1;
+    m_catch_up_pending[s] = false;
     int n = 0;
     while (n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running &&
            !m_abandoned.load(std::memory_order_relaxed) &&
            !m_crash.load(std::memory_order_relaxed)) {
         std::uint32_t size = 0;
-        if (catch_up != nullptr && m_catching_up) {
+        if (catch_up != nullptr && m_catching_up[s]) {
             if (cursor >= bus.ring().oldest()) {
-                m_catching_up = false;  // the ring has it again
+                m_catching_up[s] = false;  // the ring has it again
                 continue;
             }
             std::uint64_t missing_last = 0;
             const auto st = catch_up->read(cursor, m_record, size, missing_last);
             if (st == CatchUp::Status::pending) {
-                m_catch_up_pending = true;
+                m_catch_up_pending[s] = true;
                 break;
             }
             if (st == CatchUp::Status::missing) {
@@ -284,7 +286,7 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
                 if (catch_up != nullptr) {
                     // Fell off the ring's window: the journal has the rest.
                     cursor = r.lost_first;
-                    m_catching_up = true;
+                    m_catching_up[s] = true;
                     continue;
                 }
                 bump(m_lost, r.lost_last - r.lost_first + 1);
@@ -361,7 +363,8 @@ bool Runner::runtime_message(Side side, const Message& message) {
     const bool to_me = h.destination == m_id && !is_own_forward(m_id, h) && !h.is_reply();
     switch (h.type) {
         case msg::k_stop:
-            if (!to_me) break;
+            // During a replay, a stop in the journal was for an earlier instance.
+            if (!to_me || !m_live) break;
             // Only the parent may stop a module. `via` is stamped by the bus
             // owner, which is the parent, so a copy with via == parent really
             // comes from it.
@@ -692,12 +695,14 @@ void Runner::sleep_until_work() {
     const Visibility visibility = m_journals ? Visibility::published : Visibility::committed;
     bool pending = m_stop.load() || m_crash.load();
     if (m_parent_bus != nullptr) {
-        pending = pending || (m_catch_up_pending
+        pending = pending || (m_catch_up_pending[0]
                                   ? m_catch_up->ready()
                                   : m_parent_bus->ring().available(visibility) >= m_parent_cursor);
     }
     if (m_child_bus != nullptr) {
-        pending = pending || m_child_bus->ring().available() >= m_child_cursor;
+        pending =
+            pending || (m_catch_up_pending[1] ? m_child_catch_up->ready()
+                                              : m_child_bus->ring().available() >= m_child_cursor);
     }
     if (!pending) {
         std::int64_t timeout = -1;
@@ -706,7 +711,8 @@ void Runner::sleep_until_work() {
             const std::uint64_t next = m_deadlines.begin()->first;
             timeout = next > now ? static_cast<std::int64_t>(next - now) : 0;
         }
-        if (m_catch_up_pending && (timeout < 0 || timeout > k_catch_up_poll_ns))
+        if ((m_catch_up_pending[0] || m_catch_up_pending[1]) &&
+            (timeout < 0 || timeout > k_catch_up_poll_ns))
             timeout = k_catch_up_poll_ns;
         if (timeout != 0) platform::futex_wait(*m_bell.word, word, timeout, m_bell.scope);
     }

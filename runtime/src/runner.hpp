@@ -82,8 +82,10 @@ class Runner final : public Env {
     /// runner's thread. `bell` is where the runner sleeps; the bus(es) must
     /// ring it (the owner subscribed it). `catch_up` (may be null) serves
     /// parent-bus messages the ring no longer holds.
+    /// `child_catch_up` does the same for a gateway's child bus.
     Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind, BusPort* parent_bus,
-           InprocBus* child_bus, Doorbell bell, StartPlan plan = {}, CatchUp* catch_up = nullptr);
+           InprocBus* child_bus, Doorbell bell, StartPlan plan = {}, CatchUp* catch_up = nullptr,
+           CatchUp* child_catch_up = nullptr);
     ~Runner() override;
     Runner(const Runner&) = delete;
     Runner& operator=(const Runner&) = delete;
@@ -170,6 +172,7 @@ class Runner final : public Env {
     bool m_report_progress;  // host.wants_progress(), asked once
     InprocBus* m_child_bus;
     CatchUp* m_catch_up;
+    CatchUp* m_child_catch_up;
     std::unique_ptr<Module> m_module;
     std::thread m_thread;
     std::atomic<bool> m_stop{false};
@@ -186,8 +189,9 @@ class Runner final : public Env {
     std::uint64_t m_child_cursor = 1;
     std::atomic<std::uint64_t> m_cursor{0};             // m_parent_cursor, for other threads
     std::atomic<std::uint64_t> m_child_cursor_seen{0};  // m_child_cursor, likewise
-    bool m_catching_up = false;
-    bool m_catch_up_pending = false;
+    // Per side (parent bus, child bus): reading from the journal, and waiting for it.
+    bool m_catching_up[2] = {false, false};
+    bool m_catch_up_pending[2] = {false, false};
     std::vector<std::byte> m_record;
     Translation m_translation;
     Xoshiro m_random;

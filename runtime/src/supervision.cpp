@@ -150,9 +150,17 @@ void SystemImpl::handle_failure(ModuleSlot& slot, const std::string& why, bool n
         stop_instance(s, "restarted with " + path_of(slot));
         s.state.store(ModuleState::stopped);
     }
-    const std::uint64_t delay_ms = std::min<std::uint64_t>(
-        k_max_backoff_ms,
-        std::uint64_t{sup.spec.backoff_ms} << std::min<std::size_t>(sup.restarts.size() - 1, 20));
+    // Backoff doubles while the child keeps failing soon after its restart,
+    // and starts over once it ran for a while (10 of its current delays, 1 s at least).
+    const auto backoff = [&](std::uint32_t level) {
+        return std::min<std::uint64_t>(k_max_backoff_ms, std::uint64_t{sup.spec.backoff_ms}
+                                                             << std::min<std::uint32_t>(level, 20));
+    };
+    const std::uint64_t ran_ms = (now - slot.started_ns) / k_ms;
+    if (ran_ms > std::max<std::uint64_t>(1000, 10 * backoff(slot.backoff_level)))
+        slot.backoff_level = 0;
+    const std::uint64_t delay_ms = backoff(slot.backoff_level);
+    slot.backoff_level = std::min<std::uint32_t>(slot.backoff_level + 1, 20);
     std::string names;
     for (ModuleSlot* s : set) {
         if (s != &slot && s->spec->restart == RestartPolicy::temporary) continue;
@@ -243,12 +251,16 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
     if (slot.process) {
         slot.epoch.store(epoch);
         slot.state.store(ModuleState::running);
+        slot.started_ns = platform::monotonic_ns();
         slot.pump->restart(slot.id, epoch);
         return;
     }
     StartPlan plan;
     plan.epoch = epoch;
-    if (slot.spec != nullptr) {
+    if (slot.boot_plan) {
+        plan = std::move(*slot.boot_plan);
+        slot.boot_plan.reset();
+    } else if (slot.spec != nullptr) {
         plan = plan_start(*slot.spec, *slot.parent_bus, slot.journal, epoch,
                           slot.snapshot_at_most.load(), random_seed(),
                           m_booted.load() ? 0 : slot.parent_bus->ring().first(), m_logger);
@@ -268,7 +280,7 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
     const Doorbell bell{&slot.bell_word, &slot.bell_armed, platform::FutexScope::process};
     auto runner =
         std::make_unique<Runner>(*this, slot.spec, slot.kind, slot.parent_bus, slot.child_bus, bell,
-                                 std::move(plan), slot.catch_up.get());
+                                 std::move(plan), slot.catch_up.get(), slot.child_catch_up.get());
     Runner* r = runner.get();
     {
         const std::unique_lock lock(m_instances);
@@ -276,6 +288,7 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
     }
     slot.epoch.store(epoch);
     slot.state.store(ModuleState::running);
+    slot.started_ns = platform::monotonic_ns();
     r->start();
 }
 

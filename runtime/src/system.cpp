@@ -132,6 +132,9 @@ std::uint64_t entropy() {
 SystemImpl::SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
                        const RuntimeOptions& options)
     : m_spec(spec), m_registry(registry), m_logger(logger) {
+    // Operator requests must not reuse a correlation id of an earlier boot:
+    // a recovering module may answer an old request again.
+    m_correlation.store(entropy() >> 1);
     m_host_setup.host_program = options.host_program;
     m_host_setup.plugins.push_back(options.std_plugin);
     for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
@@ -216,6 +219,10 @@ Result<void, std::string> SystemImpl::build() {
             sup->bus = s->child_bus;
             const auto j = m_journals.find(n.id);
             sup->journal = j != m_journals.end() ? j->second.get() : nullptr;
+            if (sup->journal != nullptr) {
+                s->child_catch_up = std::make_unique<JournalCatchUp>(
+                    *sup->journal, m_logger, n.id == k_root_id ? "/" : n.path);
+            }
             sup->spec = n.id == k_root_id ? m_spec.root_supervisor : s->spec->supervisor;
             s->own_sup = sup.get();
             m_supervisors.emplace(n.id, std::move(sup));
@@ -256,6 +263,15 @@ Result<void, std::string> SystemImpl::build() {
 Result<void, std::string> SystemImpl::start() {
     m_expected = m_slots.size();
     m_sup_thread = std::thread([this] { supervise_loop(); });
+    // Every module is planned (and, on a journaled bus, announced) before any
+    // runs: each module's life in the journal then begins ahead of all traffic.
+    for (auto& s : m_slots) {
+        if (s->spec == nullptr) continue;
+        s->boot_plan =
+            plan_start(*s->spec, *s->parent_bus, s->journal, 1, s->snapshot_at_most.load(),
+                       entropy(), s->parent_bus->ring().first(), m_logger);
+        s->restored_from.store(s->boot_plan->restore ? s->boot_plan->from_seq - 1 : 0);
+    }
     // Parents before children: a child relies on its parent, never the reverse.
     for (auto& s : m_slots) {
         if (!s->process) start_instance(*s);
@@ -421,6 +437,11 @@ void SystemImpl::child_failed(ModuleId id, std::uint64_t epoch, const std::strin
 
 StartPlan SystemImpl::plan(const ModuleSpec& spec, std::uint64_t epoch) {
     ModuleSlot* s = slot(spec.id);
+    if (epoch == 1 && s->boot_plan) {
+        StartPlan p = std::move(*s->boot_plan);
+        s->boot_plan.reset();
+        return p;
+    }
     StartPlan p =
         plan_start(spec, *s->parent_bus, s->journal, epoch, s->snapshot_at_most.load(), entropy(),
                    m_booted.load() ? 0 : s->parent_bus->ring().first(), m_logger);

@@ -55,7 +55,8 @@ struct ModuleSlot {
     // The in-process instance. Replaced by the supervision thread under the
     // system's instance lock; read by others under its shared lock.
     std::unique_ptr<Runner> runner;
-    std::unique_ptr<JournalCatchUp> catch_up;
+    std::unique_ptr<JournalCatchUp> catch_up;        // from its parent bus's journal
+    std::unique_ptr<JournalCatchUp> child_catch_up;  // gateways: from their own bus's journal
     std::atomic<std::uint32_t> bell_word{0};
     std::atomic<std::uint32_t> bell_armed{0};
     std::vector<std::unique_ptr<Runner>> abandoned;  // hung: kept alive for good
@@ -68,11 +69,14 @@ struct ModuleSlot {
     std::atomic<ModuleState> state{ModuleState::created};
     bool restart_pending = false;
     std::uint64_t restart_at_ns = 0;
+    std::uint64_t started_ns = 0;     // of the current instance
+    std::uint32_t backoff_level = 0;  // failures soon after a restart, in a row
     std::atomic<std::uint64_t> snapshot_at_most{UINT64_MAX};  // skip snapshots that failed
     std::atomic<std::uint64_t> restored_from{0};              // input seq of the last restore
     std::uint64_t resume_parent = 0;  // gateways: cursors of the last instance
     std::uint64_t resume_child = 0;
-    std::uint64_t hb_cursor = 0;  // hang detection: input cursor at the last heartbeat
+    std::uint64_t hb_cursor = 0;         // hang detection: input cursor at the last heartbeat
+    std::optional<StartPlan> boot_plan;  // the first instance's, made before any module runs
 };
 
 /// A gateway's supervision of its children (the root's of Level 1):

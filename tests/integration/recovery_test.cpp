@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: Apache-2.0
+// Recovery from the journal (DESIGN.md section 7, docs/recovery.md): a
+// stateful module killed at random moments under load, restarted by its
+// parent, restores its latest snapshot and replays the journal; afterwards
+// its state, its replies and even its random numbers are exactly those a
+// module that never failed would have, as computed from the journal.
+#include <gtest/gtest.h>
+
+#include <fmt/core.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "ledger_reference.hpp"
+#include "recorder.hpp"
+
+namespace hmk {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::eventually;
+using testing::read_all;
+
+struct TempDir {
+    TempDir() {
+        char tmpl[] = "/tmp/hmk-recovery-XXXXXX";
+        path = mkdtemp(tmpl);
+    }
+    ~TempDir() { fs::remove_all(path); }
+    std::string path;
+};
+
+struct Case {
+    const char* isolation;
+    bool snapshots;
+    friend void PrintTo(const Case& c, std::ostream* os) {
+        *os << c.isolation << (c.snapshots ? "_snapshots" : "_journal_only");
+    }
+};
+
+std::string ledger_system(const std::string& dir, const Case& c, int count, int rate,
+                          int capacity = 256, const std::string& extra = "") {
+    return fmt::format(R"(
+[system]
+plugins = ["{plugin}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+bus = {{ capacity = {capacity} }}
+supervisor = {{ intensity = 1000, period_ms = 60000, backoff_ms = 0 }}
+[[module]]
+path = "/g/mon"
+kind = "monitor"
+config = {{ dir = "{dir}", fsync = "none", segment_bytes = 65536 }}
+[[module]]
+path = "/g/src"
+kind = "source"
+config = {{ to = "/g/ledger", count = {count}, rate = {rate}, payload = "entry" }}
+[[module]]
+path = "/g/ledger"
+id = 50
+kind = "ledger"
+isolation = "{isolation}"
+restart = "permanent"
+recover = "journal"
+snapshot_every = {every}
+config = {{ tick_ms = 25, snapshots = {snapshots} }}
+{extra}
+)",
+                       fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("capacity", capacity),
+                       fmt::arg("dir", dir), fmt::arg("count", count), fmt::arg("rate", rate),
+                       fmt::arg("isolation", c.isolation), fmt::arg("every", c.snapshots ? 40 : 0),
+                       fmt::arg("snapshots", c.snapshots ? "true" : "false"),
+                       fmt::arg("extra", extra));
+}
+
+/// Asks the ledger for its state until it has seen `count` entries; returns
+/// its last answer and the seq of the question.
+std::optional<testing::LedgerState> settled_state(testing::Booted& b, std::uint64_t count,
+                                                  std::string& raw) {
+    const ModuleId ledger = b.id("/g/ledger");
+    std::optional<testing::LedgerState> state;
+    const bool ok = eventually(
+        [&] {
+            Outgoing ask;
+            ask.destination = ledger;
+            ask.type = msg::k_stats;
+            auto corr = b.system->inject(ask);
+            if (!corr) return false;
+            auto reply = b.system->wait_for_root(*corr, std::chrono::milliseconds(500));
+            if (!reply) return false;
+            raw = std::string(reply->text());
+            state = testing::parse_ledger_stats(raw);
+            return state && state->count >= count;
+        },
+        std::chrono::seconds(60));
+    if (!ok) return std::nullopt;
+    return state;
+}
+
+/// The seq of the last stats question to the ledger on its bus.
+std::uint64_t last_question(const std::string& dir, ModuleId ledger) {
+    std::uint64_t seq = 0;
+    (void)scan_journal(dir, [&](const JournalRecord& r) {
+        if (r.header.destination == ledger && r.header.type == msg::k_stats && !r.header.is_reply())
+            seq = r.header.seq;
+    });
+    return seq;
+}
+
+class RecoveryTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RecoveryTest, KilledAtRandomUnderLoadRecoversExactlyWhatANeverFailingOneWouldHave) {
+    constexpr int k_count = 2500;
+    TempDir d;
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    std::FILE* log = std::tmpfile();
+    auto b =
+        testing::boot(ledger_system(d.path, GetParam(), k_count, 1500), reg, log, LogLevel::info);
+    const ModuleId ledger = b->id("/g/ledger"), src = b->id("/g/src");
+    std::mt19937 rng(GetParam().snapshots ? 7 : 11);
+    std::uint64_t kills = 0;
+    // Kills while the load runs: some land while a recovery is still replaying.
+    while (b->system->module_stats(src).tx < static_cast<std::uint64_t>(k_count)) {
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 120)(rng)));
+        if (b->system->kill(ledger)) ++kills;
+    }
+    ASSERT_GE(kills, 5u);
+    std::string raw;
+    const auto state = settled_state(*b, k_count, raw);
+    ASSERT_TRUE(state.has_value()) << "the ledger did not get all entries: " << raw << "\n"
+                                   << read_all(log);
+    ASSERT_TRUE(eventually([&] { return b->system->module_stats(ledger).restarts == kills; }));
+    const ModuleStats ls = b->system->module_stats(ledger);
+    b->system->stop();
+
+    const testing::LedgerHistory h =
+        testing::ledger_history(d.path, ledger, b->id("/g"), last_question(d.path, ledger));
+    ASSERT_TRUE(h.scan.clean) << h.scan.problem;
+    // Every entry once, in order, and the state a never-failing ledger has.
+    EXPECT_EQ(state->count, static_cast<std::uint64_t>(k_count));
+    EXPECT_EQ(state->dups, 0u) << "an entry was handled twice or out of order";
+    EXPECT_EQ(state->sum, static_cast<std::uint64_t>(k_count) * (k_count + 1) / 2);
+    EXPECT_EQ(*state, h.state) << "recovered: " << raw;
+    // Every reply once, in order, with the same random numbers.
+    EXPECT_EQ(testing::check_replies(h, k_count), "");
+    EXPECT_GT(ls.suppressed, 0u) << "no recovery had outputs to drop: the test proves little";
+    const std::string text = read_all(log);
+    std::fclose(log);
+    if (GetParam().snapshots) {
+        EXPECT_NE(text.find("recovering from snapshot"), std::string::npos);
+        EXPECT_FALSE(list_snapshots(d.path, ledger)->empty());
+    } else {
+        EXPECT_NE(text.find("recovering from its start"), std::string::npos);
+    }
+    EXPECT_EQ(text.find("replay diverged"), std::string::npos) << text;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryMode, RecoveryTest,
+                         ::testing::Values(Case{"inproc", false}, Case{"inproc", true},
+                                           Case{"process", false}, Case{"process", true}),
+                         [](const auto& p) {
+                             return std::string(p.param.isolation) +
+                                    (p.param.snapshots ? "_snapshots" : "_journal_only");
+                         });
+
+// The whole system stops and boots again on the same journal: the bus goes on
+// numbering after it, and the ledger comes back with its state.
+TEST(RecoveryRebootTest, ABootOnTheSameJournalRestoresTheState) {
+    TempDir d;
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    std::uint64_t first_head = 0;
+    {
+        auto b = testing::boot(ledger_system(d.path, Case{"process", true}, 600, 0), reg);
+        std::string raw;
+        ASSERT_TRUE(settled_state(*b, 600, raw).has_value()) << raw;
+        first_head = b->system->bus_stats()[1].head;
+    }
+    for (const char* isolation : {"inproc", "process"}) {
+        auto b = testing::boot(ledger_system(d.path, Case{isolation, true}, 0, 0), reg);
+        EXPECT_GT(b->system->bus_stats()[1].head, first_head) << "the bus numbering restarted";
+        std::string raw;
+        const auto state = settled_state(*b, 600, raw);
+        ASSERT_TRUE(state.has_value()) << raw;
+        b->system->stop();
+        const auto h = testing::ledger_history(d.path, b->id("/g/ledger"), b->id("/g"),
+                                               last_question(d.path, b->id("/g/ledger")));
+        ASSERT_TRUE(h.scan.clean) << h.scan.problem;
+        EXPECT_EQ(*state, h.state) << isolation << ": " << raw;
+        EXPECT_EQ(state->count, 600u);
+        EXPECT_EQ(testing::check_replies(h, 600), "");
+    }
+}
+
+// Damage in the journal's tail (a torn write, a flipped bit) is cut off into
+// quarantine at the next boot; recovery restores the state up to the last
+// valid record, and a damaged snapshot file is passed over for the journal.
+TEST(RecoveryRebootTest, DamagedJournalAndSnapshotRecoverUpToTheLastValidRecord) {
+    TempDir d;
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    {
+        auto b = testing::boot(ledger_system(d.path, Case{"inproc", true}, 400, 0), reg);
+        std::string raw;
+        ASSERT_TRUE(settled_state(*b, 400, raw).has_value()) << raw;
+    }
+    // Flip a byte in the record of the 200th entry, and one in the newest snapshot.
+    std::string victim;
+    std::size_t victim_offset = 0;
+    {
+        std::uint64_t entries = 0, victim_seq = 0;
+        (void)scan_journal(d.path, [&](const JournalRecord& r) {
+            if (r.header.destination == 50 && r.header.type == msg::k_data && ++entries == 200) {
+                victim_seq = r.header.seq;
+                victim_offset = r.offset;
+            }
+        });
+        ASSERT_NE(victim_seq, 0u);
+        const auto segments = list_segments(d.path);
+        ASSERT_TRUE(segments.has_value());
+        for (const auto& seg : *segments) {
+            if (seg.first_seq <= victim_seq) victim = seg.path;
+        }
+    }
+    {
+        std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(victim_offset + 30));
+        f.put('\x5a');
+    }
+    const JournalScan damaged = scan_journal(d.path);
+    ASSERT_FALSE(damaged.clean);
+
+    std::FILE* log = std::tmpfile();
+    auto b =
+        testing::boot(ledger_system(d.path, Case{"inproc", true}, 0, 0), reg, log, LogLevel::info);
+    // Whatever the journal kept, the ledger has exactly that.
+    std::string raw;
+    std::optional<testing::LedgerState> state;
+    ASSERT_TRUE(eventually([&] {
+        state = settled_state(*b, 0, raw);
+        return state && b->system->module_stats(b->id("/g/ledger")).state == ModuleState::running;
+    }));
+    b->system->stop();
+    const auto h = testing::ledger_history(d.path, 50, b->id("/g"), last_question(d.path, 50));
+    ASSERT_TRUE(h.scan.clean) << h.scan.problem;
+    EXPECT_EQ(*state, h.state) << raw;
+    EXPECT_EQ(state->count, 199u) << "not the entries before the damage\n" << read_all(log);
+    const std::string text = read_all(log);
+    std::fclose(log);
+    EXPECT_NE(text.find("journal damaged, continuing after seq"), std::string::npos) << text;
+    EXPECT_NE(text.find("the damaged part is kept in"), std::string::npos);
+    // Snapshots taken after the damage are of no use now, and say so.
+    EXPECT_NE(text.find("the journal lost what it was taken after"), std::string::npos) << text;
+    bool quarantined = false;
+    for (const auto& e : fs::directory_iterator(d.path))
+        quarantined = quarantined || e.path().filename().string().rfind("damaged-", 0) == 0;
+    EXPECT_TRUE(quarantined);
+}
+
+// A damaged snapshot (a flipped bit, a cut file) is passed over for an older
+// one, and without any for the start in the journal: the state is the same.
+TEST(RecoveryRebootTest, DamagedSnapshotsArePassedOverForOlderOnesOrTheJournal) {
+    TempDir d;
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    {
+        auto b = testing::boot(ledger_system(d.path, Case{"inproc", true}, 400, 0), reg);
+        std::string raw;
+        ASSERT_TRUE(settled_state(*b, 400, raw).has_value()) << raw;
+    }
+    for (const char* damage : {"flip", "cut", "all"}) {
+        const auto snaps = list_snapshots(d.path, 50);
+        ASSERT_TRUE(snaps.has_value());
+        ASSERT_GE(snaps->size(), 2u);
+        for (std::size_t i = 0; i < snaps->size(); ++i) {
+            const std::string& path = (*snaps)[i].path;
+            if (std::string(damage) != "all" && i + 1 != snaps->size()) continue;
+            if (std::string(damage) == "cut") {
+                fs::resize_file(path, fs::file_size(path) - 7);
+            } else {
+                std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+                f.seekp(static_cast<std::streamoff>(fs::file_size(path) - 1));
+                f.put('\x01');
+            }
+        }
+        std::FILE* log = std::tmpfile();
+        auto b = testing::boot(ledger_system(d.path, Case{"inproc", true}, 0, 0), reg, log,
+                               LogLevel::info);
+        std::string raw;
+        const auto state = settled_state(*b, 400, raw);
+        ASSERT_TRUE(state.has_value()) << damage << ": " << raw;
+        b->system->stop();
+        const auto h = testing::ledger_history(d.path, 50, b->id("/g"), last_question(d.path, 50));
+        EXPECT_EQ(*state, h.state) << damage << ": " << raw;
+        const std::string text = read_all(log);
+        std::fclose(log);
+        EXPECT_NE(text.find("snapshot passed over"), std::string::npos) << damage << "\n" << text;
+        EXPECT_NE(text.find(std::string(damage) == "cut" ? "truncated" : "CRC32C mismatch"),
+                  std::string::npos)
+            << damage << "\n"
+            << text;
+        if (std::string(damage) == "all") {
+            EXPECT_NE(text.find("recovering from its start"), std::string::npos) << text;
+        } else {
+            EXPECT_NE(text.find("recovering from snapshot"), std::string::npos) << text;
+        }
+        // Start the next round from clean snapshots again.
+        const auto stale = list_snapshots(d.path, 50);
+        for (const auto& s : *stale) fs::remove(s.path);
+        auto again = testing::boot(ledger_system(d.path, Case{"inproc", true}, 0, 0), reg);
+        ASSERT_TRUE(settled_state(*again, 400, raw).has_value());
+        Outgoing take;
+        take.destination = again->id("/g/ledger");
+        take.type = msg::k_snapshot_request;
+        ASSERT_TRUE(again->system->inject(take, again->id("/g")).has_value());
+        ASSERT_TRUE(eventually([&] { return list_snapshots(d.path, 50)->size() >= 1; }));
+        ASSERT_TRUE(again->system->inject(take, again->id("/g")).has_value());
+        ASSERT_TRUE(eventually([&] { return list_snapshots(d.path, 50)->size() >= 2; }));
+    }
+}
+
+}  // namespace
+}  // namespace hmk
