@@ -459,22 +459,23 @@ Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::rejected};
     }
-    if (message.destination != k_no_module &&
-        m_host.topology().find(message.destination) == nullptr) {
-        m_send_errors.fetch_add(1, std::memory_order_relaxed);
-        return Err{SendError::unknown_destination};
-    }
     Header h = header_for(m_id, message);
     if (origin == Origin::operator_) {
         h.flags = static_cast<std::uint16_t>(h.flags | k_flag_operator);
     } else {
         h.flags = static_cast<std::uint16_t>(h.flags & ~k_flag_operator);
-        // A recovering instance: what the old one sent is on the bus already.
+        // A recovering instance: what the old one sent is on the bus already
+        // (even to a module that has since left the system).
         if (m_suppress_left > 0 && h.type != msg::k_timer && h.type != msg::k_snapshot) {
             --m_suppress_left;
             bump(m_suppressed);
             return {};
         }
+    }
+    if (message.destination != k_no_module &&
+        m_host.topology().find(message.destination) == nullptr) {
+        m_send_errors.fetch_add(1, std::memory_order_relaxed);
+        return Err{SendError::unknown_destination};
     }
     auto r = bus->publish(h, message.payload, m_id);
     if (!r) {

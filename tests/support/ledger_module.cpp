@@ -101,6 +101,27 @@ class Ledger final : public Module {
     std::map<ModuleId, std::uint64_t> m_last;
 };
 
+/// Prints "ack CORR SEQ TO" for each reply of module `of` it sees on its bus.
+class Acks final : public Module {
+  public:
+    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+        return std::unique_ptr<Module>(new Acks(env));
+    }
+    void on_message(const Message& m) override {
+        const Header& h = m.header;
+        if (h.sender == m_of && h.via == m_of && h.hops == 0 && h.is_reply() &&
+            h.type == msg::k_data) {
+            m_env.print(fmt::format("ack {} {} {}", h.correlation, h.seq, h.destination));
+        }
+    }
+
+  private:
+    explicit Acks(Env& env)
+        : m_env(env), m_of(env.topology().find(env.config().string("of"))->id) {}
+    Env& m_env;
+    ModuleId m_of;
+};
+
 }  // namespace
 
 std::uint32_t ledger_step(std::uint32_t digest, ModuleId sender, std::uint64_t correlation,
@@ -128,6 +149,10 @@ void add_ledger(Registry& registry) {
                    "a periodic timer, folded into the digest (0: none)")
              .range(0, 60000),
          ConfigKey("snapshots", ConfigType::boolean, true, "whether it keeps snapshots")});
+    registry.add<Acks>("acks", "test: prints 'ack CORR SEQ TO' for each reply of `of` on its bus",
+                       Role::leaf,
+                       {ConfigKey("of", ConfigType::path, std::string(), "whose replies").require()},
+                       Eavesdrop::yes);
 }
 
 }  // namespace hmk::testing

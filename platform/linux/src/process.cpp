@@ -2,6 +2,8 @@
 #include "hmk/platform/process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,14 +35,27 @@ constexpr bool k_sanitized = false;
 constexpr bool k_sanitized = false;
 #endif
 constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never clobbers one
+constexpr int k_lifeline_fd = k_parking_fd - 1;
+
+// A pipe whose write end only this process holds (close-on-exec): a child
+// that sees it hung up knows its parent process is gone.
+int lifeline_read_end() {
+    static const int fd = [] {
+        int fds[2] = {-1, -1};
+        if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+        return fds[0];  // the write end stays open, unused, for the life of the process
+    }();
+    return fd;
+}
 
 // Runs in the child between clone3 and execve. The parent may have many
 // threads, so only raw system calls here: no allocation, no locks, no glibc
 // wrappers that assume a thread list (setresuid would try to signal threads
 // that exist only in the parent).
-[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root) {
-    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root,
+                             int lifeline) {
     const int n = static_cast<int>(o.fds.size());
+    if (lifeline >= 0 && syscall(SYS_dup2, lifeline, k_lifeline_fd) < 0) syscall(SYS_exit_group, 124);
     for (int i = 0; i < n; ++i) {
         if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0)
             syscall(SYS_exit_group, 120);
@@ -48,8 +63,10 @@ constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never 
     for (int i = 0; i < n; ++i) {
         if (syscall(SYS_dup2, k_parking_fd + i, k_first_fd + i) < 0) syscall(SYS_exit_group, 121);
     }
-    // Everything else goes: the child holds only stdio and what it was given.
-    syscall(SYS_close_range, k_first_fd + n, ~0u, 0);
+    // Everything else goes: the child holds only stdio and what it was given
+    // (and the lifeline, until it is checked below).
+    syscall(SYS_close_range, k_first_fd + n, k_lifeline_fd - 1, 0);
+    syscall(SYS_close_range, k_lifeline_fd + 1, ~0u, 0);
     if (o.limits.address_space != 0 && !k_sanitized) {
         const rlimit r{o.limits.address_space, o.limits.address_space};
         syscall(SYS_setrlimit, RLIMIT_AS, &r);
@@ -66,6 +83,15 @@ constexpr int k_parking_fd = 200;  // fds are moved up here first so dup2 never 
         syscall(SYS_setgroups, 0, nullptr);
         if (syscall(SYS_setresgid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 122);
         if (syscall(SYS_setresuid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 123);
+    }
+    // Die with the parent. Last, because a change of credentials clears it;
+    // and had the parent died before this, its lifeline is hung up already.
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (lifeline >= 0) {
+        pollfd p{k_lifeline_fd, POLLIN, 0};
+        const timespec now{0, 0};
+        if (syscall(SYS_ppoll, &p, 1, &now, nullptr, 0) != 0) syscall(SYS_exit_group, 125);
+        syscall(SYS_close, k_lifeline_fd);
     }
     syscall(SYS_execve, o.program.c_str(), argv, environ);
     syscall(SYS_exit_group, 127);
@@ -100,6 +126,7 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
         wanted.push_back({CLONE_NEWIPC, "ipc namespace"});
         wanted.push_back({CLONE_NEWNS, "mount namespace"});
     }
+    const int lifeline = lifeline_read_end();
     Child child;
     std::uint64_t flags = 0;
     for (const Layer& l : wanted) flags |= l.flag;
@@ -124,7 +151,7 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
         pid = clone3_pidfd(flags, &pidfd);
     }
     if (pid < 0) return Err{std::string("clone3: ") + std::strerror(errno)};
-    if (pid == 0) child_main(o, argv.data(), as_root);
+    if (pid == 0) child_main(o, argv.data(), as_root, lifeline);
 
     child.pid = static_cast<pid_t>(pid);
     if (k_sanitized && o.limits.address_space != 0) {
