@@ -58,8 +58,12 @@ void BusJournal::set_genesis(ModuleId module, const Genesis& genesis) {
     m_genesis[module] = genesis;
 }
 
-JournalCatchUp::JournalCatchUp(const BusJournal& journal, Logger& logger, std::string who)
-    : m_reader(journal.dir(), journal.max_payload()), m_logger(logger), m_who(std::move(who)) {}
+JournalCatchUp::JournalCatchUp(const BusJournal& journal, const InprocBus& bus, Logger& logger,
+                               std::string who)
+    : m_reader(journal.dir(), journal.max_payload()),
+      m_bus(bus),
+      m_logger(logger),
+      m_who(std::move(who)) {}
 
 CatchUp::Status JournalCatchUp::read(std::uint64_t seq, std::span<std::byte> out,
                                      std::uint32_t& size, std::uint64_t& missing_last) {
@@ -75,10 +79,16 @@ CatchUp::Status JournalCatchUp::read(std::uint64_t seq, std::span<std::byte> out
             size = static_cast<std::uint32_t>(record.message.size());
             return Status::ok;
         case JournalReader::Status::end:
-            return Status::pending;
+            // Not written yet: worth waiting for only if the monitor may still write it.
+            if (m_bus.journal_may_still_write(seq)) return Status::pending;
+            missing_last = seq;
+            return Status::missing;
         case JournalReader::Status::missing:
             missing_last = m_reader.missing_last();
-            return missing_last >= seq ? Status::missing : Status::pending;
+            if (missing_last >= seq) return Status::missing;
+            if (m_bus.journal_may_still_write(seq)) return Status::pending;
+            missing_last = seq;
+            return Status::missing;
         case JournalReader::Status::damaged:
             m_logger.log(LogLevel::error, m_who,
                          "journal damaged while catching up: " + m_reader.problem());

@@ -65,13 +65,15 @@ class BusJournal {
 /// holds: it reads the bus journal's files itself.
 class JournalCatchUp final : public CatchUp {
   public:
-    JournalCatchUp(const BusJournal& journal, Logger& logger, std::string who);
+    JournalCatchUp(const BusJournal& journal, const InprocBus& bus, Logger& logger,
+                   std::string who);
     Status read(std::uint64_t seq, std::span<std::byte> out, std::uint32_t& size,
                 std::uint64_t& missing_last) override;
     bool ready() override { return true; }
 
   private:
     JournalReader m_reader;
+    const InprocBus& m_bus;
     Logger& m_logger;
     std::string m_who;
 };

@@ -71,6 +71,13 @@ class InprocBus final : public BusPort {
     /// The last seq the monitor acknowledged (0: no journal or none yet).
     std::uint64_t acknowledged() const { return m_acked.load(std::memory_order_acquire); }
     ModuleId journal_module() const { return m_gate_module; }
+    /// Whether the journal has a message the ring no longer holds, or will
+    /// never have it: false once the monitor passed `seq`, or while the bus
+    /// goes on without a stalled (or stopped) monitor.
+    bool journal_may_still_write(std::uint64_t seq) const {
+        return seq > m_acked.load(std::memory_order_acquire) &&
+               !m_gate_open.load(std::memory_order_acquire);
+    }
     /// Wakes the readers that sleep (after publish_deferred calls).
     void wake_readers();
 

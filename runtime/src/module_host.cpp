@@ -128,11 +128,14 @@ class HostSide final : public detail::RunnerHost {
         : m_logger(logger), m_topology(topology), m_stats(stats), m_progress(progress) {}
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_topology; }
-    void started(ModuleId /*id*/, bool ok) override {
+    void started(ModuleId /*id*/, detail::StartResult result) override {
+        m_result = result;
         m_stats.state.store(
-            static_cast<std::uint32_t>(ok ? ModuleState::running : ModuleState::failed),
+            static_cast<std::uint32_t>(result == detail::StartResult::ok ? ModuleState::running
+                                                                         : ModuleState::failed),
             std::memory_order_release);
     }
+    detail::StartResult result() const { return m_result; }
     bool wants_progress() const override { return true; }
     void progress(const ModuleStats& s) override {
         m_stats.rx.store(s.rx, std::memory_order_relaxed);
@@ -156,6 +159,7 @@ class HostSide final : public detail::RunnerHost {
     const Topology& m_topology;
     UplinkStats& m_stats;
     UplinkProgress& m_progress;
+    detail::StartResult m_result = detail::StartResult::ok;
 };
 
 std::vector<std::byte> read_snapshot(std::uint64_t size) {
@@ -282,6 +286,7 @@ int run_module_host(const HostOptions& o) {
     const ModuleStats s = runner.stats();
     side.progress(s);
     uplink->stats().state.store(static_cast<std::uint32_t>(s.state), std::memory_order_release);
+    if (side.result() == detail::StartResult::restore_failed) return k_exit_restore_failed;
     return s.state == ModuleState::failed ? 1 : 0;
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -17,6 +18,7 @@
 
 #include "hmk/detail/endian.hpp"
 #include "hmk/platform/clock.hpp"
+#include "hmk/runtime/module_host.hpp"
 
 namespace hmk::detail {
 namespace {
@@ -161,10 +163,10 @@ void UplinkPump::restart(ModuleId id, std::uint64_t epoch) {
     (void)!write(m_wake.get(), &one, sizeof(one));
 }
 
-void UplinkPump::kill(ModuleId id, const std::string& cause) {
+void UplinkPump::kill(ModuleId id, const std::string& cause, std::uint64_t epoch) {
     {
         const std::lock_guard lock(m_commands_mutex);
-        m_commands.push_back(Command{Command::Op::kill, id, 0, cause});
+        m_commands.push_back(Command{Command::Op::kill, id, epoch, cause});
     }
     const std::uint64_t one = 1;
     (void)!write(m_wake.get(), &one, sizeof(one));
@@ -224,9 +226,9 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
         c.state.store(ModuleState::failed);
         if (!c.announced) {
             c.announced = true;
-            m_host.started(spec.id, false);
+            m_host.started(spec.id, StartResult::failed);
         } else {
-            m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, true);
+            m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, false);
         }
     };
     const std::string description = host_description(*m_setup.system, spec.id);
@@ -272,10 +274,12 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
         o.argv.push_back("--plugin");
         o.argv.push_back(p);
     }
-    if (m_host.logger().enabled(LogLevel::debug)) {
-        o.argv.push_back("--log-level");
-        o.argv.push_back("debug");
-    }
+    // The host logs as its parent does.
+    std::string level = to_string(m_host.logger().threshold());
+    std::transform(level.begin(), level.end(), level.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    o.argv.push_back("--log-level");
+    o.argv.push_back(level);
     o.fds = {m_bus.region().fd(), c.region.fd(), c.event.get(), text->fd(), c.feed_region.fd()};
     if (snapshot) o.fds.push_back(snapshot->fd());
     o.limits.address_space = spec.quota.memory;
@@ -320,6 +324,7 @@ void UplinkPump::start_instance(ProcessChild& c, std::uint64_t epoch) {
     c.reader.reset();
     c.epoch.store(epoch);
     c.state.store(ModuleState::created);
+    c.announced = !m_host.booting();
     const StartPlan plan = m_host.plan(*c.spec, epoch);
     spawn(c, plan);
 }
@@ -335,6 +340,7 @@ void UplinkPump::run_commands() {
         if (c == nullptr) continue;
         if (cmd.op == Command::Op::kill) {
             if (!c->process.pidfd.valid()) continue;
+            if (cmd.epoch != 0 && cmd.epoch != c->epoch.load()) continue;  // gone already
             if (cmd.cause.empty()) {
                 c->stopping = true;
                 stop_child(*c, "");
@@ -363,7 +369,7 @@ void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
         m_host.logger().log(
             LogLevel::info, c.spec->path,
             fmt::format("running in process {} on bus {}", c.process.pid, m_bus.name()));
-        if (!c.announced) m_host.started(c.spec->id, true);
+        if (!c.announced) m_host.started(c.spec->id, StartResult::ok);
         c.announced = true;
     } else if (now > c.spawned_ns && now - c.spawned_ns > k_start_deadline_ns) {
         stop_child(c, "did not start within 10 s");
@@ -405,13 +411,16 @@ void UplinkPump::reap(ProcessChild& c) {
         if (!c.stop_reason.empty()) text += " (stopped by its parent: " + c.stop_reason + ")";
         m_host.logger().log(LogLevel::error, c.spec->path, "failed: " + text);
     }
+    const bool restore_failed =
+        was_starting && status->exited && status->code == k_exit_restore_failed;
     if (was_starting && !c.announced) {
         c.announced = true;
-        m_host.started(c.spec->id, false);
+        m_host.started(c.spec->id,
+                       restore_failed ? StartResult::restore_failed : StartResult::failed);
     } else if (!asked) {
         m_host.child_failed(c.spec->id, c.epoch.load(), text,
                             status->exited && status->code == 0 && c.stop_reason.empty(),
-                            was_starting);
+                            restore_failed);
     }
     if (c.pending_epoch != 0 && !m_shutting_down.load()) start_instance(c, c.pending_epoch);
 }
@@ -514,8 +523,12 @@ bool UplinkPump::feed(ProcessChild& c) {
     while (n < k_batch && c.feed_next < enough &&
            feed.head() + 1 - std::min(taken, feed.head() + 1) < k_feed_slots) {
         JournalRecord r;
-        const auto st = c.reader->next(r);
-        if (st == JournalReader::Status::end) break;  // not written yet: next round
+        auto st = c.reader->next(r);
+        if (st == JournalReader::Status::end) {
+            // Not written yet: wait for it while the monitor may still write it.
+            if (m_bus.journal_may_still_write(c.feed_next)) break;
+            st = JournalReader::Status::missing;
+        }
         Header h;
         if (st == JournalReader::Status::ok) {
             h.type = 0;

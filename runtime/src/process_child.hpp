@@ -48,15 +48,18 @@ class PumpHost {
   public:
     virtual ~PumpHost() = default;
     virtual Logger& logger() = 0;
-    /// The first instance of a child came up (or could not): once per child.
-    virtual void started(ModuleId id, bool ok) = 0;
+    /// An instance of a child came up (or could not) while the system boots.
+    virtual void started(ModuleId id, StartResult result) = 0;
     /// Instance `epoch` of a child ended without its parent asking: a crash,
     /// an exit, or a kill for cause (quota, broken ring, hang, start timeout).
+    /// `restore_failed`: it could not restore the snapshot it was given.
     virtual void child_failed(ModuleId id, std::uint64_t epoch, const std::string& why,
-                              bool normal_exit, bool at_start) = 0;
+                              bool normal_exit, bool restore_failed) = 0;
     /// Plans instance `epoch` (pump thread; the previous instance is gone and
     /// its uplink drained).
     virtual StartPlan plan(const ModuleSpec& spec, std::uint64_t epoch) = 0;
+    /// Whether the system is still booting (starts are then reported to started()).
+    virtual bool booting() const = 0;
 };
 
 /// A module in a process of its own, as its parent sees it.
@@ -83,7 +86,7 @@ struct ProcessChild {
     bool stopping = false;            // the parent asked it to go: no failure report
     std::string stop_reason;          // killed for cause: reported as a failure
     std::uint64_t pending_epoch = 0;  // start this instance once the old one is gone
-    bool announced = false;           // started() reported (first instance)
+    bool announced = false;           // started() reported for the current instance
 
     // Token buckets (messages and bytes), refilled by elapsed time.
     double message_tokens = 0;
@@ -118,8 +121,9 @@ class UplinkPump {
     /// one (without a failure report).
     void restart(ModuleId id, std::uint64_t epoch);
     /// Any thread: kill `id`. With a `cause`, its end is reported as a
-    /// failure (a hang); without, it is the parent's own decision.
-    void kill(ModuleId id, const std::string& cause);
+    /// failure (a hang); without, it is the parent's own decision. With an
+    /// `epoch`, only that instance (a later one is left alone).
+    void kill(ModuleId id, const std::string& cause, std::uint64_t epoch = 0);
 
     bool owns(ModuleId id) const;
     /// The isolation layers around each running child: spawn-time ones and

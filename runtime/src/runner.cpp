@@ -72,7 +72,7 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
     m_child_cursor_seen.store(m_child_cursor, std::memory_order_release);
     m_suppress_left = m_plan.suppress;
     m_live_at = m_plan.live_at;
-    m_live = m_live_at == 0 || m_parent_bus == nullptr || m_parent_cursor > m_live_at;
+    m_live.store(m_live_at == 0 || m_parent_bus == nullptr || m_parent_cursor > m_live_at);
 }
 
 Runner::~Runner() {
@@ -118,7 +118,8 @@ void Runner::abandon() {
 ModuleStats Runner::stats() const {
     ModuleStats s;
     s.state = m_state.load();
-    if (s.state == ModuleState::running && !m_live) s.state = ModuleState::recovering;
+    if (s.state == ModuleState::running && !m_live.load(std::memory_order_acquire))
+        s.state = ModuleState::recovering;
     s.rx = m_rx.load();
     s.tx = m_tx.load();
     s.seen = m_seen.load();
@@ -155,7 +156,7 @@ void Runner::fail(const std::string& why) {
     m_state.store(ModuleState::failed);
 }
 
-bool Runner::start_module() {
+StartResult Runner::start_module() {
     guarded("create", [&] {
         auto made = m_kind->create(*this);
         if (!made) {
@@ -164,21 +165,21 @@ bool Runner::start_module() {
         }
         m_module = std::move(made).value();
     });
-    if (m_state.load() == ModuleState::failed) return false;
+    if (m_state.load() == ModuleState::failed) return StartResult::failed;
     m_state.store(ModuleState::running);
     if (m_plan.restore) {
         if (auto r = restore(m_plan.body, m_plan.state_version); !r) {
             fail("cannot restore its snapshot: " + r.error());
-            return false;
+            return StartResult::restore_failed;
         }
     } else {
         m_event_ns = m_plan.start_ns != 0 ? m_plan.start_ns : platform::monotonic_ns();
         guarded("on_start", [&] { m_module->on_start(); });
     }
     m_plan.body = {};
-    if (m_state.load() != ModuleState::running) return false;
+    if (m_state.load() != ModuleState::running) return StartResult::failed;
     if (m_live) go_live();
-    return true;
+    return StartResult::ok;
 }
 
 Result<void, std::string> Runner::restore(std::span<const std::byte> body, std::uint32_t version) {
@@ -200,9 +201,9 @@ Result<void, std::string> Runner::restore(std::span<const std::byte> body, std::
 }
 
 void Runner::run() {
-    const bool ok = start_module();
-    m_host.started(m_id, ok);
-    if (ok) {
+    const StartResult result = start_module();
+    m_host.started(m_id, result);
+    if (result == StartResult::ok) {
         int idle = 0;
         while (!m_stop.load(std::memory_order_relaxed) && m_state.load() == ModuleState::running) {
             if (m_crash.load(std::memory_order_acquire)) {
@@ -586,8 +587,8 @@ bool Runner::fire_timers() {
 }
 
 void Runner::go_live() {
-    const bool recovered = !m_live;
-    m_live = true;
+    const bool recovered = !m_live.load(std::memory_order_relaxed);
+    m_live.store(true, std::memory_order_release);
     if (m_suppress_left > 0) {
         log(LogLevel::warn,
             fmt::format("replay diverged: the old instance sent {} more messages than this one "

@@ -18,6 +18,13 @@
 
 namespace hmk::detail {
 
+/// How a runner's start went.
+enum class StartResult : std::uint8_t {
+    ok,
+    failed,          ///< the module could not be made, or on_start failed
+    restore_failed,  ///< the module could not restore the snapshot it was given
+};
+
 /// Callbacks from a runner to the system that owns it.
 class RunnerHost {
   public:
@@ -26,7 +33,7 @@ class RunnerHost {
     virtual const Topology& topology() const = 0;
     /// The runner finished start-up (its module exists and on_start or
     /// restore ran) or failed. Called once per runner.
-    virtual void started(ModuleId id, bool ok) = 0;
+    virtual void started(ModuleId id, StartResult result) = 0;
     /// The runner's module failed at run time (a handler threw): the runner
     /// stops taking messages. Any thread may then join it. Default: nothing.
     virtual void failed(ModuleId /*id*/, std::uint64_t /*epoch*/, const std::string& /*why*/) {}
@@ -138,7 +145,7 @@ class Runner final : public Env {
   private:
     enum class Origin : std::uint8_t { module, runtime, operator_ };
 
-    bool start_module();
+    StartResult start_module();
     bool drain(BusPort& bus, std::uint64_t& cursor, Side side);
     void handle(Side side, std::span<const std::byte> record);
     bool runtime_message(Side side, const Message& message);
@@ -202,7 +209,7 @@ class Runner final : public Env {
 
     // Recovery: outputs to drop, and whether the instance is live yet.
     std::uint64_t m_suppress_left = 0;
-    bool m_live = true;
+    std::atomic<bool> m_live{true};  // written by the runner's thread, read by stats()
     std::uint64_t m_live_at = 0;
 
     // Snapshots.

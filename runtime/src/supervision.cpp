@@ -94,12 +94,12 @@ void SystemImpl::handle(const FailureEvent& e) {
     // An event about an instance that is gone already, or a module its
     // parent is stopping or restarting anyway.
     if (e.epoch != s->epoch.load() || s->state.load() != ModuleState::running) return;
-    if (e.at_start && s->restored_from.load() != 0) {
+    if (e.restore_failed && s->restored_from.load() != 0) {
         const std::uint64_t seq = s->restored_from.load();
         s->snapshot_at_most.store(seq - 1);
         m_logger.log(LogLevel::warn, path_of(*s),
-                     fmt::format("it failed while starting from its snapshot at seq {}: the next "
-                                 "instance recovers without that snapshot",
+                     fmt::format("it could not restore its snapshot at seq {}: the next instance "
+                                 "recovers without it",
                                  seq));
     }
     handle_failure(*s, e.why, e.normal_exit);
@@ -363,7 +363,7 @@ void SystemImpl::heartbeats(std::uint64_t now) {
             child->hb_cursor = 0;
             if (child->process) {
                 // Its exit comes back as a failure, with this reason.
-                child->pump->kill(child->id, why);
+                child->pump->kill(child->id, why, st.epoch);
             } else {
                 handle_failure(*child, why, false);
             }

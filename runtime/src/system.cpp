@@ -233,7 +233,7 @@ Result<void, std::string> SystemImpl::build() {
             sup->journal = j != m_journals.end() ? j->second.get() : nullptr;
             if (sup->journal != nullptr) {
                 s->child_catch_up = std::make_unique<JournalCatchUp>(
-                    *sup->journal, m_logger, n.id == k_root_id ? "/" : n.path);
+                    *sup->journal, *s->child_bus, m_logger, n.id == k_root_id ? "/" : n.path);
             }
             sup->spec = n.id == k_root_id ? m_spec.root_supervisor : s->spec->supervisor;
             s->own_sup = sup.get();
@@ -264,7 +264,8 @@ Result<void, std::string> SystemImpl::build() {
         s->parent_bus->subscribe(bell);
         if (s->child_bus != nullptr) s->child_bus->subscribe(bell);
         if (s->journal != nullptr && !s->is_monitor) {
-            s->catch_up = std::make_unique<JournalCatchUp>(*s->journal, m_logger, s->spec->path);
+            s->catch_up = std::make_unique<JournalCatchUp>(*s->journal, *s->parent_bus, m_logger,
+                                                           s->spec->path);
         }
     }
     ModuleSlot& root = *m_slots.front();
@@ -296,12 +297,42 @@ Result<void, std::string> SystemImpl::start() {
     }
     for (auto& [bus, pump] : m_pumps) pump->start();
     std::unique_lock lock(m_start_mutex);
-    m_start_cv.wait(lock, [&] { return m_started >= m_expected; });
-    if (!m_start_failures.empty()) {
+    for (int attempt = 0;; ++attempt) {
+        m_start_cv.wait(lock, [&] { return m_started >= m_expected; });
+        if (m_start_failures.empty()) break;
+        // A module that could not restore its snapshot gets another instance
+        // without that snapshot (an older one, or its whole history).
+        const bool restores =
+            std::all_of(m_start_failures.begin(), m_start_failures.end(),
+                        [](const auto& f) { return f.second == StartResult::restore_failed; });
+        if (restores && attempt < 8) {
+            auto failures = std::move(m_start_failures);
+            m_start_failures.clear();
+            m_expected += failures.size();
+            lock.unlock();
+            for (const auto& [id, result] : failures) {
+                ModuleSlot& s = *slot(id);
+                const std::uint64_t seq = s.restored_from.load();
+                s.snapshot_at_most.store(seq == 0 ? 0 : seq - 1);
+                m_logger.log(LogLevel::warn, s.spec->path,
+                             fmt::format("it could not restore its snapshot at seq {}: starting it "
+                                         "again without it",
+                                         seq));
+                if (s.process) {
+                    s.epoch.fetch_add(1);
+                    s.pump->restart(id, s.epoch.load());
+                } else {
+                    stop_instance(s, "could not restore its snapshot");
+                    start_instance(s);
+                }
+            }
+            lock.lock();
+            continue;
+        }
         lock.unlock();
         stop();
         std::string list;
-        for (ModuleId id : m_start_failures) {
+        for (const auto& [id, result] : m_start_failures) {
             list += (list.empty() ? "" : ", ") + m_spec.topology.find(id)->path;
         }
         return Err{"modules failed to start: " + list};
@@ -401,11 +432,17 @@ Result<void, std::string> SystemImpl::kill(ModuleId id) {
     if (s->state.load() != ModuleState::running)
         return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};
     if (s->process) {
-        s->pump->kill(id, "killed by the operator");
+        const ModuleStats st = s->pump->stats(id);
+        if (st.state != ModuleState::running && st.state != ModuleState::recovering)
+            return Err{fmt::format("{} is {}", s->spec->path, to_string(st.state))};
+        s->pump->kill(id, "killed by the operator", st.epoch);
         return {};
     }
     const std::shared_lock lock(m_instances);
     if (s->runner == nullptr) return Err{s->spec->path + " has no instance"};
+    const ModuleState st = s->runner->stats().state;
+    if (st != ModuleState::running && st != ModuleState::recovering)
+        return Err{fmt::format("{} is {}", s->spec->path, to_string(st))};
     s->runner->crash("killed by the operator");
     return {};
 }
@@ -420,20 +457,20 @@ bool SystemImpl::wait_failure(std::chrono::milliseconds timeout) {
     return m_failure_cv.wait_for(lock, timeout, [&] { return m_failure.has_value(); });
 }
 
-void SystemImpl::started(ModuleId id, bool ok) {
+void SystemImpl::started(ModuleId id, StartResult result) {
     if (m_booted.load()) {
         // A new instance that could not come up is a failure like any other.
-        if (!ok) {
+        if (result != StartResult::ok) {
             const ModuleSlot* s = slot(id);
             post(FailureEvent{id, s != nullptr ? s->epoch.load() : 0, "could not start", false,
-                              true});
+                              result == StartResult::restore_failed});
         }
         return;
     }
     {
         const std::lock_guard lock(m_start_mutex);
         ++m_started;
-        if (!ok) m_start_failures.push_back(id);
+        if (result != StartResult::ok) m_start_failures.emplace_back(id, result);
     }
     m_start_cv.notify_all();
 }
@@ -443,8 +480,8 @@ void SystemImpl::failed(ModuleId id, std::uint64_t epoch, const std::string& why
 }
 
 void SystemImpl::child_failed(ModuleId id, std::uint64_t epoch, const std::string& why,
-                              bool normal_exit, bool at_start) {
-    post(FailureEvent{id, epoch, why, normal_exit, at_start});
+                              bool normal_exit, bool restore_failed) {
+    post(FailureEvent{id, epoch, why, normal_exit, restore_failed});
 }
 
 StartPlan SystemImpl::plan(const ModuleSpec& spec, std::uint64_t epoch) {

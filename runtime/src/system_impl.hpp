@@ -98,7 +98,7 @@ struct FailureEvent {
     std::uint64_t epoch = 0;
     std::string why;
     bool normal_exit = false;
-    bool at_start = false;  ///< the instance never came up
+    bool restore_failed = false;  ///< it could not restore the snapshot it was given
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {
@@ -121,11 +121,12 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     // RunnerHost
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_spec.topology; }
-    void started(ModuleId id, bool ok) override;
+    void started(ModuleId id, StartResult result) override;  // RunnerHost and PumpHost
+    bool booting() const override { return !m_booted.load(); }
     void failed(ModuleId id, std::uint64_t epoch, const std::string& why) override;
     // PumpHost
     void child_failed(ModuleId id, std::uint64_t epoch, const std::string& why, bool normal_exit,
-                      bool at_start) override;
+                      bool restore_failed) override;
     StartPlan plan(const ModuleSpec& spec, std::uint64_t epoch) override;
 
     std::uint64_t next_correlation() { return (m_correlation.fetch_add(1) + 1); }
@@ -164,7 +165,7 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     std::condition_variable m_start_cv;
     std::size_t m_started = 0;
     std::size_t m_expected = 0;
-    std::vector<ModuleId> m_start_failures;
+    std::vector<std::pair<ModuleId, StartResult>> m_start_failures;
     std::atomic<bool> m_booted{false};
     std::atomic<bool> m_stopped{false};
 

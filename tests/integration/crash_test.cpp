@@ -84,9 +84,11 @@ struct Outcome {
     int status = 0;
 };
 
-/// Runs `hmk ARGS`; kills it with SIGKILL after `kill_after_ms` (or lets it
-/// end if negative). Returns what it printed on stdout (and stderr, if `both`).
-Outcome run_hmk(const std::vector<std::string>& args, int kill_after_ms, bool both = false) {
+/// Runs `hmk ARGS`; kills it with SIGKILL `kill_after_ms` after it first
+/// printed `after` (at once if empty), or lets it end if negative. Returns
+/// what it printed on stdout (and stderr, if `both`).
+Outcome run_hmk(const std::vector<std::string>& args, int kill_after_ms, bool both = false,
+                const std::string& after = {}) {
     int pipe_fds[2];
     if (pipe(pipe_fds) != 0) return {};
     const pid_t pid = fork();
@@ -106,11 +108,16 @@ Outcome run_hmk(const std::vector<std::string>& args, int kill_after_ms, bool bo
     }
     close(pipe_fds[1]);
     Outcome run;
-    const auto start = std::chrono::steady_clock::now();
+    auto start = std::chrono::steady_clock::now();
+    bool armed = after.empty();
     bool killed = false;
     char buf[4096];
     for (;;) {
-        if (!killed && kill_after_ms >= 0 &&
+        if (!armed && run.out.find(after) != std::string::npos) {
+            armed = true;
+            start = std::chrono::steady_clock::now();
+        }
+        if (armed && !killed && kill_after_ms >= 0 &&
             std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(kill_after_ms)) {
             kill(pid, SIGKILL);
             killed = true;
@@ -135,8 +142,10 @@ TEST(CrashTest, KilledWholeSystemLosesNothingAcknowledgedAndRecoversIt) {
     std::set<std::pair<std::uint64_t, std::uint64_t>> acked;  // (requester, correlation)
     for (int round = 0; round < 6; ++round) {
         std::ofstream(sys) << system_text(journal, round, true);
-        const int kill_after = std::uniform_int_distribution<int>(300, 900)(rng);
-        const Outcome run = run_hmk({"run", sys, "--for", "60", "--log-level", "error"}, kill_after);
+        // Killed at a random point once the load is under way.
+        const int kill_after = std::uniform_int_distribution<int>(50, 600)(rng);
+        const Outcome run =
+            run_hmk({"run", sys, "--for", "60", "--log-level", "error"}, kill_after, false, "ack ");
         ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
             << "round " << round << ": hmk ended before it was killed\n"
             << run.out;
@@ -182,7 +191,8 @@ TEST(CrashTest, KilledWholeSystemLosesNothingAcknowledgedAndRecoversIt) {
     ASSERT_TRUE(state.has_value()) << raw;
     std::uint64_t question = 0;
     (void)scan_journal(journal, [&](const JournalRecord& r) {
-        if (r.header.destination == k_ledger && r.header.type == msg::k_stats) question = r.header.seq;
+        if (r.header.destination == k_ledger && r.header.type == msg::k_stats)
+            question = r.header.seq;
     });
     const auto h = testing::ledger_history(journal, k_ledger, k_bus, question);
     EXPECT_TRUE(h.scan.clean) << h.scan.problem;

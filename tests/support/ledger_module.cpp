@@ -5,6 +5,8 @@
 // instance lost, repeated or changed anything.
 #include <fmt/core.h>
 
+#include <time.h>
+
 #include <map>
 
 #include "hmk/crc32c.hpp"
@@ -36,6 +38,11 @@ class Ledger final : public Module {
             return;
         }
         if (h.type != msg::k_data) return;
+        if (const auto slow = m_env.config().integer("slow_us"); slow > 0) {
+            // A slow consumer (nanosleep is allowed in the sandbox).
+            const timespec pause{0, static_cast<long>(slow) * 1000};
+            nanosleep(&pause, nullptr);
+        }
         const std::uint64_t r = m_env.random();
         ++m_count;
         m_sum += h.correlation;
@@ -148,11 +155,14 @@ void add_ledger(Registry& registry) {
         {ConfigKey("tick_ms", ConfigType::integer, std::int64_t{0},
                    "a periodic timer, folded into the digest (0: none)")
              .range(0, 60000),
-         ConfigKey("snapshots", ConfigType::boolean, true, "whether it keeps snapshots")});
-    registry.add<Acks>("acks", "test: prints 'ack CORR SEQ TO' for each reply of `of` on its bus",
-                       Role::leaf,
-                       {ConfigKey("of", ConfigType::path, std::string(), "whose replies").require()},
-                       Eavesdrop::yes);
+         ConfigKey("snapshots", ConfigType::boolean, true, "whether it keeps snapshots"),
+         ConfigKey("slow_us", ConfigType::integer, std::int64_t{0},
+                   "pause per data message, to fall behind its bus")
+             .range(0, 999'999)});
+    registry.add<Acks>(
+        "acks", "test: prints 'ack CORR SEQ TO' for each reply of `of` on its bus", Role::leaf,
+        {ConfigKey("of", ConfigType::path, std::string(), "whose replies").require()},
+        Eavesdrop::yes);
 }
 
 }  // namespace hmk::testing

@@ -75,8 +75,21 @@ class Thrower final : public Module {
     Env& m_env;
 };
 
+/// A journal that never keeps up: it takes `sleep_ms` per message and never
+/// acknowledges anything (to test the bus's bound on waiting for its journal).
+class StuckJournal final : public Module {
+  public:
+    explicit StuckJournal(Env& env) : m_env(env) {}
+    void on_message(const Message& /*m*/) override {
+        std::this_thread::sleep_for(std::chrono::milliseconds(m_env.config().integer("sleep_ms")));
+    }
+
+  private:
+    Env& m_env;
+};
+
 /// Standard kinds plus `rec` (eavesdropping leaf), `recgw` (eavesdropping
-/// gateway) and `thrower`, recording into `book`.
+/// gateway), `thrower` and `stuckjournal`, recording into `book`.
 inline Registry test_registry(RecordBook& book) {
     Registry r;
     register_standard_modules(r);
@@ -96,6 +109,20 @@ inline Registry test_registry(RecordBook& book) {
                      [](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
                          return std::unique_ptr<Module>(std::make_unique<Thrower>(env));
                      }});
+    ModuleKind stuck{
+        "stuckjournal",
+        "a journal that never keeps up",
+        Role::leaf,
+        Eavesdrop::yes,
+        {ConfigKey("dir", ConfigType::string, std::string(), "journal directory").require(),
+         ConfigKey("visibility", ConfigType::string, std::string("immediate"), "visibility"),
+         ConfigKey("stall_ms", ConfigType::integer, std::int64_t{100}, "stall deadline"),
+         ConfigKey("sleep_ms", ConfigType::integer, std::int64_t{20}, "time per message")},
+        [](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
+            return std::unique_ptr<Module>(std::make_unique<StuckJournal>(env));
+        }};
+    stuck.journals = Journals::yes;
+    r.add(std::move(stuck));
     return r;
 }
 

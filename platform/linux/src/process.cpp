@@ -2,9 +2,8 @@
 #include "hmk/platform/process.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <time.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -12,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -52,10 +52,10 @@ int lifeline_read_end() {
 // threads, so only raw system calls here: no allocation, no locks, no glibc
 // wrappers that assume a thread list (setresuid would try to signal threads
 // that exist only in the parent).
-[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root,
-                             int lifeline) {
+[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root, int lifeline) {
     const int n = static_cast<int>(o.fds.size());
-    if (lifeline >= 0 && syscall(SYS_dup2, lifeline, k_lifeline_fd) < 0) syscall(SYS_exit_group, 124);
+    if (lifeline >= 0 && syscall(SYS_dup2, lifeline, k_lifeline_fd) < 0)
+        syscall(SYS_exit_group, 124);
     for (int i = 0; i < n; ++i) {
         if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0)
             syscall(SYS_exit_group, 120);

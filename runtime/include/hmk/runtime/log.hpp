@@ -24,6 +24,7 @@ class Logger {
     /// Any thread. `source` names who speaks: a module path, "hmk", "script".
     void log(LogLevel level, std::string_view source, std::string_view text);
     bool enabled(LogLevel level) const { return level >= m_threshold; }
+    LogLevel threshold() const { return m_threshold; }
     void set_threshold(LogLevel level) { m_threshold = level; }
 
     /// Console output (stdout), serialised with the log so lines never interleave.

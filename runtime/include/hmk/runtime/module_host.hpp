@@ -35,11 +35,15 @@ inline constexpr int k_host_fd_system = 6;
 inline constexpr int k_host_fd_feed = 7;
 inline constexpr int k_host_fd_snapshot = 8;
 
+/// Exit status of a module host whose module could not restore its snapshot.
+inline constexpr int k_exit_restore_failed = 4;
+
 /// The module host: loads the plugins, finds its module in the system
 /// description, maps the bus read-only and its uplink, closes the sandbox
 /// (Landlock, no_new_privs, seccomp) and only then creates and runs the
 /// module until its parent stops it. Returns the process exit status:
-/// 0 stopped in order, 1 the module failed, 2 bad set-up.
+/// 0 stopped in order, 1 the module failed, 2 bad set-up, 4 it could not
+/// restore its snapshot (k_exit_restore_failed).
 int run_module_host(const HostOptions& options);
 
 }  // namespace hmk
