@@ -12,6 +12,7 @@ void register_standard_modules(Registry& registry) {
     std_modules::add_source(registry);
     std_modules::add_tap(registry);
     std_modules::add_monitor(registry);
+    std_modules::add_counter(registry);
 }
 
 namespace std_modules {

@@ -11,6 +11,7 @@ void add_sink(Registry& registry);
 void add_source(Registry& registry);
 void add_tap(Registry& registry);
 void add_monitor(Registry& registry);
+void add_counter(Registry& registry);
 
 /// Parses a scope name ("bus", "subtree", "up", "system").
 std::optional<Scope> parse_scope(std::string_view text);

@@ -124,8 +124,11 @@ std::optional<std::uint64_t> parse_number(std::string_view s) {
     return v;
 }
 
-constexpr std::string_view k_stat_keys[] = {"rx",  "tx",     "seen", "fwd_up",  "fwd_down",
-                                            "fwd", "denied", "lost", "invalid", "send_errors"};
+constexpr std::string_view k_stat_keys[] = {
+    "rx",      "tx",          "seen",     "fwd_up", "fwd_down",  "fwd",        "denied",   "lost",
+    "invalid", "send_errors", "restarts", "epoch",  "caught_up", "suppressed", "snapshots"};
+constexpr std::string_view k_states[] = {"running",    "failed",     "stopped",
+                                         "restarting", "recovering", "created"};
 constexpr std::string_view k_bus_keys[] = {"published", "bytes", "rejected"};
 constexpr std::string_view k_comparisons[] = {"==", "!=", "<", "<=", ">", ">="};
 
@@ -161,6 +164,11 @@ std::uint64_t stat_value(const ModuleStats& s, const std::string& key) {
     if (key == "denied") return s.denied;
     if (key == "lost") return s.lost;
     if (key == "invalid") return s.invalid;
+    if (key == "restarts") return s.restarts;
+    if (key == "epoch") return s.epoch;
+    if (key == "caught_up") return s.caught_up;
+    if (key == "suppressed") return s.suppressed;
+    if (key == "snapshots") return s.snapshots;
     return s.send_errors;
 }
 
@@ -290,13 +298,14 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                 c.number = *n;
                 consumed = 6;
             } else if (what == "state") {
-                HMK_TRY(need(4, "expect state PATH running|failed|stopped"));
+                HMK_TRY(need(4, "expect state PATH STATE"));
                 c.op = Op::expect_state;
                 c.path = HMK_TRY(module_path(tokens[2]));
                 c.key = tokens[3].text;
-                if (c.key != "running" && c.key != "failed" && c.key != "stopped") {
-                    return fail(file, line_no, tokens[3].column,
-                                "state must be running, failed or stopped");
+                if (!one_of(c.key, k_states)) {
+                    return fail(
+                        file, line_no, tokens[3].column,
+                        fmt::format("unknown state '{}' (one of: {})", c.key, join(k_states)));
                 }
                 consumed = 4;
             } else {
@@ -317,16 +326,26 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else if (word == "stats") {
             c.op = Op::stats;
             consumed = 1;
+        } else if (word == "kill" || word == "snapshot") {
+            HMK_TRY(need(2, word == "kill" ? "kill PATH" : "snapshot PATH"));
+            c.op = word == "kill" ? Op::kill : Op::snapshot;
+            c.path = HMK_TRY(module_path(tokens[1]));
+            if (c.path == "/") {
+                return fail(file, line_no, tokens[1].column,
+                            fmt::format("the microkernel cannot be {}",
+                                        word == "kill" ? "killed" : "snapshotted"));
+            }
+            consumed = 2;
         } else if (word == "print") {
             c.op = Op::print;
             for (std::size_t i = 1; i < tokens.size(); ++i)
                 c.payload += (i > 1 ? " " : "") + tokens[i].text;
             consumed = tokens.size();
         } else {
-            return fail(
-                file, line_no, tokens[0].column,
-                fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, print)",
-                            word));
+            return fail(file, line_no, tokens[0].column,
+                        fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
+                                    "print, kill, snapshot)",
+                                    word));
         }
         if (consumed < tokens.size()) {
             return fail(file, line_no, tokens[consumed].column,
@@ -472,29 +491,50 @@ int run_script(System& system, const Script& script, Logger& logger) {
             case Op::print:
                 logger.print(c.payload);
                 break;
+            case Op::kill: {
+                if (auto killed = system.kill(id_of(c.path)); !killed)
+                    return failed(fmt::format("cannot kill {}: {}", c.path, killed.error()));
+                logger.log(LogLevel::info, "script", fmt::format("{}: killed {}", where, c.path));
+                break;
+            }
+            case Op::snapshot: {
+                // Asked by its parent, the only one a module takes that from.
+                const ModuleId id = id_of(c.path);
+                Outgoing ask;
+                ask.destination = id;
+                ask.type = msg::k_snapshot_request;
+                const ModuleId parent = topo.find(id)->parent;
+                if (auto sent = system.inject(ask, parent); !sent) {
+                    return failed(fmt::format("cannot ask {} for a snapshot: {}", c.path,
+                                              to_string(sent.error())));
+                }
+                logger.log(LogLevel::info, "script",
+                           fmt::format("{}: asked {} for a snapshot", where, c.path));
+                break;
+            }
         }
     }
     return 0;
 }
 
 std::string format_stats(const System& system) {
-    std::string out =
-        fmt::format("{:<28} {:<12} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5}\n", "module",
-                    "kind", "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied", "lost");
+    std::string out = fmt::format(
+        "{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8}\n", "module", "kind",
+        "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied", "lost", "restarts");
     for (const TopologyNode& n : system.topology().nodes()) {
         const ModuleStats s = system.module_stats(n.id);
         const ModuleSpec* spec = system.spec().module(n.id);
         const std::string name = std::string(n.level * 2, ' ') +
                                  (n.id == k_root_id ? "/" : std::string(base_name(n.path)));
-        out += fmt::format("{:<28} {:<12} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5}\n", name,
-                           spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx,
-                           s.seen, s.fwd_up, s.fwd_down, s.denied, s.lost);
+        out += fmt::format("{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8}\n",
+                           name, spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx,
+                           s.seen, s.fwd_up, s.fwd_down, s.denied, s.lost, s.restarts);
     }
-    out += fmt::format("\n{:<28} {:>10} {:>12} {:>9} {:>9}\n", "bus", "published", "bytes",
-                       "rejected", "capacity");
+    out += fmt::format("\n{:<28} {:>10} {:>12} {:>9} {:>9} {:>10}\n", "bus", "published", "bytes",
+                       "rejected", "capacity", "last seq");
     for (const BusStats& b : system.bus_stats()) {
-        out += fmt::format("{:<28} {:>10} {:>12} {:>9} {:>9}\n", b.name, b.published, b.bytes,
-                           b.rejected, b.capacity);
+        out += fmt::format("{:<28} {:>10} {:>12} {:>9} {:>9} {:>10}\n", b.name, b.published,
+                           b.bytes, b.rejected, b.capacity, b.head);
     }
     if (!out.empty() && out.back() == '\n') out.pop_back();
     return out;

@@ -88,6 +88,22 @@ run_hmk(2 journal nosuch ${OUT}/jr)
 run_hmk(1 journal verify ${OUT}/missing-dir)
 require("${ERR_TEXT}" "cannot open journal directory")
 
+# recovery: a sandboxed counter killed from a script comes back with its counts.
+file(WRITE ${OUT}/rec.toml "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nsupervisor = { backoff_ms = 1 }\n[[module]]\npath = \"/g/mon\"\nkind = \"monitor\"\nconfig = { dir = \"${OUT}/rj\", fsync = \"none\" }\n[[module]]\npath = \"/g/src\"\nkind = \"source\"\nconfig = { to = \"/g/count\", count = 100, rate = 0 }\n[[module]]\npath = \"/g/count\"\nkind = \"counter\"\nisolation = \"process\"\nrestart = \"permanent\"\nrecover = \"journal\"\nsnapshot_every = 30\n")
+file(WRITE ${OUT}/rec.hmks "expect stat /g/count rx >= 100\nkill /g/count\nexpect stat /g/count restarts == 1\nexpect state /g/count running\nsend /g/count stats\nexpect reply~ \"total=100 senders=1\"\nsnapshot /g/count\nexpect stat /g/count snapshots == 1\n")
+run_hmk(0 run ${OUT}/rec.toml --script ${OUT}/rec.hmks)
+require("${ERR_TEXT}" "killed /g/count")
+require("${ERR_TEXT}" "recovering from snapshot at seq")
+require("${ERR_TEXT}" "reply from /g/count: \"total=100 senders=1 /g/src=100\" (ok)")
+run_hmk(0 journal snapshots ${OUT}/rj)
+require("${OUT_TEXT}" "state_version=1 ok")
+run_hmk(0 journal dump ${OUT}/rj --from 1 --to 2)
+require("${OUT_TEXT}" "[started module=")
+require("${OUT_TEXT}" "epoch=1 from=1 seed=")
+file(WRITE ${OUT}/badkill.hmks "kill /\n")
+run_hmk(2 run ${OUT}/rec.toml --script ${OUT}/badkill.hmks)
+require("${ERR_TEXT}" "badkill.hmks:1:6: error: the microkernel cannot be killed")
+
 # run --for: boots, runs, stops cleanly.
 run_hmk(0 run ${FIG} --for 0.3 --log-level warn)
 message(STATUS "cli: all checks passed")

@@ -6,12 +6,16 @@
 #include <csignal>
 #include <ctime>
 
+#include <chrono>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/journal.hpp"
 #include "hmk/runtime/script.hpp"
 #include "hmk/runtime/system.hpp"
+#include "hmk/snapshot_format.hpp"
 
 namespace {
 
@@ -73,21 +77,30 @@ int cmd_kinds(hmk::Registry& registry) {
     return k_exit_ok;
 }
 
-// Waits for SIGINT/SIGTERM, at most `seconds` (negative: no limit).
-void wait_for_signal(double seconds) {
+// Waits for SIGINT/SIGTERM, at most `seconds` (negative: no limit), or
+// until the system fails (its root gave up).
+void wait_for_signal(double seconds, hmk::System& system) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    if (seconds < 0) {
-        int sig = 0;
-        sigwait(&set, &sig);
-        return;
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(seconds < 0 ? 0 : seconds));
+    for (;;) {
+        if (system.failure()) return;
+        double left = 0.1;
+        if (seconds >= 0) {
+            const double remaining =
+                std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+            if (remaining <= 0) return;
+            left = std::min(left, remaining);
+        }
+        timespec ts{};
+        ts.tv_sec = static_cast<time_t>(left);
+        ts.tv_nsec = static_cast<long>((left - static_cast<double>(ts.tv_sec)) * 1e9);
+        if (sigtimedwait(&set, nullptr, &ts) > 0) return;
     }
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(seconds);
-    ts.tv_nsec = static_cast<long>((seconds - static_cast<double>(ts.tv_sec)) * 1e9);
-    sigtimedwait(&set, nullptr, &ts);
 }
 
 int cmd_journal_verify(const std::string& dir) {
@@ -105,6 +118,39 @@ int cmd_journal_verify(const std::string& dir) {
     return k_exit_ok;
 }
 
+// What the runtime's own messages say, decoded (empty for others).
+std::string runtime_detail(const hmk::Header& h, std::span<const std::byte> payload) {
+    if (h.type == hmk::msg::k_lifecycle) {
+        std::span<const std::byte> text;
+        const auto e = hmk::decode_lifecycle(payload, text);
+        if (!e) return fmt::format(" [bad lifecycle event: {}]", hmk::to_string(e.error()));
+        std::string out =
+            fmt::format(" [{} module={} epoch={}", hmk::to_string(e->kind), e->module, e->epoch);
+        if (e->kind == hmk::LifecycleKind::started)
+            out += fmt::format(" from={} seed={}", e->from_seq, e->seed);
+        if (e->kind == hmk::LifecycleKind::recovering) {
+            out += fmt::format(" from={} snapshot_at={} already_sent={}", e->from_seq, e->base_seq,
+                               e->suppressed);
+        }
+        if (!text.empty())
+            out += ": " + std::string(reinterpret_cast<const char*>(text.data()), text.size());
+        return out + "]";
+    }
+    if (h.type == hmk::msg::k_snapshot) {
+        std::span<const std::byte> data;
+        const auto c = hmk::decode_snapshot_chunk(payload, data);
+        if (!c) return fmt::format(" [bad snapshot chunk: {}]", hmk::to_string(c.error()));
+        return fmt::format(" [snapshot {} of state at seq {}: bytes {}..{} of {}]", c->snapshot_id,
+                           c->input_seq, c->offset, c->offset + data.size(), c->total_size);
+    }
+    if (h.type == hmk::msg::k_timer && payload.size() == 8) {
+        std::uint64_t id = 0;
+        for (std::size_t i = 0; i < 8; ++i) id |= static_cast<std::uint64_t>(payload[i]) << (8 * i);
+        return fmt::format(" [timer {}]", id);
+    }
+    return {};
+}
+
 int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t to) {
     const hmk::JournalScan scan = hmk::scan_journal(dir, [&](const hmk::JournalRecord& r) {
         const hmk::Header& h = r.header;
@@ -112,11 +158,12 @@ int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t t
         const std::string_view tn = hmk::msg::type_name(h.type);
         fmt::print(
             "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
-            "corr={} len={}\n",
+            "corr={} len={}{}\n",
             h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
             h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
             hmk::to_string(h.scope), tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
-            h.hops, h.flags, h.correlation, h.payload_size);
+            h.hops, h.flags, h.correlation, h.payload_size,
+            runtime_detail(h, r.message.subspan(hmk::k_header_size)));
     });
     if (!scan.clean) {
         fmt::print(stderr, "{}\n", scan.problem);
@@ -137,6 +184,34 @@ int cmd_journal_stats(const std::string& dir) {
         fmt::print("type {:<8} {}\n", tn.empty() ? fmt::format("{:#x}", type) : std::string(tn), n);
     }
     return scan.clean ? k_exit_ok : k_exit_failed;
+}
+
+int cmd_journal_snapshots(const std::string& dir) {
+    auto files = hmk::list_snapshots(dir);
+    if (!files) {
+        fmt::print(stderr, "{}\n", files.error());
+        return k_exit_failed;
+    }
+    int bad = 0;
+    for (const auto& f : *files) {
+        std::ifstream in(f.path, std::ios::binary);
+        std::vector<char> raw((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+        const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(raw.data()),
+                                               raw.size());
+        std::span<const std::byte> body;
+        const auto h = hmk::check_snapshot_file(bytes, body);
+        if (!h) {
+            ++bad;
+            fmt::print("module={} state_at={} BAD: {} ({})\n", f.module, f.input_seq,
+                       hmk::to_string(h.error()), f.path);
+            continue;
+        }
+        fmt::print("module={} state_at={} sent_at={} bytes={} state_version={} ok ({})\n",
+                   h->module, h->input_seq, h->output_seq, h->body_size, h->state_version, f.path);
+    }
+    if (files->empty()) fmt::print("{}: no snapshots\n", dir);
+    return bad == 0 ? k_exit_ok : k_exit_failed;
 }
 
 struct RunOptions {
@@ -190,13 +265,17 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
     int rc = k_exit_ok;
     if (script) {
         rc = hmk::run_script(**system, *script, logger) == 0 ? k_exit_ok : k_exit_failed;
-        if (o.for_seconds > 0) wait_for_signal(o.for_seconds);
+        if (o.for_seconds > 0) wait_for_signal(o.for_seconds, **system);
     } else {
         if (o.for_seconds < 0) logger.log(hmk::LogLevel::info, "hmk", "running; Ctrl-C stops");
-        wait_for_signal(o.for_seconds);
+        wait_for_signal(o.for_seconds, **system);
     }
     (*system)->stop();
     if (o.stats) logger.print(hmk::format_stats(**system));
+    if (const auto failure = (*system)->failure()) {
+        logger.log(hmk::LogLevel::error, "hmk", "stopped: the system failed: " + *failure);
+        return k_exit_failed;
+    }
     logger.log(hmk::LogLevel::info, "hmk",
                rc == k_exit_ok ? "stopped" : "stopped after a failed expectation");
     return rc;
@@ -255,6 +334,10 @@ int main(int argc, char** argv) {
     auto* jstats = journal->add_subcommand(
         "stats", "Segments, records, bytes, sequence range, messages by type");
     jstats->add_option("DIR", dir, "journal directory")->required();
+    auto* snapshots = journal->add_subcommand(
+        "snapshots",
+        "The module snapshots stored with the journal, each checked (exit 1 if one is bad)");
+    snapshots->add_option("DIR", dir, "journal directory")->required();
 
     try {
         app.parse(argc, argv);
@@ -268,5 +351,6 @@ int main(int argc, char** argv) {
     if (verify->parsed()) return cmd_journal_verify(dir);
     if (dump->parsed()) return cmd_journal_dump(dir, from, to);
     if (jstats->parsed()) return cmd_journal_stats(dir);
+    if (snapshots->parsed()) return cmd_journal_snapshots(dir);
     return cmd_kinds(registry);
 }

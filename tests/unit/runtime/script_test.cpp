@@ -96,7 +96,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "unknown comparison"},
         BadScript{"not_a_bus", "expect bus /g/sink published == 1\n", "s.hmks:1:12", "owns no bus"},
         BadScript{"trailing", "wait 5 6\n", "s.hmks:1:8", "unexpected '6'"},
-        BadScript{"bad_hex", "send /g/echo data hex:0g\n", "s.hmks:1:19", "bad hex digit"}),
+        BadScript{"bad_hex", "send /g/echo data hex:0g\n", "s.hmks:1:19", "bad hex digit"},
+        BadScript{"bad_state", "expect state /g/echo asleep\n", "s.hmks:1:22",
+                  "unknown state 'asleep' (one of: running, failed, stopped, restarting"},
+        BadScript{"kill_nothing", "kill\n", "s.hmks:1:1", "usage: kill PATH"},
+        BadScript{"kill_unknown", "kill /g/nope\n", "s.hmks:1:6", "no module /g/nope"},
+        BadScript{"snapshot_root", "snapshot /\n", "s.hmks:1:10",
+                  "the microkernel cannot be snapshotted"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace

@@ -24,7 +24,9 @@ struct ScriptCommand {
         wait,
         stats,
         timeout,
-        print
+        print,
+        kill,
+        snapshot,
     };
     Op op{};
     std::uint32_t line = 0;
