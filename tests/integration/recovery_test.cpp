@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <thread>
 
 #include "hmk/crc32c.hpp"
@@ -150,9 +151,13 @@ TEST_P(RecoveryTest, KilledAtRandomUnderLoadRecoversExactlyWhatANeverFailingOneW
     EXPECT_EQ(*state, h.state) << "recovered: " << raw;
     // Every reply once, in order, with the same random numbers.
     EXPECT_EQ(testing::check_replies(h, k_count), "");
-    EXPECT_GT(ls.suppressed, 0u) << "no recovery had outputs to drop: the test proves little";
     const std::string text = read_all(log);
     std::fclose(log);
+    // Some recovery had outputs of its dead predecessor to drop (else the
+    // test would prove little).
+    static const std::regex dropped(R"(; ([1-9][0-9]*) of its messages are on the bus already)");
+    EXPECT_TRUE(std::regex_search(text, dropped)) << text;
+    (void)ls;
     if (GetParam().snapshots) {
         EXPECT_NE(text.find("recovering from snapshot"), std::string::npos);
         EXPECT_FALSE(list_snapshots(d.path, ledger)->empty());
