@@ -230,6 +230,13 @@ void Runner::run() {
             }
         }
         if (m_abandoned.load()) return;
+        // A journal stopped in order first takes in what is left on its bus,
+        // so the journal holds the whole run.
+        if (m_journals && m_parent_bus != nullptr && m_state.load() == ModuleState::running) {
+            while (drain(*m_parent_bus, m_parent_cursor, Side::parent_bus)) {
+            }
+            guarded("on_batch", [&] { m_module->on_batch(); });
+        }
         if (m_state.load() == ModuleState::running) {
             guarded("on_stop", [&] { m_module->on_stop(); });
             if (m_state.load() == ModuleState::running) m_state.store(ModuleState::stopped);

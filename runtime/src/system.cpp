@@ -359,16 +359,12 @@ void SystemImpl::stop() {
     }
     m_sup_cv.notify_all();
     if (m_sup_thread.joinable()) m_sup_thread.join();
-    // Nothing waits for a journal any more: the monitors stop with the rest.
-    for (auto& [id, bus] : m_buses) {
-        if (bus->journal_module() != k_no_module) bus->close_gate();
-    }
     // Children before parents, so a parent outlives everything that relies on
-    // it. Process modules are leaves: they go first.
+    // it. Process modules are leaves: they go first. Journals go last, once
+    // nothing publishes on their buses any more, and take in the rest first.
     for (auto& [bus, pump] : m_pumps) pump->stop();
-    for (auto it = m_slots.rbegin(); it != m_slots.rend(); ++it) {
-        ModuleSlot& s = **it;
-        if (s.runner == nullptr) continue;
+    auto stop_runner = [&](ModuleSlot& s) {
+        if (s.runner == nullptr) return;
         s.runner->request_stop();
         if (!s.runner->join(std::chrono::seconds(2))) {
             m_logger.log(LogLevel::error, s.spec != nullptr ? s.spec->path : "/",
@@ -376,6 +372,15 @@ void SystemImpl::stop() {
             s.runner->abandon();
             s.abandoned.push_back(std::move(s.runner));
         }
+    };
+    for (auto it = m_slots.rbegin(); it != m_slots.rend(); ++it) {
+        if (!(*it)->is_monitor) stop_runner(**it);
+    }
+    for (auto it = m_slots.rbegin(); it != m_slots.rend(); ++it) {
+        if ((*it)->is_monitor) stop_runner(**it);
+    }
+    for (auto& [id, bus] : m_buses) {
+        if (bus->journal_module() != k_no_module) bus->close_gate();
     }
 }
 
