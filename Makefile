@@ -38,6 +38,7 @@ bench: deps
 	cmake --build --preset release -j $(JOBS)
 	build/release/bin/hmk_bench --benchmark_counters_tabular=true
 	build/release/bin/hmk_ipc_bench
+	build/release/bin/hmk_recovery_bench
 
 asan tsan clang: deps
 	cmake --preset $@

@@ -216,6 +216,7 @@ ModuleStats UplinkPump::stats(ModuleId id) const {
     s.heartbeat = progress.heartbeat.load(std::memory_order_relaxed);
     s.cursor = progress.cursor.load(std::memory_order_relaxed);
     s.epoch = c->epoch.load();
+    s.pid = c->pid.load();
     return s;
 }
 
@@ -228,6 +229,13 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
             c.announced = true;
             m_host.started(spec.id, StartResult::failed);
         } else {
+            if (m_journal != nullptr) {
+                LifecycleEvent e;
+                e.module = spec.id;
+                e.kind = LifecycleKind::failed;
+                e.epoch = c.epoch.load();
+                (void)announce(m_bus, e, "cannot start: " + why);
+            }
             m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, false);
         }
     };
@@ -287,6 +295,7 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     auto child = platform::spawn(o);
     if (!child) return fail(child.error());
     c.process = std::move(child).value();
+    c.pid.store(c.process.pid);
     c.spawned_ns = platform::monotonic_ns();
     c.refilled_ns = c.spawned_ns;
     epoll_event ev{};
@@ -418,6 +427,15 @@ void UplinkPump::reap(ProcessChild& c) {
         m_host.started(c.spec->id,
                        restore_failed ? StartResult::restore_failed : StartResult::failed);
     } else if (!asked) {
+        // Said on the bus at once (the parent's agent knows now); what to do
+        // about it is the supervisor's call.
+        if (m_journal != nullptr) {
+            LifecycleEvent e;
+            e.module = c.spec->id;
+            e.kind = LifecycleKind::failed;
+            e.epoch = c.epoch.load();
+            (void)announce(m_bus, e, text);
+        }
         m_host.child_failed(c.spec->id, c.epoch.load(), text,
                             status->exited && status->code == 0 && c.stop_reason.empty(),
                             restore_failed);

@@ -80,6 +80,7 @@ struct ProcessChild {
 
     std::atomic<ModuleState> state{ModuleState::created};
     std::atomic<std::uint64_t> epoch{0};
+    std::atomic<std::int64_t> pid{0};  // of the running host, for others to read
     std::atomic<std::uint64_t> published{0};
     std::atomic<std::uint64_t> invalid{0};
     std::atomic<std::uint64_t> rejected{0};

@@ -335,6 +335,7 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         if (f.denied) bump(m_denied);
     }
     const bool reach_live = side == Side::parent_bus && !m_live && message.header.seq >= m_live_at;
+    if (side == Side::parent_bus) ++m_read_since_snapshot;
     if (!runtime_message(side, message)) {
         const bool deliver =
             m_eavesdrop ? !is_own_forward(m_id, message.header) : is_for(m_id, message.header);
@@ -623,7 +624,11 @@ void Runner::go_live() {
 
 void Runner::maybe_snapshot() {
     if (!m_live || m_state.load(std::memory_order_relaxed) != ModuleState::running) return;
-    if (m_snapshot_due || (m_snapshot_every != 0 && m_since_snapshot >= m_snapshot_every))
+    // Every `snapshot_every` inputs; and every 4 times as many messages read
+    // off the bus whatever they were: a snapshot of an unchanged state still
+    // moves the point a recovery replays from.
+    if (m_snapshot_due || (m_snapshot_every != 0 && m_since_snapshot >= m_snapshot_every) ||
+        (m_snapshot_every != 0 && m_read_since_snapshot >= 4ull * m_snapshot_every))
         take_snapshot();
 }
 
@@ -642,6 +647,7 @@ Envelope Runner::envelope() const {
 void Runner::take_snapshot() {
     m_snapshot_due = false;
     m_since_snapshot = 0;
+    m_read_since_snapshot = 0;
     if (m_parent_bus == nullptr) return;
     m_module_state.clear();
     bool has = false;

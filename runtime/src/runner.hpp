@@ -213,7 +213,8 @@ class Runner final : public Env {
     std::uint64_t m_live_at = 0;
 
     // Snapshots.
-    std::uint64_t m_since_snapshot = 0;
+    std::uint64_t m_since_snapshot = 0;       // inputs handled since the last snapshot
+    std::uint64_t m_read_since_snapshot = 0;  // parent-bus messages read since then
     std::uint64_t m_snapshot_id = 0;
     bool m_snapshot_due = false;
     std::vector<std::byte> m_module_state;

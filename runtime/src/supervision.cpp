@@ -102,14 +102,15 @@ void SystemImpl::handle(const FailureEvent& e) {
                                  "recovers without it",
                                  seq));
     }
-    handle_failure(*s, e.why, e.normal_exit);
+    handle_failure(*s, e.why, e.normal_exit, e.announced);
 }
 
-void SystemImpl::handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit) {
+void SystemImpl::handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit,
+                                bool announced) {
     Supervisor& sup = *slot.parent_sup;
     stop_instance(slot, why);
     slot.state.store(ModuleState::failed);
-    announce_event(slot, LifecycleKind::failed, why);
+    if (!announced) announce_event(slot, LifecycleKind::failed, why);
     const RestartPolicy policy = slot.spec->restart;
     const bool wanted =
         policy == RestartPolicy::permanent || (policy == RestartPolicy::transient && !normal_exit);

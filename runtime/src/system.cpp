@@ -486,7 +486,7 @@ void SystemImpl::failed(ModuleId id, std::uint64_t epoch, const std::string& why
 
 void SystemImpl::child_failed(ModuleId id, std::uint64_t epoch, const std::string& why,
                               bool normal_exit, bool restore_failed) {
-    post(FailureEvent{id, epoch, why, normal_exit, restore_failed});
+    post(FailureEvent{id, epoch, why, normal_exit, restore_failed, true});
 }
 
 StartPlan SystemImpl::plan(const ModuleSpec& spec, std::uint64_t epoch) {

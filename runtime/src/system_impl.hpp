@@ -99,6 +99,7 @@ struct FailureEvent {
     std::string why;
     bool normal_exit = false;
     bool restore_failed = false;  ///< it could not restore the snapshot it was given
+    bool announced = false;       ///< its `failed` event is on the bus already
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {
@@ -150,7 +151,8 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     void post(FailureEvent event);
     void supervise_loop();
     void handle(const FailureEvent& event);
-    void handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit);
+    void handle_failure(ModuleSlot& slot, const std::string& why, bool normal_exit,
+                        bool announced = false);
     void escalate(Supervisor& sup, const std::string& why);
     void start_instance(ModuleSlot& slot);
     void stop_instance(ModuleSlot& slot, const std::string& why);

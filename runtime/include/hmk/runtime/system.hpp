@@ -36,6 +36,7 @@ struct ModuleStats {
     std::uint64_t snapshots = 0;   ///< snapshots it sent to its parent
     std::uint64_t heartbeat = 0;   ///< seq of the last heartbeat its runtime handled
     std::uint64_t cursor = 0;      ///< next seq it will read on its parent bus
+    std::int64_t pid = 0;          ///< process modules: the host's process id (0: none)
 };
 
 struct BusStats {
