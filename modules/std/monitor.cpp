@@ -218,7 +218,9 @@ void add_monitor(Registry& registry) {
         "recover from its journal",
         Role::leaf,
         Eavesdrop::yes,
-        {ConfigKey("dir", ConfigType::string, std::string(), "journal directory").require(),
+        {ConfigKey("dir", ConfigType::file, std::string(),
+                   "journal directory (relative: to the system file)")
+             .require(),
          ConfigKey("fsync", ConfigType::string, std::string("interval"),
                    "when records reach the disk")
              .one_of({"none", "interval", "always"}),

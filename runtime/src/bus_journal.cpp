@@ -3,7 +3,14 @@
 
 #include <fmt/core.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 namespace hmk::detail {
 
@@ -14,7 +21,24 @@ BusJournal::BusJournal(const ModuleSpec& monitor, BusId bus)
       m_durable(monitor.config.string("visibility") == "durable"),
       m_stall_ms(static_cast<std::uint32_t>(monitor.config.integer("stall_ms"))) {}
 
+BusJournal::~BusJournal() {
+    unlock();
+}
+
+void BusJournal::unlock() {
+    if (m_lock >= 0) ::close(m_lock);
+    m_lock = -1;
+}
+
 Result<std::uint64_t, std::string> BusJournal::open(Logger& logger) {
+    std::error_code made;
+    std::filesystem::create_directories(m_dir, made);
+    const std::string lock_file = m_dir + "/.lock";
+    m_lock = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (m_lock < 0) return Err{"cannot open " + lock_file + ": " + std::strerror(errno)};
+    if (::flock(m_lock, LOCK_EX | LOCK_NB) != 0) {
+        return Err{std::string("in use by another running system (") + lock_file + " is locked)"};
+    }
     const JournalRepair repair = HMK_TRY(repair_journal(m_dir));
     if (!repair.report.empty()) logger.log(LogLevel::warn, m_dir, repair.report);
     // One pass for where each module's life began: its parent's `started` events.

@@ -31,10 +31,16 @@ class BusJournal {
     /// directory, fsync policy, visibility and stall deadline.
     BusJournal(const ModuleSpec& monitor, BusId bus);
 
-    /// At build time: repairs the directory (a damaged tail goes to
-    /// quarantine), then reads it once for every module's latest fresh
-    /// start. Returns the last seq it holds (the bus continues after it).
+    /// At build time: locks the directory for this system (a second system on
+    /// the same journal is refused), repairs it (a damaged tail goes to
+    /// quarantine), then reads it once for every module's latest fresh start.
+    /// Returns the last seq it holds (the bus continues after it).
     Result<std::uint64_t, std::string> open(Logger& logger);
+    ~BusJournal();
+    /// The system stopped writing it: another may take it now.
+    void unlock();
+    BusJournal(const BusJournal&) = delete;
+    BusJournal& operator=(const BusJournal&) = delete;
 
     std::optional<Genesis> genesis(ModuleId module) const;
     void set_genesis(ModuleId module, const Genesis& genesis);
@@ -57,6 +63,7 @@ class BusJournal {
     std::uint32_t m_stall_ms;
     std::uint32_t m_max_payload = k_max_payload;
     std::uint64_t m_last_seq = 0;
+    int m_lock = -1;  // DIR/.lock, flock'ed for the life of the system
     mutable std::mutex m_mutex;
     std::map<ModuleId, Genesis> m_genesis;
 };

@@ -51,6 +51,13 @@ const char* type_name(const toml::node& node) {
     }
 }
 
+// Absolute file names stay; others are taken relative to the system file.
+std::string resolve_plugin(const std::string& system_file, const std::string& plugin) {
+    if (!plugin.empty() && plugin.front() == '/') return plugin;
+    const std::size_t slash = system_file.rfind('/');
+    return slash == std::string::npos ? plugin : system_file.substr(0, slash + 1) + plugin;
+}
+
 // Rejects keys of `table` that are not in `allowed`.
 Result<void, ConfigError> only_keys(const Loader& ld, const toml::table& table,
                                     std::initializer_list<std::string_view> allowed,
@@ -159,10 +166,14 @@ Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const Mo
                     config.set(k.name, HMK_TRY(get_as<bool>(ld, node, k.name, "a boolean")));
                     break;
                 case ConfigType::string:
-                case ConfigType::path: {
-                    auto v = HMK_TRY(get_as<std::string>(
-                        ld, node, k.name,
-                        k.type == ConfigType::path ? "a module path string" : "a string"));
+                case ConfigType::path:
+                case ConfigType::file: {
+                    auto v = HMK_TRY(
+                        get_as<std::string>(ld, node, k.name,
+                                            k.type == ConfigType::path   ? "a module path string"
+                                            : k.type == ConfigType::file ? "a file name"
+                                                                         : "a string"));
+                    if (k.type == ConfigType::file && !v.empty()) v = resolve_plugin(ld.file, v);
                     if (!k.choices.empty() &&
                         std::find(k.choices.begin(), k.choices.end(), v) == k.choices.end()) {
                         std::string list;
@@ -274,13 +285,6 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
     if (const toml::node* v = t->get("backoff_ms"))
         s.backoff_ms = HMK_TRY(get_u32(ld, *v, "backoff_ms", 0, 60000));
     return s;
-}
-
-// Absolute plugin paths stay; others are taken relative to the system file.
-std::string resolve_plugin(const std::string& system_file, const std::string& plugin) {
-    if (!plugin.empty() && plugin.front() == '/') return plugin;
-    const std::size_t slash = system_file.rfind('/');
-    return slash == std::string::npos ? plugin : system_file.substr(0, slash + 1) + plugin;
 }
 
 struct PendingModule {

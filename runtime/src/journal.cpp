@@ -47,6 +47,15 @@ Result<std::vector<std::byte>, std::string> read_file(const std::string& path) {
     return bytes;
 }
 
+// mkdir -p: the directory and any missing parents.
+bool make_directories(const std::string& dir) {
+    for (std::size_t at = dir.find('/', 1);; at = dir.find('/', at + 1)) {
+        const std::string part = dir.substr(0, at);
+        if (!part.empty() && ::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) return false;
+        if (at == std::string::npos) return true;
+    }
+}
+
 bool write_all(int fd, const std::byte* p, std::size_t n) {
     while (n > 0) {
         const ssize_t w = ::write(fd, p, n);
@@ -137,7 +146,7 @@ JournalScan scan_journal(const std::string& dir,
 }
 
 Result<JournalRepair, std::string> repair_journal(const std::string& dir) {
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    if (!make_directories(dir)) {
         return Err{errno_text("cannot create journal directory " + dir)};
     }
     JournalRepair out;

@@ -18,6 +18,8 @@ const char* to_string(ConfigType type) {
             return "string";
         case ConfigType::path:
             return "module path";
+        case ConfigType::file:
+            return "file";
     }
     return "?";
 }

@@ -382,6 +382,7 @@ void SystemImpl::stop() {
     for (auto& [id, bus] : m_buses) {
         if (bus->journal_module() != k_no_module) bus->close_gate();
     }
+    for (auto& [bus, journal] : m_journals) journal->unlock();
 }
 
 ModuleSlot* SystemImpl::slot(ModuleId id) const {

@@ -32,7 +32,7 @@ run_hmk(2 nosuchcommand)
 
 # check: ok, and a bad file with FILE:LINE:COL and exit 2.
 run_hmk(0 check ${FIG})
-require("${OUT_TEXT}" "ok: system 'figure1', 13 modules, 5 buses")
+require("${OUT_TEXT}" "ok: system 'figure1', 15 modules, 5 buses")
 file(WRITE ${OUT}/bad.toml "[[module]]\npath = \"/a\"\nkind = \"echo\"\n[[module]]\npath = \"/a/b\"\nkind = \"echo\"\n")
 run_hmk(2 check ${OUT}/bad.toml)
 require("${ERR_TEXT}" "${OUT}/bad.toml:5:8: error: module /a/b: its parent /a is not a gateway")

@@ -216,5 +216,35 @@ config = {{ dir = "{}", fsync = "always", segment_bytes = 8192 }}
     EXPECT_EQ(from_source, 300u);
 }
 
+// Two systems on one journal would interleave two bus orders in one file:
+// the second is refused, with a reason, and starts nothing.
+TEST(JournalTest, ASecondSystemOnTheSameJournalIsRefused) {
+    TempDir d;
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    const std::string toml = fmt::format(R"(
+[[module]]
+path = "/g"
+kind = "gateway"
+[[module]]
+path = "/g/mon"
+kind = "monitor"
+config = {{ dir = "{}" }}
+)",
+                                         d.path);
+    auto first = testing::boot(toml, reg);
+    auto spec = parse_system(toml, "test.toml", reg);
+    ASSERT_TRUE(spec.has_value());
+    Logger logger(stderr, LogLevel::warn);
+    auto second = System::create(*spec, reg, logger);
+    ASSERT_FALSE(second.has_value());
+    EXPECT_NE(second.error().find("in use by another running system"), std::string::npos)
+        << second.error();
+    first->system->stop();
+    first.reset();
+    auto third = System::create(*spec, reg, logger);
+    EXPECT_TRUE(third.has_value()) << "the lock outlived its system";
+}
+
 }  // namespace
 }  // namespace hmk

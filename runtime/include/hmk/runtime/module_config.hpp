@@ -11,8 +11,9 @@
 namespace hmk {
 
 /// Types a module's config key may have. `path` is a string that must name a
-/// module of the same system (checked when the system is loaded).
-enum class ConfigType : std::uint8_t { integer, number, boolean, string, path };
+/// module of the same system (checked when the system is loaded). `file` is a
+/// file-system path; a relative one is taken relative to the system file.
+enum class ConfigType : std::uint8_t { integer, number, boolean, string, path, file };
 const char* to_string(ConfigType type);
 
 using ConfigValue = std::variant<std::int64_t, double, bool, std::string>;
