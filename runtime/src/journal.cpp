@@ -279,15 +279,9 @@ Result<void, std::string> JournalWriter::append(std::span<const std::byte> messa
     m_segment_size += k_record_prefix + message.size();
     m_last_seq = seq;
     if (m_unsynced_since_ns == 0) m_unsynced_since_ns = monotonic_ns();
-    switch (m_options.fsync) {
-        case FsyncPolicy::always:
-            return sync();
-        case FsyncPolicy::interval:
-            return tick(monotonic_ns());
-        case FsyncPolicy::none:
-            return m_buffer.size() >= k_buffer_bytes ? flush() : Result<void, std::string>{};
-    }
-    return {};
+    // Durability comes with commit(): `always` syncs a whole batch at once.
+    if (m_options.fsync == FsyncPolicy::interval) return tick(monotonic_ns());
+    return m_buffer.size() >= k_buffer_bytes ? flush() : Result<void, std::string>{};
 }
 
 Result<void, std::string> JournalWriter::flush() {

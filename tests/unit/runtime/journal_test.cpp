@@ -156,6 +156,9 @@ TEST(JournalTest, KilledWriterLosesNothingItAcknowledged) {
             if (!w) _exit(2);
             for (std::uint64_t s = 1;; ++s) {
                 if (!w->append(message(7, s, 1 + s % 200), s)) _exit(3);
+                // A commit of one record, or of a batch of up to 8.
+                if (s % (1 + s % 8) == 0 && !w->commit()) _exit(5);
+                if (s % (1 + s % 8) != 0) continue;
                 if (write(acks[1], &s, sizeof(s)) != sizeof(s)) _exit(4);
             }
         }

@@ -16,9 +16,9 @@ namespace hmk {
 
 /// When appended records reach the disk (DESIGN.md section 7).
 enum class FsyncPolicy : std::uint8_t {
-    none,      ///< written out when the buffer fills or the journal closes; never fsynced
-    interval,  ///< written and fdatasync'ed at most `fsync_interval_ms` after being appended
-    always,    ///< written and fdatasync'ed before append() returns
+    none,      ///< written out at commit() (or when the buffer fills); never fsynced
+    interval,  ///< written at commit(), fdatasync'ed at most `fsync_interval_ms` after append
+    always,    ///< written and fdatasync'ed at commit(): one sync for a whole batch
 };
 
 struct JournalOptions {
@@ -46,8 +46,9 @@ class JournalWriter {
     JournalWriter(const JournalWriter&) = delete;
     ~JournalWriter();
 
-    /// Appends one message (header + payload). A sequence number that does not
-    /// follow the last one starts a new segment, so the gap stays visible.
+    /// Appends one message (header + payload) to the buffer; commit() makes it
+    /// as durable as the policy says. A sequence number that does not follow
+    /// the last one starts a new segment, so the gap stays visible.
     Result<void, std::string> append(std::span<const std::byte> message, std::uint64_t seq);
     /// Writes out buffered records and fdatasyncs (whatever the policy).
     Result<void, std::string> sync();
