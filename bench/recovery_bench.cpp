@@ -128,18 +128,58 @@ config = {{ ack = true }}
             exited_at[epoch] = now_ns();
             close(pidfd);
         }
+        std::uint64_t next_report = t0 + 300'000'000;
         if (!wait_for([&] {
                 const ModuleStats s = sys.module_stats(counter);
+                if (std::getenv("HMK_BENCH_VERBOSE") != nullptr && now_ns() > next_report) {
+                    next_report += 100'000'000;
+                    fmt::print(stderr,
+                               "  still recovering after {} ms: epoch {} state {} cursor {} "
+                               "caught_up {} seen {} head {}\n",
+                               (now_ns() - t0) / 1'000'000, s.epoch, to_string(s.state), s.cursor,
+                               s.caught_up, s.seen, sys.bus_stats()[1].head);
+                }
                 return s.epoch > epoch && s.state == ModuleState::running;
             })) {
             fmt::print(stderr, "the counter did not come back\n");
             return std::nullopt;
         }
         live_at[epoch] = now_ns();
+        if (std::getenv("HMK_BENCH_VERBOSE") != nullptr) {
+            fmt::print(stderr, "kill {}: {:.1f} ms to live\n", k,
+                       static_cast<double>(live_at[epoch] - t0) / 1e6);
+        }
         out.replayed = sys.module_stats(counter).caught_up;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     sys.stop();
+    // With HMK_BENCH_VERBOSE: where a slow recovery spent its time.
+    std::map<std::uint64_t, std::map<LifecycleKind, std::uint64_t>> phases;  // by epoch
+    (void)scan_journal(dir, [&](const JournalRecord& r) {
+        if (r.header.type != msg::k_lifecycle) return;
+        std::span<const std::byte> text;
+        const auto e = decode_lifecycle(r.message.subspan(k_header_size), text);
+        if (e && e->module == counter) phases[e->epoch][e->kind] = r.header.timestamp_ns;
+    });
+    if (std::getenv("HMK_BENCH_VERBOSE") != nullptr) {
+        for (const auto& [epoch, k] : killed_at) {
+            const auto& p = phases[epoch];
+            const auto& next = phases[epoch + 1];
+            auto at = [](const auto& m, LifecycleKind kind) {
+                const auto it = m.find(kind);
+                return it == m.end() ? 0.0 : static_cast<double>(it->second);
+            };
+            const double f = at(p, LifecycleKind::failed), rs = at(p, LifecycleKind::restarting);
+            const double rc = at(next, LifecycleKind::recovering);
+            const double live = static_cast<double>(live_at[epoch]);
+            if (live - f > 100e6) {
+                fmt::print(stderr,
+                           "slow: epoch {}: failed +{:.1f} ms restarting +{:.1f} ms recovering "
+                           "+{:.1f} ms live\n",
+                           epoch, (rs - f) / 1e6, (rc - rs) / 1e6, (live - rc) / 1e6);
+            }
+        }
+    }
     // The parent's `failed` events, with the bus clock (the same monotonic clock).
     (void)scan_journal(dir, [&](const JournalRecord& r) {
         if (r.header.type != msg::k_lifecycle) return;
@@ -238,7 +278,9 @@ std::vector<double> kernel_baseline_us() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    // Optional filter: a word every case to run must contain ("process", "100000", ...).
+    const std::string only = argc > 1 ? argv[1] : "";
     const std::vector<Case> cases = {
         {"inproc", 1000, false, 30},  {"inproc", 10000, false, 20},  {"inproc", 100000, false, 10},
         {"inproc", 1000, true, 30},   {"inproc", 10000, true, 30},   {"inproc", 100000, true, 30},
@@ -254,6 +296,9 @@ int main() {
                "module", "N", "snapshots", "kills", "detect50", "detect99", "exit50", "recov50",
                "recov99", "recovmax", "replayed");
     for (const Case& c : cases) {
+        const std::string name =
+            fmt::format("{} {} {}", c.isolation, c.inputs, c.snapshots ? "snapshots" : "journal");
+        if (!only.empty() && name.find(only) == std::string::npos) continue;
         const auto r = run(c);
         if (!r || r->recovery_us.empty()) {
             fmt::print("{:<8} {:>7} {:>10} failed\n", c.isolation, c.inputs,
@@ -270,6 +315,7 @@ int main() {
             percentile(r->recovery_us, 0.5), percentile(r->recovery_us, 0.99),
             percentile(r->recovery_us, 1.0), r->replayed);
     }
+    if (!only.empty()) return 0;
     constexpr std::uint64_t k_messages = 300000;
     const std::vector<Journaling> journaling = {
         {"no journal (baseline)", ""},

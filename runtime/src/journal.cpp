@@ -389,39 +389,46 @@ void JournalReader::seek(std::uint64_t seq, std::uint64_t hint_segment, std::uin
     m_hint_offset = hint_offset;
 }
 
-bool JournalReader::open_segment_for(std::uint64_t seq) {
+JournalReader::Status JournalReader::open_segment_for(std::uint64_t seq) {
+    m_problem.clear();
+    m_missing_last = 0;
     auto segments = list_segments(m_dir);
     if (!segments) {
         m_problem = segments.error();
-        return false;
+        return Status::end;
     }
     const SegmentFile* pick = nullptr;
     for (const auto& s : *segments) {
         if (s.first_seq <= seq) pick = &s;
     }
     if (pick == nullptr) {
-        m_missing_last = segments->empty() ? 0 : segments->front().first_seq - 1;
-        m_problem = segments->empty()
-                        ? "the journal is empty"
-                        : fmt::format("the journal starts at seq {}", segments->front().first_seq);
-        return false;
+        if (segments->empty()) {
+            m_problem = "the journal is empty";
+            return Status::end;
+        }
+        m_missing_last = segments->front().first_seq - 1;
+        m_problem = fmt::format("the journal starts at seq {}", segments->front().first_seq);
+        return Status::missing;
     }
     m_fd = ::open(pick->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (m_fd < 0) {
         m_problem = errno_text("cannot open " + pick->path);
-        return false;
+        return Status::end;
     }
     m_segment_first = pick->first_seq;
     std::byte header[k_segment_header_size];
     const ssize_t n = ::pread(m_fd, header, sizeof(header), 0);
+    const bool whole = n == static_cast<ssize_t>(k_segment_header_size);
     SegmentScanner check(
         std::span<const std::byte>(header, n > 0 ? static_cast<std::size_t>(n) : 0));
-    if (!check.header() || check.header()->first_seq != pick->first_seq) {
-        m_problem = fmt::format("{}:0: bad segment header", pick->path);
+    if (!whole || !check.header() || check.header()->first_seq != pick->first_seq) {
         ::close(m_fd);
         m_fd = -1;
-        m_missing_last = 0;
-        return false;
+        // The writer has just made the newest segment: its header goes out
+        // with its first records.
+        if (!whole && pick == &segments->back()) return Status::end;
+        m_problem = fmt::format("{}:0: bad segment header", pick->path);
+        return Status::damaged;
     }
     m_file_pos = k_segment_header_size;
     if (m_hint_segment == pick->first_seq && m_hint_offset >= k_segment_header_size) {
@@ -430,7 +437,7 @@ bool JournalReader::open_segment_for(std::uint64_t seq) {
     m_hint_segment = 0;
     m_pos = 0;
     m_len = 0;
-    return true;
+    return Status::ok;
 }
 
 // Makes at least `need` bytes available at m_pos; `end` at the end of the file.
@@ -456,10 +463,12 @@ JournalReader::Status JournalReader::fill(std::size_t need) {
 JournalReader::Status JournalReader::next(JournalRecord& record) {
     m_missing_last = 0;
     for (;;) {
-        if (m_fd < 0 && !open_segment_for(m_want)) {
-            if (m_missing_last != 0 && m_missing_last >= m_want) return Status::missing;
-            return m_problem.find("bad segment header") != std::string::npos ? Status::damaged
-                                                                             : Status::end;
+        if (m_fd < 0) {
+            if (const Status opened = open_segment_for(m_want); opened != Status::ok) {
+                // Missing only what lies before the journal's first segment.
+                if (opened == Status::missing && m_missing_last < m_want) return Status::end;
+                return opened;
+            }
         }
         Status st = fill(k_record_prefix);
         std::uint32_t length = 0;
@@ -485,6 +494,15 @@ JournalReader::Status JournalReader::next(JournalRecord& record) {
                 }
             }
             if (later == nullptr) return Status::end;  // the writer may add more
+            // The writer closes a segment before it starts the next, so this
+            // one is whole now: what we read of its end may have been caught
+            // mid-write. Read it again before judging.
+            if (m_len != m_pos && !m_reread) {
+                m_reread = true;
+                m_len = m_pos;  // drop what was read beyond the parse position
+                continue;
+            }
+            m_reread = false;
             if (m_len != m_pos) {
                 m_problem = fmt::format("segment {} offset {}: record cut short", m_segment_first,
                                         m_file_pos + m_pos);
@@ -523,6 +541,7 @@ JournalReader::Status JournalReader::next(JournalRecord& record) {
             return Status::damaged;
         }
         record = JournalRecord{*h, message, static_cast<std::size_t>(m_file_pos + m_pos)};
+        m_reread = false;
         m_pos += k_record_prefix + length;
         ++m_want;
         return Status::ok;

@@ -83,6 +83,9 @@ class FeedCatchUp final : public detail::CatchUp {
             if (r.status == ReadStatus::lost) continue;
             if (r.status == ReadStatus::empty) break;
             m_progress.feed_read.store(m_cursor, std::memory_order_release);
+            // Half of the feed is read: the parent refills it while we read
+            // the other half (one wake-up of the parent per burst at most).
+            if (m_feed.head() + 1 - m_cursor <= m_feed.slot_count() / 2) m_bus.signal_owner();
             const std::span<const std::byte> record(m_buffer.data(), r.size);
             const auto outer = decode_header(record, m_feed.max_payload(), Framing::exact);
             if (!outer) continue;

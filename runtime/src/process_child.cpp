@@ -329,6 +329,7 @@ void UplinkPump::start_instance(ProcessChild& c, std::uint64_t epoch) {
     c.stopping = false;
     c.pending_epoch = 0;
     c.last_request = 0;
+    c.run_start = 0;
     c.feed_next = 0;
     c.reader.reset();
     c.epoch.store(epoch);
@@ -529,9 +530,15 @@ bool UplinkPump::feed(ProcessChild& c) {
     if (want == 0 || want > m_bus.ring().head()) return false;
     if (want != c.last_request) {
         c.last_request = want;
-        c.feed_next = want;
-        if (!c.reader) c.reader.emplace(m_journal->dir(), m_journal->max_payload());
-        c.reader->seek(want);
+        // A request the current run covers already (the child looked just
+        // before we wrote) goes on with the run; anything else starts a new
+        // one (a new position for the reader, which may mean a rescan).
+        if (c.run_start == 0 || want < c.run_start || want > c.feed_next) {
+            c.run_start = want;
+            c.feed_next = want;
+            if (!c.reader) c.reader.emplace(m_journal->dir(), m_journal->max_payload());
+            c.reader->seek(want);
+        }
     }
     BroadcastRing& feed = *c.feed;
     const std::uint64_t taken = progress.feed_read.load(std::memory_order_acquire);

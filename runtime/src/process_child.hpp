@@ -41,7 +41,7 @@ std::string host_description(const SystemSpec& spec, ModuleId module);
 
 /// Slots of a child's journal feed (messages its parent reads from the bus
 /// journal for it when it is behind the bus ring).
-inline constexpr std::uint32_t k_feed_slots = 256;
+inline constexpr std::uint32_t k_feed_slots = 1024;
 
 /// What an uplink pump needs from the system it serves.
 class PumpHost {
@@ -76,6 +76,7 @@ struct ProcessChild {
     std::optional<BroadcastRing> feed;
     std::optional<JournalReader> reader;
     std::uint64_t last_request = 0;  // the child's want_from we are serving
+    std::uint64_t run_start = 0;     // first bus seq of what we are feeding now
     std::uint64_t feed_next = 0;     // next bus seq to put into the feed
 
     std::atomic<ModuleState> state{ModuleState::created};

@@ -144,7 +144,7 @@ class JournalReader {
     const std::string& problem() const { return m_problem; }
 
   private:
-    bool open_segment_for(std::uint64_t seq);
+    Status open_segment_for(std::uint64_t seq);
     Status fill(std::size_t need);
 
     std::string m_dir;
@@ -158,6 +158,7 @@ class JournalReader {
     std::size_t m_len = 0;  // valid bytes in m_buffer
     std::uint64_t m_hint_segment = 0, m_hint_offset = 0;
     std::uint64_t m_missing_last = 0;
+    bool m_reread = false;  // re-reading a segment's end once a later segment exists
     std::string m_problem;
 };
 
