@@ -81,7 +81,6 @@ class JournalWriter {
     std::uint64_t m_segment_first = 0;
     std::uint64_t m_segment_size = 0;
     std::uint64_t m_last_seq = 0;
-    std::uint64_t m_buffered_seq = 0;  // last seq in m_buffer
     std::uint64_t m_written_seq = 0;
     std::uint64_t m_synced_seq = 0;
     std::uint64_t m_unsynced_since_ns = 0;
