@@ -242,6 +242,16 @@ Result<void, std::string> JournalWriter::start_segment(std::uint64_t first_seq) 
     const std::string path = m_options.dir + "/" + segment_name(first_seq);
     m_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (m_fd < 0) return Err{errno_text("cannot create " + path)};
+    // A synced record in a file whose directory entry is not synced could
+    // vanish with the file in a power cut.
+    if (m_options.fsync != FsyncPolicy::none) {
+        const int dir = ::open(m_options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        const bool synced = dir >= 0 && ::fsync(dir) == 0;
+        const int saved = errno;
+        if (dir >= 0) ::close(dir);
+        errno = saved;
+        if (!synced) return Err{errno_text("cannot fsync " + m_options.dir)};
+    }
     std::byte header[k_segment_header_size];
     encode_segment_header(SegmentHeader{m_options.bus, first_seq}, header);
     m_buffer.insert(m_buffer.end(), header, header + k_segment_header_size);
