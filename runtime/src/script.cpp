@@ -323,8 +323,8 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                 return fail(file, line_no, tokens[1].column, "needs milliseconds, 0 to 3600000");
             c.number = *n;
             consumed = 2;
-        } else if (word == "stats") {
-            c.op = Op::stats;
+        } else if (word == "stats" || word == "tree") {
+            c.op = word == "stats" ? Op::stats : Op::tree;
             consumed = 1;
         } else if (word == "kill" || word == "snapshot") {
             HMK_TRY(need(2, word == "kill" ? "kill PATH" : "snapshot PATH"));
@@ -344,7 +344,7 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else {
             return fail(file, line_no, tokens[0].column,
                         fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
-                                    "print, kill, snapshot)",
+                                    "tree, print, kill, snapshot)",
                                     word));
         }
         if (consumed < tokens.size()) {
@@ -364,155 +364,171 @@ Result<Script, ConfigError> load_script_file(const std::string& path, const Topo
     return parse_script(text.str(), path, topology);
 }
 
-int run_script(System& system, const Script& script, Logger& logger) {
-    const Topology& topo = system.topology();
-    auto id_of = [&](const std::string& path) { return topo.find(path)->id; };
-    std::chrono::milliseconds timeout{2000};
-    std::uint64_t last_correlation = 0;
-    std::string last_send;
+void CommandSession::cancel() {
+    {
+        const std::lock_guard lock(m_mutex);
+        m_cancelled.store(true);
+    }
+    m_cv.notify_all();
+}
 
-    for (const ScriptCommand& c : script.commands) {
-        const std::string where = fmt::format("{}:{}", script.file, c.line);
-        auto failed = [&](const std::string& why) {
-            logger.log(LogLevel::error, "script", fmt::format("{}: expect failed: {}", where, why));
-            return 1;
-        };
-        auto poll = [&](auto&& holds) {
-            const auto deadline = std::chrono::steady_clock::now() + timeout;
-            while (!holds()) {
-                if (std::chrono::steady_clock::now() >= deadline) return false;
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+bool CommandSession::sleep(std::chrono::milliseconds duration) {
+    std::unique_lock lock(m_mutex);
+    return !m_cv.wait_for(lock, duration, [&] { return m_cancelled.load(); });
+}
+
+template <typename F>
+bool CommandSession::poll(F&& holds) {
+    const auto deadline = std::chrono::steady_clock::now() + m_timeout;
+    while (!holds()) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        if (!sleep(std::chrono::milliseconds(1))) return false;
+    }
+    return true;
+}
+
+CommandOutcome CommandSession::run(const ScriptCommand& c) {
+    System& system = m_system;
+    // Paths are looked up now: a module that moved has a new one.
+    const Topology& topo = system.topology();
+    auto failed = [](std::string why) { return CommandOutcome{false, std::move(why), {}}; };
+    auto done = [](std::string what) { return CommandOutcome{true, std::move(what), {}}; };
+    const TopologyNode* node = c.path.empty() ? nullptr : topo.find(c.path);
+    if (!c.path.empty() && node == nullptr)
+        return failed(fmt::format("no module {} in the system now", c.path));
+    switch (c.op) {
+        case Op::send: {
+            Outgoing out;
+            out.destination = node != nullptr ? node->id : k_no_module;
+            out.scope = c.scope;
+            out.type = c.type;
+            out.payload = as_bytes(c.payload);
+            const TopologyNode* from = c.from.empty() ? &topo.root() : topo.find(c.from);
+            if (from == nullptr)
+                return failed(fmt::format("no module {} in the system now", c.from));
+            auto sent = system.inject(out, from->id);
+            m_last_send = fmt::format("{} -> {}", c.from.empty() ? "/" : c.from,
+                                      c.path.empty() ? "*" : c.path);
+            if (!sent)
+                return failed(
+                    fmt::format("send {} failed: {}", m_last_send, to_string(sent.error())));
+            m_last_correlation = *sent;
+            return done(fmt::format("sent {} ({}{})", m_last_send,
+                                    c.path.empty() ? to_string(c.scope) : "addressed",
+                                    c.payload.empty() ? "" : ", \"" + c.payload + "\""));
+        }
+        case Op::expect_reply:
+        case Op::expect_reply_contains: {
+            std::optional<OwnedMessage> reply;
+            const auto deadline = std::chrono::steady_clock::now() + m_timeout;
+            while (!reply && !m_cancelled.load() && std::chrono::steady_clock::now() < deadline) {
+                reply = system.wait_for_root(m_last_correlation, std::chrono::milliseconds(50));
             }
-            return true;
-        };
-        switch (c.op) {
-            case Op::send: {
-                Outgoing out;
-                out.destination = c.path.empty() ? k_no_module : id_of(c.path);
-                out.scope = c.scope;
-                out.type = c.type;
-                out.payload = as_bytes(c.payload);
-                const ModuleId from = c.from.empty() ? k_root_id : id_of(c.from);
-                auto sent = system.inject(out, from);
-                last_send = fmt::format("{} -> {}", c.from.empty() ? "/" : c.from,
-                                        c.path.empty() ? "*" : c.path);
-                if (!sent)
-                    return failed(
-                        fmt::format("send {} failed: {}", last_send, to_string(sent.error())));
-                last_correlation = *sent;
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: sent {} ({}{})", where, last_send,
-                                       c.path.empty() ? to_string(c.scope) : "addressed",
-                                       c.payload.empty() ? "" : ", \"" + c.payload + "\""));
-                break;
+            if (!reply)
+                return failed(
+                    fmt::format("no reply to {} within {} ms", m_last_send, m_timeout.count()));
+            const std::string got(reply->text());
+            const bool ok = c.op == Op::expect_reply ? got == c.payload
+                                                     : got.find(c.payload) != std::string::npos;
+            if (!ok) {
+                return failed(fmt::format("reply to {} was \"{}\", wanted {}\"{}\"", m_last_send,
+                                          got, c.op == Op::expect_reply ? "" : "text containing ",
+                                          c.payload));
             }
-            case Op::expect_reply:
-            case Op::expect_reply_contains: {
-                auto reply = system.wait_for_root(last_correlation, timeout);
-                if (!reply)
-                    return failed(
-                        fmt::format("no reply to {} within {} ms", last_send, timeout.count()));
-                const std::string got(reply->text());
-                const bool ok = c.op == Op::expect_reply ? got == c.payload
-                                                         : got.find(c.payload) != std::string::npos;
-                if (!ok) {
-                    return failed(
-                        fmt::format("reply to {} was \"{}\", wanted {}\"{}\"", last_send, got,
-                                    c.op == Op::expect_reply ? "" : "text containing ", c.payload));
-                }
-                const TopologyNode* from = topo.find(reply->header.sender);
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: reply from {}: \"{}\" (ok)", where,
-                                       from ? from->path : "?", got));
-                break;
-            }
-            case Op::expect_no_reply: {
-                if (auto reply = system.wait_for_root(last_correlation, timeout)) {
-                    return failed(fmt::format("unexpected reply to {}: \"{}\"", last_send,
+            const TopologyNode* from = topo.find(reply->header.sender);
+            return done(fmt::format("reply from {}: \"{}\" (ok)", from ? from->path : "?", got));
+        }
+        case Op::expect_no_reply: {
+            const auto deadline = std::chrono::steady_clock::now() + m_timeout;
+            while (!m_cancelled.load() && std::chrono::steady_clock::now() < deadline) {
+                if (auto reply =
+                        system.wait_for_root(m_last_correlation, std::chrono::milliseconds(50))) {
+                    return failed(fmt::format("unexpected reply to {}: \"{}\"", m_last_send,
                                               std::string(reply->text())));
                 }
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: no reply to {} (ok)", where, last_send));
-                break;
             }
-            case Op::expect_stat: {
-                const ModuleId id = id_of(c.path);
-                std::uint64_t v = 0;
-                const bool ok = poll([&] {
-                    v = stat_value(system.module_stats(id), c.key);
-                    return compare(v, c.comparison, c.number);
-                });
-                if (!ok)
-                    return failed(fmt::format("{} {} is {}, wanted {} {}", c.path, c.key, v,
-                                              c.comparison, c.number));
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: {} {} = {} (ok)", where, c.path, c.key, v));
-                break;
-            }
-            case Op::expect_bus: {
-                const BusId id = id_of(c.path);
-                std::uint64_t v = 0;
-                const bool ok = poll([&] {
-                    for (const BusStats& b : system.bus_stats()) {
-                        if (b.id == id) v = bus_value(b, c.key);
-                    }
-                    return compare(v, c.comparison, c.number);
-                });
-                const std::string name = id == k_root_id ? "Bus 0" : "bus " + c.path;
-                if (!ok)
-                    return failed(fmt::format("{} {} is {}, wanted {} {}", name, c.key, v,
-                                              c.comparison, c.number));
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: {} {} = {} (ok)", where, name, c.key, v));
-                break;
-            }
-            case Op::expect_state: {
-                const ModuleId id = id_of(c.path);
-                ModuleState s{};
-                const bool ok = poll([&] {
-                    s = system.module_stats(id).state;
-                    return c.key == to_string(s);
-                });
-                if (!ok)
-                    return failed(fmt::format("{} is {}, wanted {}", c.path, to_string(s), c.key));
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: {} is {} (ok)", where, c.path, c.key));
-                break;
-            }
-            case Op::wait:
-                std::this_thread::sleep_for(std::chrono::milliseconds(c.number));
-                break;
-            case Op::timeout:
-                timeout = std::chrono::milliseconds(c.number);
-                break;
-            case Op::stats:
-                logger.print(format_stats(system));
-                break;
-            case Op::print:
-                logger.print(c.payload);
-                break;
-            case Op::kill: {
-                if (auto killed = system.kill(id_of(c.path)); !killed)
-                    return failed(fmt::format("cannot kill {}: {}", c.path, killed.error()));
-                logger.log(LogLevel::info, "script", fmt::format("{}: killed {}", where, c.path));
-                break;
-            }
-            case Op::snapshot: {
-                // Asked by its parent, the only one a module takes that from.
-                const ModuleId id = id_of(c.path);
-                Outgoing ask;
-                ask.destination = id;
-                ask.type = msg::k_snapshot_request;
-                const ModuleId parent = topo.find(id)->parent;
-                if (auto sent = system.inject(ask, parent); !sent) {
-                    return failed(fmt::format("cannot ask {} for a snapshot: {}", c.path,
-                                              to_string(sent.error())));
-                }
-                logger.log(LogLevel::info, "script",
-                           fmt::format("{}: asked {} for a snapshot", where, c.path));
-                break;
-            }
+            if (m_cancelled.load()) return failed("cancelled");
+            return done(fmt::format("no reply to {} (ok)", m_last_send));
         }
+        case Op::expect_stat: {
+            std::uint64_t v = 0;
+            const bool ok = poll([&] {
+                v = stat_value(system.module_stats(node->id), c.key);
+                return compare(v, c.comparison, c.number);
+            });
+            if (!ok)
+                return failed(fmt::format("{} {} is {}, wanted {} {}", c.path, c.key, v,
+                                          c.comparison, c.number));
+            return done(fmt::format("{} {} = {} (ok)", c.path, c.key, v));
+        }
+        case Op::expect_bus: {
+            std::uint64_t v = 0;
+            const bool ok = poll([&] {
+                for (const BusStats& b : system.bus_stats()) {
+                    if (b.id == node->id) v = bus_value(b, c.key);
+                }
+                return compare(v, c.comparison, c.number);
+            });
+            const std::string name = node->id == k_root_id ? "Bus 0" : "bus " + c.path;
+            if (!ok)
+                return failed(fmt::format("{} {} is {}, wanted {} {}", name, c.key, v, c.comparison,
+                                          c.number));
+            return done(fmt::format("{} {} = {} (ok)", name, c.key, v));
+        }
+        case Op::expect_state: {
+            ModuleState s{};
+            const bool ok = poll([&] {
+                s = system.module_stats(node->id).state;
+                return c.key == to_string(s);
+            });
+            if (!ok) return failed(fmt::format("{} is {}, wanted {}", c.path, to_string(s), c.key));
+            return done(fmt::format("{} is {} (ok)", c.path, c.key));
+        }
+        case Op::wait:
+            if (!sleep(std::chrono::milliseconds(c.number))) return failed("cancelled");
+            return {};
+        case Op::timeout:
+            m_timeout = std::chrono::milliseconds(c.number);
+            return {};
+        case Op::stats:
+            return CommandOutcome{true, {}, format_stats(system)};
+        case Op::tree:
+            return CommandOutcome{true, {}, format_tree(system)};
+        case Op::print:
+            return CommandOutcome{true, {}, c.payload};
+        case Op::kill: {
+            if (auto killed = system.kill(node->id); !killed)
+                return failed(fmt::format("cannot kill {}: {}", c.path, killed.error()));
+            return done(fmt::format("killed {}", c.path));
+        }
+        case Op::snapshot: {
+            // Asked by its parent, the only one a module takes that from.
+            Outgoing ask;
+            ask.destination = node->id;
+            ask.type = msg::k_snapshot_request;
+            if (auto sent = system.inject(ask, node->parent); !sent) {
+                return failed(fmt::format("cannot ask {} for a snapshot: {}", c.path,
+                                          to_string(sent.error())));
+            }
+            return done(fmt::format("asked {} for a snapshot", c.path));
+        }
+    }
+    return failed("unknown command");
+}
+
+int run_script(System& system, const Script& script, Logger& logger) {
+    CommandSession session(system);
+    for (const ScriptCommand& c : script.commands) {
+        const std::string where = fmt::format("{}:{}", script.file, c.line);
+        const CommandOutcome r = session.run(c);
+        if (!r.ok) {
+            logger.log(LogLevel::error, "script",
+                       fmt::format("{}: expect failed: {}", where, r.text));
+            return 1;
+        }
+        if (!r.text.empty())
+            logger.log(LogLevel::info, "script", fmt::format("{}: {}", where, r.text));
+        if (!r.output.empty()) logger.print(r.output);
     }
     return 0;
 }
@@ -537,6 +553,25 @@ std::string format_stats(const System& system) {
                            b.bytes, b.rejected, b.capacity, b.head);
     }
     if (!out.empty() && out.back() == '\n') out.pop_back();
+    return out;
+}
+
+std::string format_tree(const System& system) {
+    const Topology& topo = system.topology();
+    std::string out = fmt::format("{:<32} {:>4} {:<16} {:<8} {:<10} {:>5} {:>8} {:>7}\n", "module",
+                                  "id", "kind", "runs", "state", "epoch", "restarts", "pid");
+    for (const TopologyNode& n : topo.nodes()) {
+        const ModuleStats s = system.module_stats(n.id);
+        const ModuleSpec* spec = system.spec().module(n.id);
+        std::string name = std::string(n.level * 2, ' ') +
+                           (n.id == k_root_id ? "/" : std::string(base_name(n.path)));
+        if (n.is_gateway()) name += n.id == k_root_id ? " (Bus 0)" : "/";
+        out += fmt::format("{:<32} {:>4} {:<16} {:<8} {:<10} {:>5} {:>8} {:>7}\n", name, n.id,
+                           spec ? spec->kind : "microkernel",
+                           spec ? to_string(spec->isolation) : "inproc", to_string(s.state),
+                           s.epoch, s.restarts, s.pid != 0 ? std::to_string(s.pid) : "-");
+    }
+    out.pop_back();
     return out;
 }
 

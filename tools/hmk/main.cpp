@@ -7,11 +7,13 @@
 #include <ctime>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 
 #include "hmk/runtime/config.hpp"
+#include "hmk/runtime/control.hpp"
 #include "hmk/runtime/journal.hpp"
 #include "hmk/runtime/script.hpp"
 #include "hmk/runtime/system.hpp"
@@ -221,6 +223,8 @@ struct RunOptions {
     std::string log_level = "info";
     bool stats = false;
     bool explain_sandbox = false;
+    std::string control;  ///< socket path; "" = the default for the system's name
+    bool no_control = false;
 };
 
 int cmd_run(const RunOptions& o, hmk::Registry& registry) {
@@ -262,6 +266,19 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
             for (const auto& l : layers) logger.print("    " + l);
         }
     }
+    // The control endpoint, for `hmk ctl`: closed before the system stops.
+    std::unique_ptr<hmk::ControlServer> control;
+    if (!o.no_control) {
+        const std::string path =
+            o.control.empty() ? hmk::default_control_path(spec->name) : o.control;
+        auto opened = hmk::ControlServer::open(**system, logger, path);
+        if (!opened) {
+            logger.log(hmk::LogLevel::error, "hmk", "no control endpoint: " + opened.error());
+            (*system)->stop();
+            return k_exit_invalid;
+        }
+        control = std::move(opened).value();
+    }
     int rc = k_exit_ok;
     if (script) {
         rc = hmk::run_script(**system, *script, logger) == 0 ? k_exit_ok : k_exit_failed;
@@ -270,6 +287,7 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
         if (o.for_seconds < 0) logger.log(hmk::LogLevel::info, "hmk", "running; Ctrl-C stops");
         wait_for_signal(o.for_seconds, **system);
     }
+    control.reset();
     (*system)->stop();
     if (o.stats) logger.print(hmk::format_stats(**system));
     if (const auto failure = (*system)->failure()) {
@@ -279,6 +297,58 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
     logger.log(hmk::LogLevel::info, "hmk",
                rc == k_exit_ok ? "stopped" : "stopped after a failed expectation");
     return rc;
+}
+
+struct CtlOptions {
+    std::string socket;
+    std::string system;
+    std::vector<std::string> words;
+};
+
+// The running system to talk to: the one named, or the only one there is.
+std::optional<std::string> find_socket(const CtlOptions& o) {
+    if (!o.socket.empty()) return o.socket;
+    if (!o.system.empty()) return hmk::default_control_path(o.system);
+    const std::string dir = hmk::default_control_dir();
+    std::vector<std::string> found;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        if (entry.path().extension() == ".sock" && entry.is_socket(ec))
+            found.push_back(entry.path().string());
+    }
+    std::sort(found.begin(), found.end());
+    if (found.size() == 1) return found.front();
+    if (found.empty()) {
+        fmt::print(stderr,
+                   "hmk ctl: no running system found in {} (is `hmk run` running? name its socket "
+                   "with --socket PATH)\n",
+                   dir);
+    } else {
+        fmt::print(stderr, "hmk ctl: several systems run; pick one with --system NAME:\n");
+        for (const auto& f : found) {
+            const std::filesystem::path p(f);
+            fmt::print(stderr, "    {}\n", p.stem().string());
+        }
+    }
+    return std::nullopt;
+}
+
+int cmd_ctl(const CtlOptions& o) {
+    const auto path = find_socket(o);
+    if (!path) return k_exit_invalid;
+    const auto reply =
+        hmk::control_request(*path, hmk::join_command_words(o.words),
+                             [](std::string_view line) { fmt::print("{}\n", line); });
+    if (!reply) {
+        fmt::print(stderr, "hmk ctl: {}\n", reply.error());
+        return k_exit_failed;
+    }
+    if (!reply->ok) {
+        fmt::print(stderr, "hmk ctl: {}\n", reply->message);
+        return k_exit_failed;
+    }
+    if (!reply->message.empty()) fmt::print("{}\n", reply->message);
+    return k_exit_ok;
 }
 
 }  // namespace
@@ -318,6 +388,24 @@ int main(int argc, char** argv) {
     run->add_flag(
         "--explain-sandbox", run_opts.explain_sandbox,
         "once booted, print the isolation layers around each module in a process of its own");
+    run->add_option("--control", run_opts.control,
+                    "control socket for `hmk ctl` (default: $XDG_RUNTIME_DIR/hmk/NAME.sock, or "
+                    "/tmp/hmk-UID/NAME.sock)");
+    run->add_flag("--no-control", run_opts.no_control, "no control socket");
+
+    CtlOptions ctl_opts;
+    auto* ctl = app.add_subcommand(
+        "ctl",
+        "Run one command against a running system, through its control socket (only the user "
+        "running it may). COMMAND is a script command (docs/scripts.md), e.g.:\n"
+        "  tree | stats | kill PATH | snapshot PATH | send DEST TYPE [PAYLOAD]\n"
+        "Exit status: 0 the command succeeded, 1 it failed (the reason on stderr), 2 no system "
+        "found.");
+    ctl->add_option("--socket", ctl_opts.socket, "the system's control socket");
+    ctl->add_option("--system", ctl_opts.system,
+                    "the system's name (its socket in the default directory)");
+    ctl->add_option("COMMAND", ctl_opts.words, "the command and its words")->required();
+    ctl->prefix_command();
 
     auto* journal =
         app.add_subcommand("journal", "Inspect a bus journal directory (written by a monitor)");
@@ -348,6 +436,10 @@ int main(int argc, char** argv) {
     if (check->parsed()) return cmd_check(file, registry);
     if (tree->parsed()) return cmd_tree(file, registry);
     if (run->parsed()) return cmd_run(run_opts, registry);
+    if (ctl->parsed()) {
+        for (const auto& extra : ctl->remaining()) ctl_opts.words.push_back(extra);
+        return cmd_ctl(ctl_opts);
+    }
     if (verify->parsed()) return cmd_journal_verify(dir);
     if (dump->parsed()) return cmd_journal_dump(dir, from, to);
     if (jstats->parsed()) return cmd_journal_stats(dir);

@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: Apache-2.0
+// The control endpoint: a Unix socket that runs script commands against a
+// running system, for its own user only (docs/control.md).
+#include "hmk/runtime/control.hpp"
+
+#include <fmt/core.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <thread>
+
+#include "hmk/platform/shm.hpp"
+#include "hmk/runtime/script.hpp"
+
+namespace hmk {
+namespace {
+
+constexpr std::size_t k_max_request = 64 * 1024;
+constexpr int k_max_clients = 16;
+constexpr int k_request_timeout_ms = 5000;  // to send the request line, once connected
+
+std::string errno_text(const std::string& what) {
+    return what + ": " + std::strerror(errno);
+}
+
+Result<sockaddr_un, std::string> socket_address(const std::string& path) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof(a.sun_path)) {
+        return Err{fmt::format("control socket path '{}' is {} (at most {} bytes)", path,
+                               path.empty() ? "empty" : "too long", sizeof(a.sun_path) - 1)};
+    }
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    return a;
+}
+
+// The directory must be ours and closed to everyone else: a socket in a
+// directory another user controls could be swapped under us.
+Result<void, std::string> private_directory(const std::string& dir) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+        return Err{errno_text("cannot create " + dir)};
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) return Err{errno_text("cannot stat " + dir)};
+    if (!S_ISDIR(st.st_mode)) return Err{fmt::format("{} is not a directory", dir)};
+    if (st.st_uid != ::geteuid())
+        return Err{
+            fmt::format("{} belongs to uid {}, not to us (uid {})", dir, st.st_uid, ::geteuid())};
+    if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0)
+        return Err{errno_text("cannot make " + dir + " private")};
+    return {};
+}
+
+bool write_all(int fd, std::string_view text) {
+    while (!text.empty()) {
+        const ssize_t n = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        text.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+}
+
+// "a\nb" as "| a\n| b\n": every output line is marked, so none can pass for
+// the final line.
+std::string output_lines(std::string_view text) {
+    std::string out;
+    while (!text.empty()) {
+        const std::size_t end = std::min(text.find('\n'), text.size());
+        out += "| ";
+        out += text.substr(0, end);
+        out += '\n';
+        text.remove_prefix(std::min(text.size(), end + 1));
+    }
+    return out;
+}
+
+std::string one_line(std::string text) {
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    return text;
+}
+
+}  // namespace
+
+std::string default_control_dir() {
+    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+    struct stat st {};
+    if (xdg != nullptr && xdg[0] == '/' && ::stat(xdg, &st) == 0 && S_ISDIR(st.st_mode))
+        return std::string(xdg) + "/hmk";
+    return fmt::format("/tmp/hmk-{}", ::geteuid());
+}
+
+std::string default_control_path(std::string_view system_name) {
+    std::string name(system_name.empty() ? "system" : system_name);
+    for (char& c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+        if (!ok) c = '_';
+    }
+    if (name[0] == '.') name[0] = '_';
+    return default_control_dir() + "/" + name + ".sock";
+}
+
+std::string join_command_words(const std::vector<std::string>& words) {
+    std::string line;
+    for (const std::string& w : words) {
+        if (!line.empty()) line += ' ';
+        const bool plain = !w.empty() && w.find_first_of(" \t\r\n\"\\#") == std::string::npos;
+        if (plain) {
+            line += w;
+            continue;
+        }
+        line += '"';
+        for (char c : w) {
+            switch (c) {
+                case '"':
+                    line += "\\\"";
+                    break;
+                case '\\':
+                    line += "\\\\";
+                    break;
+                case '\n':
+                    line += "\\n";
+                    break;
+                case '\t':
+                    line += "\\t";
+                    break;
+                default:
+                    if (static_cast<unsigned char>(c) < 0x20) {
+                        line += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+                    } else {
+                        line += c;
+                    }
+            }
+        }
+        line += '"';
+    }
+    return line;
+}
+
+namespace detail {
+
+class ControlServerImpl {
+  public:
+    ControlServerImpl(System& system, Logger& logger, std::string path, platform::UniqueFd listener)
+        : m_system(system),
+          m_logger(logger),
+          m_path(std::move(path)),
+          m_listener(std::move(listener)),
+          m_wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+        m_thread = std::thread([this] { accept_loop(); });
+    }
+
+    ~ControlServerImpl() {
+        m_stop.store(true);
+        const std::uint64_t one = 1;
+        (void)!::write(m_wake.get(), &one, sizeof(one));
+        if (m_thread.joinable()) m_thread.join();
+        {
+            const std::lock_guard lock(m_mutex);
+            for (Client& c : m_clients) {
+                if (c.session != nullptr) c.session->cancel();
+                ::shutdown(c.fd.get(), SHUT_RDWR);
+            }
+        }
+        for (Client& c : m_clients) {
+            if (c.thread.joinable()) c.thread.join();
+        }
+        ::unlink(m_path.c_str());
+    }
+
+    const std::string& path() const { return m_path; }
+
+  private:
+    struct Client {
+        platform::UniqueFd fd;
+        std::thread thread;
+        CommandSession* session = nullptr;  // while a command runs; guarded by m_mutex
+        std::atomic<bool> done{false};
+    };
+
+    void accept_loop() {
+        while (!m_stop.load()) {
+            pollfd fds[2] = {{m_listener.get(), POLLIN, 0}, {m_wake.get(), POLLIN, 0}};
+            if (::poll(fds, 2, 1000) < 0 && errno != EINTR) break;
+            reap_clients();
+            if (m_stop.load()) break;
+            if ((fds[0].revents & POLLIN) == 0) continue;
+            platform::UniqueFd fd(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+            if (!fd.valid()) continue;
+            ucred peer{};
+            socklen_t len = sizeof(peer);
+            if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 ||
+                peer.uid != ::geteuid()) {
+                const std::string why = fmt::format(
+                    "refused: uid {} is not the system's user (uid {})", peer.uid, ::geteuid());
+                m_logger.log(LogLevel::warn, "ctl",
+                             fmt::format("connection from pid {}: {}", peer.pid, why));
+                (void)write_all(fd.get(), "error: " + why + "\n");
+                continue;
+            }
+            const std::lock_guard lock(m_mutex);
+            if (m_clients.size() >= k_max_clients) {
+                (void)write_all(fd.get(), "error: busy: too many control connections\n");
+                continue;
+            }
+            Client& c = m_clients.emplace_back();
+            c.fd = std::move(fd);
+            c.thread = std::thread([this, &c, pid = peer.pid] { serve(c, pid); });
+        }
+    }
+
+    void reap_clients() {
+        const std::lock_guard lock(m_mutex);
+        for (auto it = m_clients.begin(); it != m_clients.end();) {
+            if (it->done.load()) {
+                it->thread.join();
+                it = m_clients.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    // Reads the request line: nothing past its newline, at most k_max_request.
+    std::optional<std::string> read_request(int fd) {
+        std::string line;
+        char buf[4096];
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(k_request_timeout_ms);
+        while (line.find('\n') == std::string::npos) {
+            if (line.size() > k_max_request || m_stop.load()) return std::nullopt;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return std::nullopt;
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+            const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+            if (n <= 0) return std::nullopt;
+            line.append(buf, static_cast<std::size_t>(n));
+        }
+        line.resize(line.find('\n'));
+        return line;
+    }
+
+    void serve(Client& c, pid_t pid) {
+        const int fd = c.fd.get();
+        const auto request = read_request(fd);
+        if (!request) {
+            (void)write_all(fd, "error: no request line (one line, at most 64 KiB, in 5 s)\n");
+            c.done.store(true);
+            return;
+        }
+        const std::string reply = run(c, *request, pid);
+        (void)write_all(fd, reply);
+        c.done.store(true);
+    }
+
+    std::string run(Client& c, const std::string& line, pid_t pid) {
+        auto script = parse_script(line, "ctl", m_system.topology());
+        if (!script) {
+            const ConfigError& e = script.error();
+            const std::string why = fmt::format("{} (column {})", e.message, e.where.column);
+            m_logger.log(LogLevel::warn, "ctl",
+                         fmt::format("'{}' from pid {}: {}", one_line(line), pid, why));
+            return "error: " + why + "\n";
+        }
+        if (script->commands.empty()) return "error: no command\n";
+        CommandSession session(m_system);
+        {
+            const std::lock_guard lock(m_mutex);
+            if (m_stop.load()) return "error: the system is stopping\n";
+            c.session = &session;
+        }
+        const CommandOutcome r = session.run(script->commands.front());
+        {
+            const std::lock_guard lock(m_mutex);
+            c.session = nullptr;
+        }
+        m_logger.log(r.ok ? LogLevel::info : LogLevel::warn, "ctl",
+                     fmt::format("'{}' from pid {}: {}{}", one_line(line), pid,
+                                 r.ok ? "ok" : "failed", r.text.empty() ? "" : ": " + r.text));
+        std::string out = output_lines(r.output);
+        if (r.ok) {
+            out += r.text.empty() ? "ok\n" : "ok: " + one_line(r.text) + "\n";
+        } else {
+            out += "error: " + one_line(r.text) + "\n";
+        }
+        return out;
+    }
+
+    System& m_system;
+    Logger& m_logger;
+    std::string m_path;
+    platform::UniqueFd m_listener;
+    platform::UniqueFd m_wake;
+    std::atomic<bool> m_stop{false};
+    std::thread m_thread;
+    std::mutex m_mutex;
+    std::list<Client> m_clients;
+};
+
+}  // namespace detail
+
+Result<std::unique_ptr<ControlServer>, std::string> ControlServer::open(System& system,
+                                                                        Logger& logger,
+                                                                        const std::string& path) {
+    const sockaddr_un address = HMK_TRY(socket_address(path));
+    const std::size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? std::string() : path.substr(0, slash);
+    // The default directory is made, and kept, ours alone; one the user
+    // names is the user's business.
+    if (dir == default_control_dir()) HMK_TRY(private_directory(dir));
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return Err{fmt::format("{} exists and is not a socket", path)};
+        // Someone listening there? Then it is not ours to take.
+        platform::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) ==
+            0) {
+            return Err{fmt::format(
+                "another system listens on {} (stop it, or give this one --control PATH)", path)};
+        }
+        ::unlink(path.c_str());
+    }
+    platform::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return Err{errno_text("socket")};
+    // Created 0600 from the start: no moment in which others could connect.
+    const mode_t old_mask = ::umask(0177);
+    const int bound =
+        ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address));
+    const int bind_errno = errno;
+    ::umask(old_mask);
+    if (bound != 0) {
+        errno = bind_errno;
+        return Err{errno_text("cannot bind " + path)};
+    }
+    if (::listen(fd.get(), k_max_clients) != 0) return Err{errno_text("cannot listen on " + path)};
+    logger.log(LogLevel::info, "ctl", fmt::format("control socket {} (hmk ctl)", path));
+    return std::unique_ptr<ControlServer>(new ControlServer(
+        std::make_unique<detail::ControlServerImpl>(system, logger, path, std::move(fd))));
+}
+
+ControlServer::ControlServer(std::unique_ptr<detail::ControlServerImpl> impl)
+    : m_impl(std::move(impl)) {}
+ControlServer::~ControlServer() = default;
+
+const std::string& ControlServer::path() const {
+    return m_impl->path();
+}
+
+Result<ControlReply, std::string> control_request(
+    const std::string& path, std::string_view command,
+    const std::function<void(std::string_view)>& output) {
+    const sockaddr_un address = HMK_TRY(socket_address(path));
+    platform::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return Err{errno_text("socket")};
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+        if (errno == ENOENT || errno == ECONNREFUSED)
+            return Err{errno_text(fmt::format("no system listens on {}", path))};
+        return Err{errno_text("cannot connect to " + path)};
+    }
+    std::string line(command);
+    line += '\n';
+    if (!write_all(fd.get(), line)) return Err{errno_text("cannot send the command")};
+    std::string pending;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(fd.get(), buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        pending.append(buf, static_cast<std::size_t>(n));
+        std::size_t nl = 0;
+        while ((nl = pending.find('\n')) != std::string::npos) {
+            const std::string l = pending.substr(0, nl);
+            pending.erase(0, nl + 1);
+            if (l.rfind("| ", 0) == 0) {
+                output(std::string_view(l).substr(2));
+            } else if (l == "ok" || l.rfind("ok: ", 0) == 0) {
+                return ControlReply{true, l.size() > 4 ? l.substr(4) : std::string()};
+            } else if (l.rfind("error: ", 0) == 0) {
+                return ControlReply{false, l.substr(7)};
+            } else {
+                return Err{fmt::format("unexpected answer from {}: '{}'", path, l)};
+            }
+        }
+    }
+    return Err{fmt::format("{} closed the connection before answering", path)};
+}
+
+}  // namespace hmk
