@@ -216,7 +216,7 @@ double fanout_ns(int receivers, bool remote) {
     std::vector<std::atomic<std::uint32_t>> words(static_cast<std::size_t>(receivers));
     std::vector<std::atomic<std::uint32_t>> armed(static_cast<std::size_t>(receivers));
     for (int i = 0; i < receivers; ++i) {
-        bus.subscribe(
+        (void)bus.subscribe(
             detail::Doorbell{&words[static_cast<std::size_t>(i)],
                              &armed[static_cast<std::size_t>(i)],
                              remote ? platform::FutexScope::shared : platform::FutexScope::process},

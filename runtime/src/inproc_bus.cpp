@@ -49,11 +49,53 @@ InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
       m_topology(topology),
       m_logger(logger),
       m_memory(make_region(id, settings)),
-      m_ring(make_ring(m_memory, settings)) {}
+      m_ring(make_ring(m_memory, settings)),
+      m_subscribers(new std::atomic<const Subscribed*>[k_max_subscribers]) {
+    for (std::uint32_t i = 0; i < k_max_subscribers; ++i) m_subscribers[i].store(nullptr);
+}
 
-void InprocBus::subscribe(Doorbell doorbell, bool remote) {
-    m_subscribers.push_back(doorbell);
-    m_has_remote = m_has_remote || remote;
+namespace {
+bool same_bell(const Doorbell& a, const Doorbell& b) {
+    return a.word == b.word && a.armed == b.armed && a.scope == b.scope;
+}
+}  // namespace
+
+Result<void, std::string> InprocBus::subscribe(Doorbell doorbell, bool remote) {
+    const std::lock_guard lock(m_subscribe);
+    // The same bell again reuses its record: a pool of bells that come and
+    // go does not grow the list.
+    const Subscribed* record = nullptr;
+    for (const Subscribed& d : m_doorbells) {
+        if (same_bell(d.bell, doorbell) && d.remote == remote) record = &d;
+    }
+    if (record == nullptr) record = &m_doorbells.emplace_back(Subscribed{doorbell, remote});
+    const std::uint32_t end = m_subscriber_end.load(std::memory_order_relaxed);
+    std::uint32_t slot = end;
+    for (std::uint32_t i = 0; i < end; ++i) {
+        if (m_subscribers[i].load(std::memory_order_relaxed) == nullptr) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot == k_max_subscribers)
+        return Err{fmt::format("bus {} has {} readers already", m_name, k_max_subscribers)};
+    if (remote) m_remote.fetch_add(1, std::memory_order_acq_rel);
+    m_subscribers[slot].store(record, std::memory_order_release);
+    if (slot == end) m_subscriber_end.store(end + 1, std::memory_order_release);
+    return {};
+}
+
+void InprocBus::unsubscribe(Doorbell doorbell) {
+    const std::lock_guard lock(m_subscribe);
+    const std::uint32_t end = m_subscriber_end.load(std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < end; ++i) {
+        const Subscribed* d = m_subscribers[i].load(std::memory_order_relaxed);
+        if (d != nullptr && same_bell(d->bell, doorbell)) {
+            m_subscribers[i].store(nullptr, std::memory_order_release);
+            if (d->remote) m_remote.fetch_sub(1, std::memory_order_acq_rel);
+            return;
+        }
+    }
 }
 
 Result<std::uint64_t, SendError> InprocBus::publish(Header header,
@@ -193,11 +235,17 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
 }
 
 void InprocBus::wake_readers() {
-    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0 || m_has_remote) wake_armed();
+    if (m_armed.fetch_add(0, std::memory_order_acq_rel) != 0 ||
+        m_remote.load(std::memory_order_seq_cst) != 0)
+        wake_armed();
 }
 
 void InprocBus::wake_armed() {
-    for (const Doorbell& d : m_subscribers) d.ring();
+    const std::uint32_t end = m_subscriber_end.load(std::memory_order_acquire);
+    for (std::uint32_t i = 0; i < end; ++i) {
+        const Subscribed* d = m_subscribers[i].load(std::memory_order_acquire);
+        if (d != nullptr) d->bell.ring();
+    }
 }
 
 }  // namespace hmk::detail

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,10 +82,15 @@ class InprocBus final : public BusPort {
     /// Wakes the readers that sleep (after publish_deferred calls).
     void wake_readers();
 
-    /// Before start only: a reader whose doorbell the bus rings. A reader in
-    /// another process (`remote`) cannot count itself armed in our memory, so
-    /// the bus looks at its bell on every publish.
-    void subscribe(Doorbell doorbell, bool remote = false);
+    /// Any thread: a reader whose doorbell the bus rings, from now on. A
+    /// reader in another process (`remote`) cannot count itself armed in our
+    /// memory, so the bus looks at its bell on every publish. The bell's
+    /// memory must outlive the bus. Error: the bus has k_max_subscribers.
+    Result<void, std::string> subscribe(Doorbell doorbell, bool remote = false);
+    /// Any thread: the bus stops ringing `doorbell` (a wake-up already under
+    /// way may still reach it).
+    void unsubscribe(Doorbell doorbell);
+    static constexpr std::uint32_t k_max_subscribers = 1024;
     /// In-process reader, around sleeping: the count of armed readers lets
     /// publish skip the scan when nobody sleeps.
     void reader_armed() override { m_armed.fetch_add(1, std::memory_order_acq_rel); }
@@ -112,8 +118,18 @@ class InprocBus final : public BusPort {
     platform::SharedRegion m_memory;
     BroadcastRing m_ring;
     std::mutex m_write;
-    std::vector<Doorbell> m_subscribers;
-    bool m_has_remote = false;
+    // Readers to wake: slots publishers scan without a lock. A slot points
+    // at one of m_doorbells (never moved nor freed: a publisher may hold a
+    // pointer it loaded just before the slot was cleared or reused).
+    struct Subscribed {
+        Doorbell bell;
+        bool remote = false;
+    };
+    std::mutex m_subscribe;
+    std::deque<Subscribed> m_doorbells;
+    std::unique_ptr<std::atomic<const Subscribed*>[]> m_subscribers;
+    std::atomic<std::uint32_t> m_subscriber_end{0};
+    std::atomic<std::uint32_t> m_remote{0};
     alignas(64) std::atomic<std::uint32_t> m_armed{0};
     std::atomic<std::uint64_t> m_bytes{0};
     std::atomic<std::uint64_t> m_rejected{0};

@@ -129,8 +129,8 @@ Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     if (!child->event.valid()) return Err{std::string("eventfd: ") + std::strerror(errno)};
     // The bus rings the child's bell, which lives in the child's own region.
     UplinkBells& bells = child->uplink.bells();
-    m_bus.subscribe(Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
-                    true);
+    HMK_TRY(m_bus.subscribe(
+        Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared}, true));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = tag(m_children.size(), k_uplink);

@@ -261,15 +261,15 @@ Result<void, std::string> SystemImpl::build() {
         }
         // An in-process module sleeps on its slot's bell, which its buses ring.
         const Doorbell bell{&s->bell_word, &s->bell_armed, platform::FutexScope::process};
-        s->parent_bus->subscribe(bell);
-        if (s->child_bus != nullptr) s->child_bus->subscribe(bell);
+        HMK_TRY(s->parent_bus->subscribe(bell));
+        if (s->child_bus != nullptr) HMK_TRY(s->child_bus->subscribe(bell));
         if (s->journal != nullptr && !s->is_monitor) {
             s->catch_up = std::make_unique<JournalCatchUp>(*s->journal, *s->parent_bus, m_logger,
                                                            s->spec->path);
         }
     }
     ModuleSlot& root = *m_slots.front();
-    root.child_bus->subscribe(Doorbell{&root.bell_word, &root.bell_armed});
+    HMK_TRY(root.child_bus->subscribe(Doorbell{&root.bell_word, &root.bell_armed}));
     return {};
 }
 
