@@ -211,8 +211,11 @@ double fanout_ns(int receivers, bool remote) {
         return d;
     }());
     Logger logger(stderr, LogLevel::warn);
-    detail::InprocBus bus(topo->find("/b")->id, "/b", detail::BusSettings{4096, 256, {}}, *topo,
-                          logger);
+    SystemSpec spec;
+    spec.topology = *topo;
+    const detail::Generations generations(spec);
+    detail::InprocBus bus(topo->find("/b")->id, "/b", detail::BusSettings{4096, 256, {}},
+                          generations, logger);
     std::vector<std::atomic<std::uint32_t>> words(static_cast<std::size_t>(receivers));
     std::vector<std::atomic<std::uint32_t>> armed(static_cast<std::size_t>(receivers));
     for (int i = 0; i < receivers; ++i) {

@@ -24,8 +24,8 @@ constexpr std::size_t k_off_payload_size = 52;
 constexpr std::size_t k_off_scope = 56;
 constexpr std::size_t k_off_hops = 57;
 constexpr std::size_t k_off_flags = 58;
-constexpr std::size_t k_off_reserved = 60;
-static_assert(k_off_reserved + 4 == k_header_size);
+constexpr std::size_t k_off_generation = 60;
+static_assert(k_off_generation + 4 == k_header_size);
 
 template <typename T>
 void put(std::byte* out, std::size_t offset, T value) {
@@ -66,8 +66,6 @@ const char* to_string(HeaderError error) {
             return "bad scope";
         case HeaderError::unknown_flags:
             return "unknown flag bits";
-        case HeaderError::reserved_not_zero:
-            return "reserved field not zero";
         case HeaderError::payload_too_large:
             return "payload larger than allowed";
         case HeaderError::payload_truncated:
@@ -95,7 +93,7 @@ void encode_header(const Header& h, std::span<std::byte, k_header_size> out_span
     put<std::uint8_t>(out, k_off_scope, static_cast<std::uint8_t>(h.scope));
     put<std::uint8_t>(out, k_off_hops, h.hops);
     put<std::uint16_t>(out, k_off_flags, h.flags);
-    put<std::uint32_t>(out, k_off_reserved, 0);
+    put<std::uint32_t>(out, k_off_generation, h.generation);
 }
 
 Result<Header, HeaderError> decode_header(std::span<const std::byte> in, std::uint32_t max_payload,
@@ -113,7 +111,6 @@ Result<Header, HeaderError> decode_header(std::span<const std::byte> in, std::ui
     if (scope > k_max_scope) return Err{HeaderError::bad_scope};
     const auto flags = get<std::uint16_t>(p, k_off_flags);
     if ((flags & ~k_known_flags) != 0) return Err{HeaderError::unknown_flags};
-    if (get<std::uint32_t>(p, k_off_reserved) != 0) return Err{HeaderError::reserved_not_zero};
 
     Header h;
     h.payload_size = get<std::uint32_t>(p, k_off_payload_size);
@@ -134,6 +131,7 @@ Result<Header, HeaderError> decode_header(std::span<const std::byte> in, std::ui
     h.scope = static_cast<Scope>(scope);
     h.hops = get<std::uint8_t>(p, k_off_hops);
     h.flags = flags;
+    h.generation = get<std::uint32_t>(p, k_off_generation);
     return h;
 }
 

@@ -351,8 +351,8 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                 return ld.fail(item,
                                fmt::format("each module must be a table, not {}", type_name(item)));
             HMK_TRY(only_keys(ld, *t,
-                              {"path", "kind", "id", "isolation", "bus", "config", "quota",
-                               "restart", "recover", "snapshot_every", "supervisor"},
+                              {"path", "kind", "version", "id", "isolation", "bus", "config",
+                               "quota", "restart", "recover", "snapshot_every", "supervisor"},
                               "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
@@ -378,6 +378,18 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                 return ld.fail(*kind, fmt::format("no module kind '{}' (known kinds: {})",
                                                   pm.spec.kind, list));
             }
+            if (const toml::node* v = t->get("version")) {
+                const std::uint32_t version = HMK_TRY(get_u32(ld, *v, "version", 1, UINT32_MAX));
+                pm.kind = ld.registry.find(pm.spec.kind, version);
+                if (pm.kind == nullptr) {
+                    std::string list;
+                    for (auto x : ld.registry.versions(pm.spec.kind))
+                        list += (list.empty() ? "" : ", ") + std::to_string(x);
+                    return ld.fail(*v, fmt::format("kind '{}' has no version {} (it has {})",
+                                                   pm.spec.kind, version, list));
+                }
+            }
+            pm.spec.version = pm.kind->version;
             if (const toml::node* id = t->get("id")) {
                 pm.id_node = id;
                 pm.spec.id = HMK_TRY(get_u32(ld, *id, "id", 2, k_max_module_id));

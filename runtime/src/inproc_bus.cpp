@@ -42,11 +42,11 @@ BroadcastRing make_ring(platform::SharedRegion& region, const BusSettings& s) {
 }  // namespace
 
 InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
-                     const Topology& topology, Logger& logger)
+                     const Generations& generations, Logger& logger)
     : m_id(id),
       m_name(std::move(name)),
       m_settings(settings),
-      m_topology(topology),
+      m_generations(generations),
       m_logger(logger),
       m_memory(make_region(id, settings)),
       m_ring(make_ring(m_memory, settings)),
@@ -167,19 +167,17 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
                                                              ModuleId via,
                                                              std::uint64_t* stamped_ns) {
     if (payload.size() > m_settings.max_payload) return Err{SendError::payload_too_large};
-    // The owner's checks: the module putting the message here must be attached
-    // to this bus, and may speak only for itself or, if it is a gateway that
-    // forwards up, for modules of its own subtree.
-    const TopologyNode* v = m_topology.find(via);
-    const bool attached = v != nullptr && (v->id == m_id || v->parent == m_id);
-    // A leaf speaks only for itself and never forwards; a gateway forwarding
-    // up may speak for its own subtree; the owner may forward anything down.
-    const bool sender_ok =
-        attached &&
-        ((header.sender == via && (header.hops == 0 || v->is_gateway())) ||
-         (header.hops > 0 && v->is_gateway() && m_topology.in_subtree(header.sender, via)) ||
-         (via == m_id && header.hops > 0));
-    if (!sender_ok || header.hops > k_max_hops) {
+    // The owner's checks (see admits()), under the tree of the message's
+    // generation, the current one, or the one a move drains.
+    const std::uint32_t current = m_generations.current();
+    const std::uint32_t draining = m_generations.draining();
+    const bool ok = header.hops <= k_max_hops &&
+                    (admits(m_generations.topology(header.hops == 0 ? current : header.generation),
+                            header, via) ||
+                     (header.hops > 0 && admits(m_generations.topology(current), header, via)) ||
+                     (draining != Generations::k_none &&
+                      admits(m_generations.topology(draining), header, via)));
+    if (!ok) {
         m_rejected.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::rejected};
     }
@@ -193,6 +191,9 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
             const std::lock_guard lock(m_write);
             if (gate_allows(m_ring.head() + 1)) {
                 header.timestamp_ns = platform::monotonic_ns();
+                // Under the lock: a message published after a move made a
+                // new generation current is of the new one (docs/relocation.md).
+                if (header.hops == 0) header.generation = m_generations.current();
                 if (stamped_ns != nullptr) *stamped_ns = header.timestamp_ns;
                 // Size was checked above against the same limit the ring was made with.
                 seq = m_ring.publish(header, payload).value();
@@ -232,6 +233,18 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
     // Readers in other processes are looked at on every publish (their bells
     // are seq_cst against the ring head, see BroadcastRing::head()).
     return seq;
+}
+
+bool InprocBus::admits(const Topology& tree, const Header& header, ModuleId via) const {
+    // The module putting the message here must be attached to this bus, and
+    // may speak only for itself or, if it is a gateway that forwards up, for
+    // modules of its own subtree; the owner may forward anything down.
+    const TopologyNode* v = tree.find(via);
+    const bool attached = v != nullptr && (v->id == m_id || v->parent == m_id);
+    return attached &&
+           ((header.sender == via && (header.hops == 0 || v->is_gateway())) ||
+            (header.hops > 0 && v->is_gateway() && tree.in_subtree(header.sender, via)) ||
+            (via == m_id && header.hops > 0));
 }
 
 void InprocBus::wake_readers() {

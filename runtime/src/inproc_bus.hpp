@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bus_port.hpp"
+#include "generations.hpp"
 #include "hmk/broadcast_ring.hpp"
 #include "hmk/platform/shm.hpp"
 #include "hmk/routing.hpp"
@@ -37,14 +38,15 @@ struct BusSettings {
 /// timestamp and checks the claimed sender.
 class InprocBus final : public BusPort {
   public:
-    InprocBus(BusId id, std::string name, const BusSettings& settings, const Topology& topology,
-              Logger& logger);
+    InprocBus(BusId id, std::string name, const BusSettings& settings,
+              const Generations& generations, Logger& logger);
     InprocBus(const InprocBus&) = delete;
     InprocBus& operator=(const InprocBus&) = delete;
 
     /// Any thread. Publishes `header` (sender, destination, scope, type,
-    /// correlation, hops, flags taken from it) as put on the bus by `via`.
-    /// Returns the sequence number given.
+    /// correlation, hops, flags taken from it; for a forward, its
+    /// generation) as put on the bus by `via`. Returns the sequence number
+    /// given.
     Result<std::uint64_t, SendError> publish(Header header, std::span<const std::byte> payload,
                                              ModuleId via) override;
     /// The same, but leaves waking sleeping readers to a later wake_readers()
@@ -110,10 +112,13 @@ class InprocBus final : public BusPort {
 
     bool gate_allows(std::uint64_t seq) const;
 
+  private:
     BusId m_id;
     std::string m_name;
     BusSettings m_settings;
-    const Topology& m_topology;
+    bool admits(const Topology& tree, const Header& header, ModuleId via) const;
+
+    const Generations& m_generations;
     Logger& m_logger;
     platform::SharedRegion m_memory;
     BroadcastRing m_ring;

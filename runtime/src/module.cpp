@@ -49,15 +49,32 @@ Result<void, SendError> Env::reply(const Message& request, std::span<const std::
 }
 
 bool Registry::add(ModuleKind kind) {
-    if (find(kind.name) != nullptr) return false;
+    if (kind.version == 0 || find(kind.name, kind.version) != nullptr) return false;
     m_kinds.push_back(std::move(kind));
     return true;
 }
 
 const ModuleKind* Registry::find(std::string_view name) const {
-    const auto it = std::find_if(m_kinds.begin(), m_kinds.end(),
-                                 [&](const ModuleKind& k) { return k.name == name; });
-    return it == m_kinds.end() ? nullptr : &*it;
+    return find(name, 0);
+}
+
+const ModuleKind* Registry::find(std::string_view name, std::uint32_t version) const {
+    const ModuleKind* best = nullptr;
+    for (const ModuleKind& k : m_kinds) {
+        if (k.name != name) continue;
+        if (version != 0 ? k.version == version : (best == nullptr || k.version > best->version))
+            best = &k;
+    }
+    return best;
+}
+
+std::vector<std::uint32_t> Registry::versions(std::string_view name) const {
+    std::vector<std::uint32_t> out;
+    for (const ModuleKind& k : m_kinds) {
+        if (k.name == name) out.push_back(k.version);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 Result<void, std::string> Registry::load_plugin(const std::string& file) {
@@ -77,6 +94,7 @@ std::vector<std::string> Registry::names() const {
     std::vector<std::string> out;
     for (const auto& k : m_kinds) out.push_back(k.name);
     std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
 }
 

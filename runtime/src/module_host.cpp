@@ -225,7 +225,7 @@ int run_module_host(const HostOptions& o) {
     if (!spec) return fail(spec.error().to_string());
     const TopologyNode* node = spec->topology.find(o.module);
     const ModuleSpec* mine = node != nullptr ? spec->module(node->id) : nullptr;
-    const ModuleKind* kind = mine != nullptr ? registry.find(mine->kind) : nullptr;
+    const ModuleKind* kind = mine != nullptr ? registry.find(mine->kind, mine->version) : nullptr;
     if (kind == nullptr)
         return fail("no module " + o.module + " of a known kind in the system description");
 

@@ -59,6 +59,7 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
         toml::table t{{"path", m.path}, {"id", static_cast<std::int64_t>(m.id)}};
         if (m.id == module) {
             t.insert("kind", m.kind);
+            t.insert("version", static_cast<std::int64_t>(m.version));
             t.insert("isolation", "process");
             if (m.recovery == Recovery::journal) {
                 t.insert("recover", "journal");
@@ -239,7 +240,7 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
             m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, false);
         }
     };
-    const std::string description = host_description(*m_setup.system, spec.id);
+    const std::string description = host_description(m_setup.generations->latest(), spec.id);
     auto text =
         platform::SharedRegion::create("hmk-system", std::max<std::size_t>(1, description.size()));
     if (!text) return fail(text.error());

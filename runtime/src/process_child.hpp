@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bus_journal.hpp"
+#include "generations.hpp"
 #include "hmk/platform/process.hpp"
 #include "hmk/platform/shm.hpp"
 #include "hmk/runtime/system.hpp"
@@ -25,7 +26,7 @@ namespace hmk::detail {
 struct HostSetup {
     std::string host_program;          ///< the hmk-host executable
     std::vector<std::string> plugins;  ///< plugin files every host loads (the standard kinds first)
-    const SystemSpec* system = nullptr;  ///< each host gets its own view of it (host_description)
+    const Generations* generations = nullptr;  ///< the system's versions (host_description)
 };
 
 /// Kinds a module host's registry knows for the modules it does not run:

@@ -329,7 +329,8 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
     m_event_ns = message.header.timestamp_ns;
 
     if (m_gateway) {
-        const Forward f = route(m_host.topology(), m_id, side, message.header, m_policy);
+        const Forward f =
+            route(m_host.tree_of(message.header.generation), m_id, side, message.header, m_policy);
         if (f.up) forward(Direction::up, message);
         if (f.down) forward(Direction::down, message);
         if (f.denied) bump(m_denied);

@@ -30,7 +30,11 @@ class RunnerHost {
   public:
     virtual ~RunnerHost() = default;
     virtual Logger& logger() = 0;
+    /// The system's tree now.
     virtual const Topology& topology() const = 0;
+    /// The tree of routing generation `generation` (a message is routed by
+    /// the one it carries). Default: there is only one.
+    virtual const Topology& tree_of(std::uint32_t /*generation*/) const { return topology(); }
     /// The runner finished start-up (its module exists and on_start or
     /// restore ran) or failed. Called once per runner.
     virtual void started(ModuleId id, StartResult result) = 0;

@@ -143,14 +143,14 @@ std::uint64_t entropy() {
 
 SystemImpl::SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
                        const RuntimeOptions& options)
-    : m_spec(spec), m_registry(registry), m_logger(logger) {
+    : m_generations(spec), m_registry(registry), m_logger(logger) {
     // Operator requests must not reuse a correlation id of an earlier boot:
     // a recovering module may answer an old request again.
     m_correlation.store(entropy() >> 1);
     m_host_setup.host_program = options.host_program;
     m_host_setup.plugins.push_back(options.std_plugin);
     for (const auto& p : spec.plugins) m_host_setup.plugins.push_back(p);
-    m_host_setup.system = &m_spec;
+    m_host_setup.generations = &m_generations;
     m_kernel_kind.name = "microkernel";
     m_kernel_kind.role = Role::gateway;
     m_kernel_kind.create = [this](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
@@ -173,6 +173,7 @@ SystemImpl::~SystemImpl() {
 }
 
 Result<void, std::string> SystemImpl::build() {
+    const SystemSpec& m_spec = m_generations.spec(0);
     const Topology& topo = m_spec.topology;
     // Journals first: a journaled bus continues after its journal's last record.
     for (ModuleId id : m_spec.journals) {
@@ -192,7 +193,7 @@ Result<void, std::string> SystemImpl::build() {
             s.first_seq = j->second->last_seq() + 1;
             if (j->second->durable()) s.commit = CommitMode::explicit_;
         }
-        auto bus = std::make_unique<InprocBus>(id, name, s, topo, m_logger);
+        auto bus = std::make_unique<InprocBus>(id, name, s, m_generations, m_logger);
         if (j != m_journals.end()) {
             bus->set_journal(j->second->monitor(), j->second->stall_ms());
             j->second->set_max_payload(b.max_payload);
@@ -213,7 +214,8 @@ Result<void, std::string> SystemImpl::build() {
             s->kind = &m_kernel_kind;
         } else {
             s->spec = m_spec.module(n.id);
-            s->kind = s->spec != nullptr ? m_registry.find(s->spec->kind) : nullptr;
+            s->kind =
+                s->spec != nullptr ? m_registry.find(s->spec->kind, s->spec->version) : nullptr;
             if (s->kind == nullptr) {
                 return Err{
                     fmt::format("{}: no module kind '{}'", n.path, s->spec ? s->spec->kind : "?")};
@@ -333,7 +335,7 @@ Result<void, std::string> SystemImpl::start() {
         stop();
         std::string list;
         for (const auto& [id, result] : m_start_failures) {
-            list += (list.empty() ? "" : ", ") + m_spec.topology.find(id)->path;
+            list += (list.empty() ? "" : ", ") + spec().topology.find(id)->path;
         }
         return Err{"modules failed to start: " + list};
     }
@@ -345,7 +347,7 @@ Result<void, std::string> SystemImpl::start() {
         fmt::format(
             "system '{}' up: {} modules ({} in processes of their own), {} buses"
             "{}",
-            m_spec.name, m_slots.size(), processes, m_buses.size(),
+            spec().name, m_slots.size(), processes, m_buses.size(),
             m_journals.empty() ? std::string() : fmt::format(", {} journaled", m_journals.size())));
     return {};
 }
@@ -551,10 +553,10 @@ std::optional<OwnedMessage> System::wait_for_root(std::uint64_t correlation,
 }
 
 const SystemSpec& System::spec() const {
-    return m_impl->m_spec;
+    return m_impl->spec();
 }
 const Topology& System::topology() const {
-    return m_impl->m_spec.topology;
+    return m_impl->spec().topology;
 }
 
 ModuleStats System::module_stats(ModuleId id) const {
@@ -583,7 +585,7 @@ std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_re
 
 std::vector<BusStats> System::bus_stats() const {
     std::vector<BusStats> out;
-    for (const auto& n : m_impl->m_spec.topology.nodes()) {
+    for (const auto& n : m_impl->spec().topology.nodes()) {
         const auto it = m_impl->m_buses.find(n.id);
         if (it == m_impl->m_buses.end()) continue;
         const detail::InprocBus& b = *it->second;

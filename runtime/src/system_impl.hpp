@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bus_journal.hpp"
+#include "generations.hpp"
 #include "hmk/runtime/system.hpp"
 #include "process_child.hpp"
 #include "runner.hpp"
@@ -121,7 +122,12 @@ class SystemImpl final : public RunnerHost, public PumpHost {
 
     // RunnerHost
     Logger& logger() override { return m_logger; }
-    const Topology& topology() const override { return m_spec.topology; }
+    const Topology& topology() const override { return m_generations.latest().topology; }
+    const Topology& tree_of(std::uint32_t generation) const override {
+        return m_generations.topology(generation);
+    }
+    /// The system's description now.
+    const SystemSpec& spec() const { return m_generations.latest(); }
     void started(ModuleId id, StartResult result) override;  // RunnerHost and PumpHost
     bool booting() const override { return !m_booted.load(); }
     void failed(ModuleId id, std::uint64_t epoch, const std::string& why) override;
@@ -132,7 +138,7 @@ class SystemImpl final : public RunnerHost, public PumpHost {
 
     std::uint64_t next_correlation() { return (m_correlation.fetch_add(1) + 1); }
 
-    SystemSpec m_spec;
+    Generations m_generations;
     const Registry& m_registry;
     Logger& m_logger;
     std::map<BusId, std::unique_ptr<BusJournal>> m_journals;

@@ -69,11 +69,16 @@ int cmd_tree(const std::string& file, hmk::Registry& registry) {
 
 int cmd_kinds(hmk::Registry& registry) {
     for (const std::string& name : registry.names()) {
-        const hmk::ModuleKind* k = registry.find(name);
-        fmt::print("{}{}: {}\n", name, k->role == hmk::Role::gateway ? " (gateway)" : "", k->help);
-        for (const hmk::ConfigKey& key : k->config) {
-            fmt::print("    {} ({}{}): {}\n", key.name, hmk::to_string(key.type),
-                       key.required ? ", required" : "", key.help);
+        const auto versions = registry.versions(name);
+        for (const std::uint32_t v : versions) {
+            const hmk::ModuleKind* k = registry.find(name, v);
+            fmt::print("{}{}{}: {}\n", name,
+                       versions.size() > 1 ? fmt::format(" version {}", v) : std::string(),
+                       k->role == hmk::Role::gateway ? " (gateway)" : "", k->help);
+            for (const hmk::ConfigKey& key : k->config) {
+                fmt::print("    {} ({}{}): {}\n", key.name, hmk::to_string(key.type),
+                           key.required ? ", required" : "", key.help);
+            }
         }
     }
     return k_exit_ok;

@@ -48,6 +48,10 @@ struct Header {
     Scope scope = Scope::bus;
     std::uint8_t hops = 0;  ///< gateway forwards so far
     std::uint16_t flags = 0;
+    /// owner of the first bus: the system's tree the message is routed by,
+    /// all the way (0: the tree it booted with; each relocation adds one).
+    /// Gateways keep it when they forward.
+    std::uint32_t generation = 0;
 
     bool is_broadcast() const { return destination == k_no_module; }
     bool is_reply() const { return (flags & k_flag_reply) != 0; }
@@ -60,7 +64,6 @@ enum class HeaderError : std::uint8_t {
     bad_header_size,
     bad_scope,
     unknown_flags,
-    reserved_not_zero,
     payload_too_large,  ///< payload_size above the limit given to decode
     payload_truncated,  ///< buffer shorter than header + payload_size
     trailing_bytes,     ///< buffer longer than header + payload_size (exact framing)

@@ -23,6 +23,7 @@ Header sample() {
     h.scope = Scope::system;
     h.hops = 9;
     h.flags = k_flag_reply | k_flag_error;
+    h.generation = 0x0102039A;
     return h;
 }
 
@@ -39,6 +40,7 @@ TEST(HeaderTest, RoundTripKeepsEveryField) {
     ASSERT_TRUE(d.has_value()) << to_string(d.error());
     EXPECT_EQ(d->seq, h.seq);
     EXPECT_EQ(d->correlation, h.correlation);
+    EXPECT_EQ(d->generation, h.generation);
     EXPECT_EQ(d->timestamp_ns, h.timestamp_ns);
     EXPECT_EQ(d->bus, h.bus);
     EXPECT_EQ(d->sender, h.sender);
@@ -75,7 +77,8 @@ TEST(HeaderTest, LayoutMatchesTheDocumentedBytes) {
     EXPECT_EQ(at(56), 3u);     // scope = system
     EXPECT_EQ(at(57), 9u);     // hops
     EXPECT_EQ(at(58), 3u);     // flags
-    for (std::size_t i = 60; i < 64; ++i) EXPECT_EQ(at(i), 0u) << "reserved byte " << i;
+    EXPECT_EQ(at(60), 0x9Au);  // generation
+    EXPECT_EQ(at(63), 0x01u);
 }
 
 struct Corruption {
@@ -103,7 +106,6 @@ INSTANTIATE_TEST_SUITE_P(EveryCheckedField, HeaderCorruptionTest,
                                            Corruption{6, 63, HeaderError::bad_header_size},
                                            Corruption{56, 4, HeaderError::bad_scope},
                                            Corruption{59, 0x80, HeaderError::unknown_flags},
-                                           Corruption{61, 1, HeaderError::reserved_not_zero},
                                            Corruption{52, 4, HeaderError::payload_truncated},
                                            Corruption{52, 2, HeaderError::trailing_bytes}),
                          [](const auto& p) {

@@ -131,7 +131,10 @@ TEST(BusTest, OwnerRefusesForeignAndForgedPublishers) {
                    bb = topo->find("/g/b")->id, h = topo->find("/h")->id,
                    x = topo->find("/h/x")->id;
     Logger logger(stderr, LogLevel::warn);
-    detail::InprocBus bus(g, "/g", detail::BusSettings{16, 32, {}}, *topo, logger);
+    SystemSpec spec;
+    spec.topology = *topo;
+    const detail::Generations generations(spec);
+    detail::InprocBus bus(g, "/g", detail::BusSettings{16, 32, {}}, generations, logger);
 
     Header msg;
     msg.sender = a;

@@ -71,6 +71,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"unknown_top_key", "colour = 1\n", "bad.toml:1:10", "unknown key 'colour'"},
         BadConfig{"unknown_module_key", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nspeed = 3\n",
                   "bad.toml:4:9", "unknown key 'speed'"},
+        BadConfig{"unknown_version", "[[module]]\npath = \"/a\"\nkind = \"echo\"\nversion = 7\n",
+                  "bad.toml:4:11", "kind 'echo' has no version 7 (it has 1)"},
         BadConfig{"wrong_type", "[[module]]\npath = 5\nkind = \"echo\"\n", "bad.toml:2:8",
                   "'path' must be a string, not an integer"},
         BadConfig{"duplicate_path",
@@ -207,6 +209,30 @@ kind = "gateway"
     EXPECT_EQ(iso("/g/deep"), Isolation::process);    // level 2: isolated by default
     EXPECT_EQ(iso("/g/trusted"), Isolation::inproc);  // said otherwise
     EXPECT_EQ(iso("/g/inner"), Isolation::inproc);    // a gateway stays in its parent's process
+}
+
+TEST(ConfigTest, AModuleRunsTheNewestVersionOfItsKindUnlessItNamesOne) {
+    Registry registry;
+    register_standard_modules(registry);
+    for (std::uint32_t v : {3u, 2u}) {
+        ModuleKind k = *registry.find("echo");
+        k.version = v;
+        ASSERT_TRUE(registry.add(k));
+    }
+    EXPECT_FALSE(registry.add(*registry.find("echo", 2)));  // taken
+    EXPECT_EQ(registry.versions("echo"), (std::vector<std::uint32_t>{1, 2, 3}));
+    EXPECT_EQ(registry.names(), [&] {
+        auto n = registry.names();
+        n.erase(std::unique(n.begin(), n.end()), n.end());
+        return n;
+    }());
+    const auto spec = parse_system(
+        "[[module]]\npath = \"/a\"\nkind = \"echo\"\n[[module]]\npath = \"/b\"\nkind = "
+        "\"echo\"\nversion = 2\n",
+        "v.toml", registry);
+    ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+    EXPECT_EQ(spec->modules[0].version, 3u);
+    EXPECT_EQ(spec->modules[1].version, 2u);
 }
 
 TEST(ConfigTest, MissingFileIsAnErrorNotACrash) {

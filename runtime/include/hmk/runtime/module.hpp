@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -190,14 +191,26 @@ struct ModuleKind {
     Journals journals = Journals::no;
     /// Format version of the state its snapshot() writes (see Module::restore).
     std::uint32_t state_version = 1;
+    /// Version of the kind's code. A registry may hold several versions of
+    /// a kind; a system file names one with `version = N` (default: the
+    /// newest), and a hot swap may replace an instance by another version
+    /// (docs/swap.md).
+    std::uint32_t version = 1;
 };
 
 /// Module kinds by name. Built once at start-up and passed where needed.
 class Registry {
   public:
-    /// Adds a kind; false if the name is taken.
+    /// Adds a kind; false if that name and version are taken. Kinds found
+    /// stay valid while the registry lives.
     bool add(ModuleKind kind);
+    /// The newest version of kind `name`.
     const ModuleKind* find(std::string_view name) const;
+    /// Version `version` of kind `name` (0: the newest).
+    const ModuleKind* find(std::string_view name, std::uint32_t version) const;
+    /// The versions of kind `name`, oldest first.
+    std::vector<std::uint32_t> versions(std::string_view name) const;
+    /// Each kind's name, once, sorted.
     std::vector<std::string> names() const;
 
     /// Loads a plugin: a shared object whose `extern "C" void
@@ -214,7 +227,7 @@ class Registry {
     }
 
   private:
-    std::vector<ModuleKind> m_kinds;
+    std::deque<ModuleKind> m_kinds;  // a deque: found kinds do not move
     std::vector<std::string> m_plugins;
 };
 

@@ -74,6 +74,7 @@ struct SupervisorSpec {
 struct ModuleSpec {
     std::string path;
     std::string kind;
+    std::uint32_t version = 0;  ///< the kind's version (the newest, unless the file names one)
     ModuleId id = k_no_module;  ///< final id (assigned if not given)
     Isolation isolation = Isolation::inproc;
     ModuleConfig config;
