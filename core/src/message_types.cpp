@@ -10,7 +10,7 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 12> k_names{{
+constexpr std::array<Named, 13> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
@@ -22,6 +22,7 @@ constexpr std::array<Named, 12> k_names{{
     {"snapshot-request", k_snapshot_request},
     {"lifecycle", k_lifecycle},
     {"feed-gap", k_feed_gap},
+    {"handoff", k_handoff},
     {"data", k_data},
 }};
 }  // namespace

@@ -13,6 +13,7 @@ void register_standard_modules(Registry& registry) {
     std_modules::add_tap(registry);
     std_modules::add_monitor(registry);
     std_modules::add_counter(registry);
+    std_modules::add_prober(registry);
 }
 
 namespace std_modules {

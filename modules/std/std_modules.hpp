@@ -12,6 +12,7 @@ void add_source(Registry& registry);
 void add_tap(Registry& registry);
 void add_monitor(Registry& registry);
 void add_counter(Registry& registry);
+void add_prober(Registry& registry);
 
 /// Parses a scope name ("bus", "subtree", "up", "system").
 std::optional<Scope> parse_scope(std::string_view text);

@@ -629,4 +629,46 @@ Result<SystemSpec, ConfigError> load_system_file(const std::string& path, Regist
     return parse_system(text.str(), path, registry);
 }
 
+Result<ModuleConfig, std::string> carry_config(const ModuleConfig& config, const ModuleKind& kind) {
+    ModuleConfig out;
+    for (const ConfigKey& k : kind.config) {
+        const auto it = config.values().find(k.name);
+        bool fits = false;
+        if (it != config.values().end()) {
+            const ConfigValue& v = it->second;
+            switch (k.type) {
+                case ConfigType::integer:
+                    fits = std::holds_alternative<std::int64_t>(v) &&
+                           std::get<std::int64_t>(v) >= k.min && std::get<std::int64_t>(v) <= k.max;
+                    break;
+                case ConfigType::number:
+                    fits = std::holds_alternative<double>(v);
+                    break;
+                case ConfigType::boolean:
+                    fits = std::holds_alternative<bool>(v);
+                    break;
+                case ConfigType::string:
+                case ConfigType::path:
+                case ConfigType::file:
+                    fits = std::holds_alternative<std::string>(v) &&
+                           (k.choices.empty() ||
+                            std::find(k.choices.begin(), k.choices.end(),
+                                      std::get<std::string>(v)) != k.choices.end());
+                    break;
+            }
+        }
+        if (fits) {
+            out.set(k.name, it->second);
+        } else if (k.required) {
+            return Err{fmt::format("kind '{}' needs config key '{}' ({}), which the module's "
+                                   "config has not{}",
+                                   kind.name, k.name, k.help,
+                                   it != config.values().end() ? " in the right form" : "")};
+        } else {
+            out.set(k.name, k.fallback);
+        }
+    }
+    return out;
+}
+
 }  // namespace hmk

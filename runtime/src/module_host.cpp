@@ -131,7 +131,7 @@ class HostSide final : public detail::RunnerHost {
         : m_logger(logger), m_topology(topology), m_stats(stats), m_progress(progress) {}
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_topology; }
-    void started(ModuleId /*id*/, detail::StartResult result) override {
+    void started(ModuleId /*id*/, std::uint64_t /*epoch*/, detail::StartResult result) override {
         m_result = result;
         m_stats.state.store(
             static_cast<std::uint32_t>(result == detail::StartResult::ok ? ModuleState::running

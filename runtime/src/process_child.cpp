@@ -228,7 +228,7 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
         c.state.store(ModuleState::failed);
         if (!c.announced) {
             c.announced = true;
-            m_host.started(spec.id, StartResult::failed);
+            m_host.started(spec.id, c.epoch.load(), StartResult::failed);
         } else {
             if (m_journal != nullptr) {
                 LifecycleEvent e;
@@ -380,7 +380,7 @@ void UplinkPump::check_start(ProcessChild& c, std::uint64_t now) {
         m_host.logger().log(
             LogLevel::info, c.spec->path,
             fmt::format("running in process {} on bus {}", c.process.pid, m_bus.name()));
-        if (!c.announced) m_host.started(c.spec->id, StartResult::ok);
+        if (!c.announced) m_host.started(c.spec->id, c.epoch.load(), StartResult::ok);
         c.announced = true;
     } else if (now > c.spawned_ns && now - c.spawned_ns > k_start_deadline_ns) {
         stop_child(c, "did not start within 10 s");
@@ -426,7 +426,7 @@ void UplinkPump::reap(ProcessChild& c) {
         was_starting && status->exited && status->code == k_exit_restore_failed;
     if (was_starting && !c.announced) {
         c.announced = true;
-        m_host.started(c.spec->id,
+        m_host.started(c.spec->id, c.epoch.load(),
                        restore_failed ? StartResult::restore_failed : StartResult::failed);
     } else if (!asked) {
         // Said on the bus at once (the parent's agent knows now); what to do

@@ -50,7 +50,7 @@ class PumpHost {
     virtual ~PumpHost() = default;
     virtual Logger& logger() = 0;
     /// An instance of a child came up (or could not) while the system boots.
-    virtual void started(ModuleId id, StartResult result) = 0;
+    virtual void started(ModuleId id, std::uint64_t epoch, StartResult result) = 0;
     /// Instance `epoch` of a child ended without its parent asking: a crash,
     /// an exit, or a kill for cause (quota, broken ring, hang, start timeout).
     /// `restore_failed`: it could not restore the snapshot it was given.

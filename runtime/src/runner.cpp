@@ -47,7 +47,9 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
       m_snapshot_every(spec != nullptr && spec->recovery == Recovery::journal ? spec->snapshot_every
                                                                               : 0),
       m_policy(spec != nullptr ? spec->bus.up : UpPolicy{}),
-      m_parent(spec != nullptr ? host.topology().find(spec->id)->parent : k_no_module),
+      m_parent(spec != nullptr
+                   ? (plan.tree != nullptr ? *plan.tree : host.topology()).find(spec->id)->parent
+                   : k_no_module),
       m_parent_bus(parent_bus),
       m_report_progress(host.wants_progress()),
       m_child_bus(child_bus),
@@ -73,6 +75,19 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
     m_suppress_left = m_plan.suppress;
     m_live_at = m_plan.live_at;
     m_live.store(m_live_at == 0 || m_parent_bus == nullptr || m_parent_cursor > m_live_at);
+    m_plan.tree = nullptr;  // only its parent was needed
+    if (m_plan.handoff != 0) {
+        // A replica: nothing of its own until the old instance has retired.
+        m_replica = true;
+        m_handoff = m_plan.handoff;
+        m_handoff_move = m_plan.handoff_move;
+        m_min_generation = m_plan.min_generation;
+        // The old instance's timers take the bus from the handoff on.
+        m_journal_timers = m_journal_timers || !m_handoff_move;
+        m_phase.store(HandoffPhase::awaiting_state);
+        m_live.store(false);
+        m_scan = m_parent_cursor;
+    }
 }
 
 Runner::~Runner() {
@@ -135,20 +150,8 @@ ModuleStats Runner::stats() const {
     s.snapshots = m_snapshots.load();
     s.heartbeat = m_heartbeat.load();
     s.cursor = m_cursor.load();
+    s.handoff = static_cast<std::uint8_t>(m_phase.load(std::memory_order_acquire));
     return s;
-}
-
-template <typename F>
-void Runner::guarded(const char* what, F&& f) {
-    // A module that throws fails alone: its runner stops taking messages and
-    // the bus, its siblings and its parent go on.
-    try {
-        f();
-    } catch (const std::exception& e) {
-        fail(fmt::format("module failed in {}: {}", what, e.what()));
-    } catch (...) {
-        fail(fmt::format("module failed in {}: unknown exception", what));
-    }
 }
 
 void Runner::fail(const std::string& why) {
@@ -167,6 +170,7 @@ StartResult Runner::start_module() {
     });
     if (m_state.load() == ModuleState::failed) return StartResult::failed;
     m_state.store(ModuleState::running);
+    if (m_replica) return StartResult::ok;  // its state comes from the old instance
     if (m_plan.restore) {
         if (auto r = restore(m_plan.body, m_plan.state_version); !r) {
             fail("cannot restore its snapshot: " + r.error());
@@ -202,7 +206,7 @@ Result<void, std::string> Runner::restore(std::span<const std::byte> body, std::
 
 void Runner::run() {
     const StartResult result = start_module();
-    m_host.started(m_id, result);
+    m_host.started(m_id, m_epoch, result);
     if (result == StartResult::ok) {
         int idle = 0;
         while (!m_stop.load(std::memory_order_relaxed) && m_state.load() == ModuleState::running) {
@@ -259,11 +263,21 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
         side == Side::parent_bus && m_journals ? Visibility::published : Visibility::committed;
     CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : m_child_catch_up;
     const int s = side == Side::parent_bus ? 0 : 1;
+    if (m_replica) {
+        // A replica looks ahead for the old instance's state or retirement,
+        // and reads its child bus only once it is the module.
+        const HandoffPhase phase = m_phase.load(std::memory_order_relaxed);
+        if (phase == HandoffPhase::awaiting_state || phase == HandoffPhase::holding)
+            return side == Side::parent_bus && scan(bus);
+        if (side == Side::child_bus && phase != HandoffPhase::live) return false;
+    }
     m_catch_up_pending[s] = false;
     int n = 0;
     while (n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running &&
            !m_abandoned.load(std::memory_order_relaxed) &&
-           !m_crash.load(std::memory_order_relaxed)) {
+           !m_crash.load(std::memory_order_relaxed) && !m_retired.load(std::memory_order_relaxed) &&
+           (!m_replica || m_phase.load(std::memory_order_relaxed) == HandoffPhase::shadow ||
+            m_phase.load(std::memory_order_relaxed) == HandoffPhase::live)) {
         std::uint32_t size = 0;
         if (catch_up != nullptr && m_catching_up[s]) {
             if (cursor >= bus.ring().oldest()) {
@@ -326,6 +340,10 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         return;
     }
     const Message message{*header, record.subspan(k_header_size)};
+    // In a move, the old instance and its replica split the parent bus by
+    // generation (docs/relocation.md): what is not ours, we neither take
+    // nor forward.
+    if (!mine(side, message.header)) return;
     m_event_ns = message.header.timestamp_ns;
 
     if (m_gateway) {
@@ -335,7 +353,9 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
         if (f.down) forward(Direction::down, message);
         if (f.denied) bump(m_denied);
     }
-    const bool reach_live = side == Side::parent_bus && !m_live && message.header.seq >= m_live_at;
+    const bool reach_live = side == Side::parent_bus && !m_live &&
+                            m_phase.load(std::memory_order_relaxed) == HandoffPhase::live &&
+                            message.header.seq >= m_live_at;
     if (side == Side::parent_bus) ++m_read_since_snapshot;
     if (!runtime_message(side, message)) {
         const bool deliver =
@@ -402,6 +422,9 @@ bool Runner::runtime_message(Side side, const Message& message) {
         case msg::k_snapshot_request:
             if (to_me && from_parent) m_snapshot_due = true;
             break;
+        case msg::k_handoff:
+            handoff_message(side, message);
+            break;
         default:
             break;
     }
@@ -462,9 +485,16 @@ void Runner::forward(Direction direction, const Message& message) {
 }
 
 Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message, Origin origin) {
-    if (m_stop.load(std::memory_order_relaxed) || m_abandoned.load(std::memory_order_relaxed))
+    if (m_stop.load(std::memory_order_relaxed) || m_abandoned.load(std::memory_order_relaxed) ||
+        m_retired.load(std::memory_order_relaxed))
         return Err{SendError::stopped};
     if (bus == nullptr) return Err{SendError::no_child_bus};
+    if (m_replica) {
+        // The old instance still speaks for the module: whatever this one
+        // would say now, that one says (or has said).
+        bump(m_suppressed);
+        return {};
+    }
     if (origin == Origin::module && msg::is_runtime_type(message.type)) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::rejected};
@@ -476,7 +506,8 @@ Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message
         h.flags = static_cast<std::uint16_t>(h.flags & ~k_flag_operator);
         // A recovering instance: what the old one sent is on the bus already
         // (even to a module that has since left the system).
-        if (m_suppress_left > 0 && h.type != msg::k_timer && h.type != msg::k_snapshot) {
+        if (m_suppress_left > 0 && h.type != msg::k_timer && h.type != msg::k_snapshot &&
+            h.type != msg::k_handoff) {
             --m_suppress_left;
             bump(m_suppressed);
             return {};
@@ -615,7 +646,11 @@ void Runner::go_live() {
         t.deadline_ns = std::min(t.deadline_ns, now + t.delay_ns);
         m_deadlines.emplace(t.deadline_ns, id);
     }
-    if (recovered) {
+    if (m_handoff != 0 && recovered) {
+        log(LogLevel::info, fmt::format("took over: live from seq {}", m_live_at));
+        // A module that moved starts its life on the new bus's journal with a snapshot.
+        if (m_handoff_move && m_snapshot_every != 0) m_snapshot_due = true;
+    } else if (recovered) {
         log(LogLevel::info,
             fmt::format("recovered: live from seq {} ({} messages from the journal, {} outputs "
                         "already on the bus not sent again)",

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <exception>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -12,6 +13,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include <fmt/core.h>
+
+#include "hmk/handoff_format.hpp"
 #include "hmk/runtime/system.hpp"
 #include "inproc_bus.hpp"
 #include "runner_state.hpp"
@@ -37,7 +41,7 @@ class RunnerHost {
     virtual const Topology& tree_of(std::uint32_t /*generation*/) const { return topology(); }
     /// The runner finished start-up (its module exists and on_start or
     /// restore ran) or failed. Called once per runner.
-    virtual void started(ModuleId id, StartResult result) = 0;
+    virtual void started(ModuleId id, std::uint64_t epoch, StartResult result) = 0;
     /// The runner's module failed at run time (a handler threw): the runner
     /// stops taking messages. Any thread may then join it. Default: nothing.
     virtual void failed(ModuleId /*id*/, std::uint64_t /*epoch*/, const std::string& /*why*/) {}
@@ -80,6 +84,22 @@ struct StartPlan {
     std::uint64_t live_at = 0;         ///< timers and snapshots wait until this seq is handled
     std::uint64_t seed = 0;            ///< of its randomness (unless restored)
     std::uint64_t start_ns = 0;        ///< now_ns() in on_start (0: the clock)
+
+    // A replica taking over from the running instance (docs/swap.md,
+    // docs/relocation.md): it gets its state from the old instance over
+    // the bus and sends nothing until that one has retired.
+    std::uint64_t handoff = 0;         ///< the handoff's id (0: an ordinary instance)
+    bool handoff_move = false;         ///< a move: the state comes when the old one retires
+    std::uint32_t min_generation = 0;  ///< a move: older parent-bus messages are not its
+    const Topology* tree = nullptr;    ///< the tree it is made for (null: the current one)
+};
+
+/// How far a replica is in taking over (a normal instance is `live`).
+enum class HandoffPhase : std::uint8_t {
+    live = 0,        ///< it runs as the module
+    awaiting_state,  ///< it waits for the old instance's state
+    shadow,          ///< swap: restored, it handles what the old one handles, silently
+    holding,         ///< it waits for the old instance to retire
 };
 
 /// Runs one module on a thread of its own: reads its bus(es), forwards for
@@ -125,6 +145,9 @@ class Runner final : public Env {
     }
     /// Seq of the last heartbeat handled (0: none).
     std::uint64_t heartbeat() const { return m_heartbeat.load(std::memory_order_acquire); }
+    HandoffPhase phase() const { return m_phase.load(std::memory_order_acquire); }
+    /// Whether it handed over to a replica and stopped.
+    bool retired() const { return m_retired.load(std::memory_order_acquire); }
 
     // Env
     ModuleId id() const override { return m_id; }
@@ -166,6 +189,18 @@ class Runner final : public Env {
     void guarded(const char* what, F&& f);
     Envelope envelope() const;
     Result<void, std::string> restore(std::span<const std::byte> body, std::uint32_t version);
+
+    // Handoffs (handoff.cpp).
+    bool mine(Side side, const Header& header) const;
+    void handoff_message(Side side, const Message& message);
+    bool scan(BusPort& bus);
+    void scanned(const Message& message);
+    bool take_chunk(const Handoff& h, std::span<const std::byte> data);
+    bool apply_handoff_state();
+    void send_handoff_state(bool final_state);
+    void retire(const char* why);
+    void replica_live(std::uint64_t at_seq);
+    Result<void, SendError> send_handoff(const Handoff& h, std::span<const std::byte> data = {});
 
     RunnerHost& m_host;
     ModuleId m_id;
@@ -233,6 +268,41 @@ class Runner final : public Env {
         m_heartbeat{0};
     std::uint64_t m_handled = 0;  // inputs handed to the module (messages and timers)
     std::vector<std::byte> m_chunk;
+
+    // Handoffs. A replica: its phase, the look-ahead cursor while it holds,
+    // the state it assembles. The old instance: the handoff it serves and,
+    // in a move, the generation from which messages are no longer its and
+    // the flushes it has seen.
+    std::atomic<HandoffPhase> m_phase{HandoffPhase::live};
+    bool m_replica = false;
+    std::uint64_t m_handoff = 0;
+    bool m_handoff_move = false;
+    std::uint32_t m_min_generation = 0;
+    std::uint32_t m_retire_generation = UINT32_MAX;
+    std::uint32_t m_payload_limit = 0;  // largest chunk payload a move's route takes
+    std::uint64_t m_scan = 0;
+    std::vector<std::byte> m_handoff_body;
+    SnapshotChunk m_handoff_chunk;
+    std::uint32_t m_handoff_have = 0;
+    bool m_handoff_stateful = false;
+    bool m_state_ready = false;
+    std::uint64_t m_handoff_child_cursor = 0;
+    std::vector<BusId> m_flushes;
+    std::uint32_t m_flush_total = 0;
+    std::atomic<bool> m_retired{false};
 };
+
+template <typename F>
+inline void Runner::guarded(const char* what, F&& f) {
+    // A module that throws fails alone: its runner stops taking messages and
+    // the bus, its siblings and its parent go on.
+    try {
+        f();
+    } catch (const std::exception& e) {
+        fail(fmt::format("module failed in {}: {}", what, e.what()));
+    } catch (...) {
+        fail(fmt::format("module failed in {}: unknown exception", what));
+    }
+}
 
 }  // namespace hmk::detail

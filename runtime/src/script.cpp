@@ -336,6 +336,46 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                                         word == "kill" ? "killed" : "snapshotted"));
             }
             consumed = 2;
+        } else if (word == "swap") {
+            static constexpr const char* usage =
+                "swap PATH --kind KIND [--version N] [--deadline MS]";
+            HMK_TRY(need(2, usage));
+            c.op = Op::swap;
+            c.path = HMK_TRY(module_path(tokens[1]));
+            c.number = 5000;
+            std::size_t i = 2;
+            while (i < tokens.size()) {
+                const Token& flag = tokens[i];
+                if (i + 1 >= tokens.size())
+                    return fail(file, line_no, flag.column,
+                                fmt::format("{} needs a value; usage: {}", flag.text, usage));
+                const Token& value = tokens[i + 1];
+                if (flag.text == "--kind") {
+                    c.kind = value.text;
+                } else if (flag.text == "--version" || flag.text == "--deadline") {
+                    const auto n = parse_number(value.text);
+                    if (!n || *n == 0 || *n > (flag.text == "--version" ? UINT32_MAX : 3'600'000))
+                        return fail(file, line_no, value.column,
+                                    fmt::format("{} needs a whole number{}", flag.text,
+                                                flag.text == "--version" ? " from 1"
+                                                                         : " of ms, 1 to 3600000"));
+                    if (flag.text == "--version") {
+                        c.version = static_cast<std::uint32_t>(*n);
+                    } else {
+                        c.number = *n;
+                    }
+                } else {
+                    return fail(file, line_no, flag.column,
+                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
+                }
+                i += 2;
+            }
+            if (c.kind.empty())
+                return fail(file, line_no, tokens[1].column,
+                            fmt::format("which kind? usage: {}", usage));
+            if (c.path == "/")
+                return fail(file, line_no, tokens[1].column, "the microkernel cannot be swapped");
+            consumed = tokens.size();
         } else if (word == "print") {
             c.op = Op::print;
             for (std::size_t i = 1; i < tokens.size(); ++i)
@@ -344,7 +384,7 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else {
             return fail(file, line_no, tokens[0].column,
                         fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
-                                    "tree, print, kill, snapshot)",
+                                    "tree, print, kill, snapshot, swap)",
                                     word));
         }
         if (consumed < tokens.size()) {
@@ -500,6 +540,11 @@ CommandOutcome CommandSession::run(const ScriptCommand& c) {
             if (auto killed = system.kill(node->id); !killed)
                 return failed(fmt::format("cannot kill {}: {}", c.path, killed.error()));
             return done(fmt::format("killed {}", c.path));
+        }
+        case Op::swap: {
+            auto r = system.swap(node->id, c.kind, c.version, std::chrono::milliseconds(c.number));
+            if (!r) return failed(fmt::format("swap of {}: {}", c.path, r.error()));
+            return done(r->what);
         }
         case Op::snapshot: {
             // Asked by its parent, the only one a module takes that from.

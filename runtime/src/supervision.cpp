@@ -18,6 +18,8 @@ constexpr std::uint64_t k_ms = 1'000'000;
 constexpr std::uint64_t k_max_backoff_ms = 10'000;
 // How long a stopping in-process module may take before it counts as hung.
 constexpr std::chrono::milliseconds k_stop_grace{2000};
+// How often the supervision thread looks at a handoff under way.
+constexpr std::uint64_t k_job_poll_ns = 200'000;
 
 const std::string& path_of(const ModuleSlot& s) {
     static const std::string root = "/";
@@ -55,9 +57,15 @@ void SystemImpl::supervise_loop() {
     std::unique_lock lock(m_sup_mutex);
     while (!m_sup_stop) {
         const bool booted = m_booted.load();
-        const std::uint64_t due = booted ? next_due() : UINT64_MAX;
+        std::uint64_t due = booted ? next_due() : UINT64_MAX;
         const std::uint64_t now = platform::monotonic_ns();
-        auto ready = [&] { return m_sup_stop || (m_booted.load() && !m_events.empty()); };
+        // A handoff under way is watched closely.
+        if (m_job != nullptr) due = std::min(due, now + k_job_poll_ns);
+        auto ready = [&] {
+            return m_sup_stop ||
+                   (m_booted.load() && (!m_events.empty() ||
+                                        (m_job == nullptr && !m_job_queue.empty())));
+        };
         if (!ready() && due > now) {
             if (due == UINT64_MAX) {
                 // Boot finishing is signalled through the same condition.
@@ -70,11 +78,19 @@ void SystemImpl::supervise_loop() {
         if (!m_booted.load()) continue;
         std::deque<FailureEvent> events;
         events.swap(m_events);
-        lock.unlock();
+        if (m_job == nullptr && !m_job_queue.empty()) {
+            m_job = std::move(m_job_queue.front());
+            m_job_queue.pop_front();
+            lock.unlock();
+            begin_job();
+        } else {
+            lock.unlock();
+        }
         for (const FailureEvent& e : events) handle(e);
         const std::uint64_t t = platform::monotonic_ns();
         run_due_restarts(t);
         heartbeats(t);
+        if (m_job != nullptr) advance_job();
         lock.lock();
     }
 }
@@ -91,6 +107,12 @@ void SystemImpl::announce_event(ModuleSlot& slot, LifecycleKind kind, const std:
 void SystemImpl::handle(const FailureEvent& e) {
     ModuleSlot* s = slot(e.id);
     if (s == nullptr || s->parent_sup == nullptr) return;
+    if (m_job != nullptr && m_job->slot == s && m_job->step != HandoffJob::Step::switching) {
+        // The replica failing is its swap's business; the old instance
+        // failing ends the swap, and is then handled like any failure.
+        if (e.epoch == m_job->epoch) return rollback_job("the replica failed: " + e.why);
+        if (e.epoch == s->epoch.load()) rollback_job("the running instance failed: " + e.why);
+    }
     // An event about an instance that is gone already, or a module its
     // parent is stopping or restarting anyway.
     if (e.epoch != s->epoch.load() || s->state.load() != ModuleState::running) return;
@@ -211,6 +233,32 @@ void SystemImpl::fail_system(const std::string& why) {
 }
 
 void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
+    Bell* retired_bell = nullptr;
+    if (m_job != nullptr && m_job->slot == &slot) {
+        if (m_job->step != HandoffJob::Step::switching) {
+            rollback_job("its parent stopped it (" + why + ")");
+        } else {
+            m_job->result.set_value(Err{fmt::format(
+                "{} switched to its replica, which its parent then stopped ({})",
+                path_of(slot), why)});
+            retired_bell = m_job->bell;  // the old instance's, once it has stopped
+            m_job.reset();
+        }
+    }
+    if (slot.retiring != nullptr) {
+        std::unique_ptr<Runner> old;
+        {
+            const std::unique_lock lock(m_instances);
+            old = std::move(slot.retiring);
+        }
+        old->request_stop();
+        if (!old->join(k_stop_grace)) {
+            old->abandon();
+            slot.abandoned.push_back(std::move(old));
+            retired_bell = nullptr;  // it may still sleep on it
+        }
+    }
+    if (retired_bell != nullptr) give_back_bell(retired_bell, slot.parent_bus, nullptr);
     // A gateway's children go first: they rely on it.
     if (slot.own_sup != nullptr) {
         for (auto it = slot.own_sup->children.rbegin(); it != slot.own_sup->children.rend(); ++it) {
@@ -248,7 +296,7 @@ void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
 }
 
 void SystemImpl::start_instance(ModuleSlot& slot) {
-    const std::uint64_t epoch = slot.epoch.load() + 1;
+    const std::uint64_t epoch = ++slot.last_epoch;
     if (slot.process) {
         slot.epoch.store(epoch);
         slot.state.store(ModuleState::running);
@@ -278,7 +326,7 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
         if (plan.from_seq == 0 && slot.parent_bus != nullptr) plan.from_seq = slot.resume_parent;
         plan.child_from_seq = slot.resume_child;
     }
-    const Doorbell bell{&slot.bell_word, &slot.bell_armed, platform::FutexScope::process};
+    const Doorbell bell = slot.bell->doorbell();
     auto runner =
         std::make_unique<Runner>(*this, slot.spec, slot.kind, slot.parent_bus, slot.child_bus, bell,
                                  std::move(plan), slot.catch_up.get(), slot.child_catch_up.get());
@@ -346,6 +394,7 @@ void SystemImpl::heartbeats(std::uint64_t now) {
         const bool visible = sup.bus->ring().available() >= due;
         for (ModuleSlot* child : sup.children) {
             if (child->state.load() != ModuleState::running) continue;
+            if (m_job != nullptr && m_job->slot == child) continue;  // two instances, briefly
             const ModuleStats st = module_stats(child->id);
             if (st.state != ModuleState::running && st.state != ModuleState::recovering) {
                 child->hb_cursor = 0;

@@ -262,7 +262,7 @@ Result<void, std::string> SystemImpl::build() {
             continue;
         }
         // An in-process module sleeps on its slot's bell, which its buses ring.
-        const Doorbell bell{&s->bell_word, &s->bell_armed, platform::FutexScope::process};
+        const Doorbell bell = s->bell->doorbell();
         HMK_TRY(s->parent_bus->subscribe(bell));
         if (s->child_bus != nullptr) HMK_TRY(s->child_bus->subscribe(bell));
         if (s->journal != nullptr && !s->is_monitor) {
@@ -271,7 +271,7 @@ Result<void, std::string> SystemImpl::build() {
         }
     }
     ModuleSlot& root = *m_slots.front();
-    HMK_TRY(root.child_bus->subscribe(Doorbell{&root.bell_word, &root.bell_armed}));
+    HMK_TRY(root.child_bus->subscribe(root.bell->doorbell()));
     return {};
 }
 
@@ -293,6 +293,7 @@ Result<void, std::string> SystemImpl::start() {
     }
     for (auto& s : m_slots) {
         if (s->process) {
+            s->last_epoch = 1;
             s->epoch.store(1);
             s->state.store(ModuleState::running);
         }
@@ -321,7 +322,7 @@ Result<void, std::string> SystemImpl::start() {
                                          "again without it",
                                          seq));
                 if (s.process) {
-                    s.epoch.fetch_add(1);
+                    s.epoch.store(++s.last_epoch);
                     s.pump->restart(id, s.epoch.load());
                 } else {
                     stop_instance(s, "could not restore its snapshot");
@@ -361,11 +362,31 @@ void SystemImpl::stop() {
     }
     m_sup_cv.notify_all();
     if (m_sup_thread.joinable()) m_sup_thread.join();
+    // A swap under way or waiting its turn ends here (its replica goes).
+    if (m_job != nullptr) {
+        if (m_job->step != HandoffJob::Step::switching) {
+            rollback_job("the system stops");
+        } else {
+            m_job->result.set_value(Err{std::string("the system stopped during the switch")});
+            m_job.reset();
+        }
+    }
+    for (auto& job : m_job_queue) job->result.set_value(Err{std::string("the system stopped")});
+    m_job_queue.clear();
     // Children before parents, so a parent outlives everything that relies on
     // it. Process modules are leaves: they go first. Journals go last, once
     // nothing publishes on their buses any more, and take in the rest first.
     for (auto& [bus, pump] : m_pumps) pump->stop();
     auto stop_runner = [&](ModuleSlot& s) {
+        if (s.retiring != nullptr) {
+            s.retiring->request_stop();
+            if (s.retiring->join(std::chrono::seconds(2))) {
+                s.retiring.reset();
+            } else {
+                s.retiring->abandon();
+                s.abandoned.push_back(std::move(s.retiring));
+            }
+        }
         if (s.runner == nullptr) return;
         s.runner->request_stop();
         if (!s.runner->join(std::chrono::seconds(2))) {
@@ -465,12 +486,12 @@ bool SystemImpl::wait_failure(std::chrono::milliseconds timeout) {
     return m_failure_cv.wait_for(lock, timeout, [&] { return m_failure.has_value(); });
 }
 
-void SystemImpl::started(ModuleId id, StartResult result) {
+void SystemImpl::started(ModuleId id, std::uint64_t epoch, StartResult result) {
     if (m_booted.load()) {
-        // A new instance that could not come up is a failure like any other.
+        // A new instance that could not come up is a failure like any other
+        // (a replica's is its handoff's business: handle() tells them apart).
         if (result != StartResult::ok) {
-            const ModuleSlot* s = slot(id);
-            post(FailureEvent{id, s != nullptr ? s->epoch.load() : 0, "could not start", false,
+            post(FailureEvent{id, epoch, "could not start", false,
                               result == StartResult::restore_failed});
         }
         return;
@@ -569,6 +590,12 @@ std::optional<std::string> System::failure() const {
 
 Result<void, std::string> System::kill(ModuleId id) {
     return m_impl->kill(id);
+}
+
+Result<HandoffReport, std::string> System::swap(ModuleId id, const std::string& kind,
+                                                std::uint32_t version,
+                                                std::chrono::milliseconds deadline) {
+    return m_impl->swap(id, kind, version, deadline);
 }
 
 bool System::wait_failure(std::chrono::milliseconds timeout) {

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,13 @@ class RootMailbox {
 
 struct Supervisor;
 
+/// Where an in-process instance sleeps: a futex word its buses ring.
+struct Bell {
+    std::atomic<std::uint32_t> word{0};
+    std::atomic<std::uint32_t> armed{0};
+    Doorbell doorbell() { return Doorbell{&word, &armed, platform::FutexScope::process}; }
+};
+
 /// One module of the system, across all its instances: where it sits, how
 /// it runs, and what its supervisor knows of it. Built once; instances come
 /// and go.
@@ -58,12 +66,14 @@ struct ModuleSlot {
     std::unique_ptr<Runner> runner;
     std::unique_ptr<JournalCatchUp> catch_up;        // from its parent bus's journal
     std::unique_ptr<JournalCatchUp> child_catch_up;  // gateways: from their own bus's journal
-    std::atomic<std::uint32_t> bell_word{0};
-    std::atomic<std::uint32_t> bell_armed{0};
+    Bell own_bell;
+    Bell* bell = &own_bell;  // the running in-process instance's
     std::vector<std::unique_ptr<Runner>> abandoned;  // hung: kept alive for good
+    std::unique_ptr<Runner> retiring;  // after a swap's switch: the old instance, until it retires
 
     // Supervision (written by the supervision thread; atomics read by others).
     std::atomic<std::uint64_t> epoch{0};
+    std::uint64_t last_epoch = 0;  // the highest instance number given out
     std::atomic<std::uint64_t> restarts{0};
     /// running: the instance's own state counts; restarting, failed, stopped:
     /// the supervisor's.
@@ -103,6 +113,36 @@ struct FailureEvent {
     bool announced = false;       ///< its `failed` event is on the bus already
 };
 
+/// A swap under way (docs/swap.md), driven by the supervision thread.
+struct HandoffJob {
+    enum class Step : std::uint8_t {
+        starting,   ///< the replica is being made
+        preparing,  ///< the old instance was asked for its state
+        shadowing,  ///< the replica shadows the old instance
+        switching,  ///< the switch is on the bus: the replica takes over
+    };
+    // The request.
+    ModuleId id = k_no_module;
+    std::string kind_name;
+    std::uint32_t version = 0;
+    std::chrono::milliseconds deadline{5000};
+    std::promise<Result<HandoffReport, std::string>> result;
+
+    // Under way.
+    Step step = Step::starting;
+    ModuleSlot* slot = nullptr;
+    std::uint64_t handoff = 0;
+    std::uint32_t generation = 0;  ///< the system's version with the new kind
+    const ModuleSpec* spec = nullptr;
+    const ModuleKind* kind = nullptr;
+    std::uint64_t epoch = 0;  ///< the replica's instance number
+    std::unique_ptr<Runner> runner;
+    Bell* bell = nullptr;
+    std::unique_ptr<JournalCatchUp> catch_up;
+    std::uint64_t requested_ns = 0, deadline_ns = 0, ready_ns = 0, switch_ns = 0;
+    std::uint64_t switch_seq = 0;
+};
+
 class SystemImpl final : public RunnerHost, public PumpHost {
   public:
     SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
@@ -117,6 +157,9 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     ModuleStats module_stats(ModuleId id) const;
     Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from);
     Result<void, std::string> kill(ModuleId id);
+    Result<HandoffReport, std::string> swap(ModuleId id, const std::string& kind,
+                                            std::uint32_t version,
+                                            std::chrono::milliseconds deadline);
     std::optional<std::string> failure() const;
     bool wait_failure(std::chrono::milliseconds timeout);
 
@@ -128,7 +171,7 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     }
     /// The system's description now.
     const SystemSpec& spec() const { return m_generations.latest(); }
-    void started(ModuleId id, StartResult result) override;  // RunnerHost and PumpHost
+    void started(ModuleId id, std::uint64_t epoch, StartResult result) override;  // both hosts
     bool booting() const override { return !m_booted.load(); }
     void failed(ModuleId id, std::uint64_t epoch, const std::string& why) override;
     // PumpHost
@@ -168,6 +211,16 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     void announce_event(ModuleSlot& slot, LifecycleKind kind, const std::string& why);
     void fail_system(const std::string& why);
 
+    // Swaps (handoffs.cpp), on the supervision thread.
+    Result<HandoffReport, std::string> submit(std::unique_ptr<HandoffJob> job);
+    void begin_job();
+    void advance_job();
+    void rollback_job(const std::string& why);
+    void finish_job();
+    void publish_handoff(ModuleSlot& slot, const Handoff& h);
+    Bell* take_bell();
+    void give_back_bell(Bell* bell, InprocBus* parent_bus, InprocBus* child_bus);
+
     std::atomic<std::uint64_t> m_correlation{0};
     std::mutex m_start_mutex;
     std::condition_variable m_start_cv;
@@ -180,6 +233,11 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     std::mutex m_sup_mutex;
     std::condition_variable m_sup_cv;
     std::deque<FailureEvent> m_events;
+    std::deque<std::unique_ptr<HandoffJob>> m_job_queue;  // under m_sup_mutex
+    std::unique_ptr<HandoffJob> m_job;                    // supervision thread only
+    std::uint64_t m_next_handoff = 0;
+    std::deque<Bell> m_bells;  // bells of replicas, reused
+    std::vector<Bell*> m_free_bells;
     bool m_sup_stop = false;
     std::thread m_sup_thread;
     mutable std::mutex m_failure_mutex;

@@ -38,6 +38,9 @@ inline constexpr std::uint32_t k_lifecycle = 0x0015;
 /// Parent to a child, on its journal feed only: the journal lacks a range.
 /// Payload: first and last seq, u64 little-endian each.
 inline constexpr std::uint32_t k_feed_gap = 0x0016;
+/// A swap or a move under way: how a running instance hands over to its
+/// replica (handoff_format.hpp; docs/swap.md, docs/relocation.md).
+inline constexpr std::uint32_t k_handoff = 0x0017;
 
 inline constexpr std::uint32_t k_user_base = 0x1000;
 inline constexpr std::uint32_t k_data = 0x1000;  ///< opaque application data

@@ -42,6 +42,8 @@ struct alignas(64) UplinkProgress {
     std::atomic<std::uint64_t> feed_read{0};
     /// The child's input cursor on its parent bus (next seq it will handle).
     std::atomic<std::uint64_t> cursor{0};
+    /// A replica's progress in taking over (the runner's HandoffPhase).
+    std::atomic<std::uint32_t> phase{0};
 };
 
 /// Sandbox layers a module host reports having closed (UplinkStats::sandbox).

@@ -33,4 +33,10 @@ enum class Plugins : std::uint8_t { load, already_loaded };
 Result<SystemSpec, ConfigError> parse_system(std::string_view text, const std::string& file_name,
                                              Registry& registry, Plugins plugins = Plugins::load);
 
+/// A module's config carried over to another kind (a swap, docs/swap.md):
+/// each key of `kind` keeps its value if `config` has one of the right type
+/// within the key's limits, and gets its default otherwise; keys `kind`
+/// does not take are dropped. Error: a required key without a value.
+Result<ModuleConfig, std::string> carry_config(const ModuleConfig& config, const ModuleKind& kind);
+
 }  // namespace hmk

@@ -235,7 +235,7 @@ class Registry {
 extern "C" using RegisterModulesFn = void(Registry&);
 inline constexpr const char* k_register_symbol = "hmk_register_modules";
 
-/// Adds hmk's standard kinds: gateway, echo, sink, source, tap, monitor, counter.
+/// Adds hmk's standard kinds: gateway, echo, sink, source, tap, monitor, counter, prober.
 void register_standard_modules(Registry& registry);
 
 }  // namespace hmk

@@ -31,6 +31,7 @@ struct ScriptCommand {
         kill,
         snapshot,
         tree,
+        swap,
     };
     Op op{};
     std::uint32_t line = 0;
@@ -41,7 +42,10 @@ struct ScriptCommand {
     std::string payload;       ///< send payload, expected reply text, or print text
     std::string key;           ///< expect stat/bus: counter name; expect state: state
     std::string comparison;    ///< == != < <= > >=
-    std::uint64_t number = 0;  ///< expect: the value compared to; wait/timeout: ms
+    std::uint64_t number = 0;  ///< expect: the value compared to; wait/timeout: ms;
+                               ///< swap: the deadline, ms
+    std::string kind;           ///< swap: the replica's kind
+    std::uint32_t version = 0;  ///< swap: its version (0: the newest)
 };
 
 struct Script {

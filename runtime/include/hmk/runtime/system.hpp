@@ -37,6 +37,7 @@ struct ModuleStats {
     std::uint64_t heartbeat = 0;   ///< seq of the last heartbeat its runtime handled
     std::uint64_t cursor = 0;      ///< next seq it will read on its parent bus
     std::int64_t pid = 0;          ///< process modules: the host's process id (0: none)
+    std::uint8_t handoff = 0;      ///< a replica taking over: how far (0: it is the module)
 };
 
 struct BusStats {
@@ -56,6 +57,15 @@ struct OwnedMessage {
     std::string_view text() const {
         return {reinterpret_cast<const char*>(payload.data()), payload.size()};
     }
+};
+
+/// How a swap or a move went (docs/swap.md, docs/relocation.md).
+struct HandoffReport {
+    std::string what;            ///< one line: what happened
+    std::uint64_t epoch = 0;     ///< the module's instance number now
+    double ready_ms = 0;         ///< request to the replica ready to take over
+    double takeover_us = 0;      ///< switch (or cut) to the replica live, as the parent saw it
+    std::uint64_t switch_seq = 0;  ///< the bus seq of the switch (swap) or cut (move)
 };
 
 namespace detail {
@@ -98,6 +108,18 @@ class System {
     /// before its next message. Its parent then handles the failure as it
     /// would any other. Error: no such module, or it is not running.
     Result<void, std::string> kill(ModuleId id);
+
+    /// Any thread (one swap or move at a time; others wait their turn).
+    /// Replaces the running instance of module `id` by one of kind `kind`,
+    /// version `version` (0: the newest), without losing or repeating a
+    /// message: the replica restores the instance's state, shadows it on its
+    /// bus, and takes over at one sequence number (docs/swap.md). A replica
+    /// that fails or does not catch up within `deadline` is dropped and the
+    /// old instance keeps running (rollback): the error says why.
+    Result<HandoffReport, std::string> swap(ModuleId id, const std::string& kind,
+                                            std::uint32_t version = 0,
+                                            std::chrono::milliseconds deadline =
+                                                std::chrono::milliseconds(5000));
 
     /// Any thread. Waits for a message addressed to the root with the given
     /// correlation id (a reply to inject()); nullopt on timeout.
