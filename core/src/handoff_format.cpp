@@ -38,10 +38,9 @@ std::size_t encode_handoff(const Handoff& h, std::uint32_t chunk_bytes,
     put_le<std::uint64_t>(p, 8, h.id);
     switch (h.op) {
         case HandoffOp::state:
-            encode_snapshot_chunk(
-                h.chunk, chunk_bytes,
-                std::span<std::byte, k_snapshot_chunk_header>(p + k_handoff_header,
-                                                              k_snapshot_chunk_header));
+            encode_snapshot_chunk(h.chunk, chunk_bytes,
+                                  std::span<std::byte, k_snapshot_chunk_header>(
+                                      p + k_handoff_header, k_snapshot_chunk_header));
             return k_handoff_header + k_snapshot_chunk_header;
         case HandoffOp::retired:
             put_le<std::uint64_t>(p, 16, h.parent_cursor);

@@ -20,8 +20,8 @@ class Prober final : public Module {
         const ModuleConfig& c = env.config();
         auto type = msg::parse_type(c.string("type"));
         if (!type || msg::is_runtime_type(*type))
-            return Err{fmt::format("'type' is \"{}\", not a type a module may send",
-                                   c.string("type"))};
+            return Err{
+                fmt::format("'type' is \"{}\", not a type a module may send", c.string("type"))};
         const TopologyNode* to = env.topology().find(c.string("to"));
         if (to == nullptr) return Err{fmt::format("no module {}", c.string("to"))};
         return std::unique_ptr<Module>(new Prober(env, *type, to->id));
@@ -53,9 +53,9 @@ class Prober final : public Module {
             (void)m_env.reply(
                 m, as_bytes(fmt::format("sent={} replied={} outstanding={} lost={} dup={} late={} "
                                         "count_errors={} max_gap_us={} last={} failed={}",
-                                        sent, m_replied, m_sent - (m_expected - 1), m_missing.size(),
-                                        m_duplicates, m_late, m_count_errors, m_max_gap_ns / 1000,
-                                        m_last_value, m_failed)));
+                                        sent, m_replied, m_sent - (m_expected - 1),
+                                        m_missing.size(), m_duplicates, m_late, m_count_errors,
+                                        m_max_gap_ns / 1000, m_last_value, m_failed)));
         }
     }
 
@@ -123,9 +123,8 @@ class Prober final : public Module {
                 (m_last_value != 0 && v != m_last_value + 1)) {
                 ++m_count_errors;
                 if (m_count_errors <= 5) {
-                    m_env.log(LogLevel::warn,
-                              fmt::format("reply {} says \"{}\", expected {}", c, text,
-                                          m_last_value + 1));
+                    m_env.log(LogLevel::warn, fmt::format("reply {} says \"{}\", expected {}", c,
+                                                          text, m_last_value + 1));
                 }
             }
             m_last_value = v;

@@ -660,10 +660,11 @@ Result<ModuleConfig, std::string> carry_config(const ModuleConfig& config, const
         if (fits) {
             out.set(k.name, it->second);
         } else if (k.required) {
-            return Err{fmt::format("kind '{}' needs config key '{}' ({}), which the module's "
-                                   "config has not{}",
-                                   kind.name, k.name, k.help,
-                                   it != config.values().end() ? " in the right form" : "")};
+            return Err{
+                fmt::format("kind '{}' needs config key '{}' ({}), which the module's "
+                            "config has not{}",
+                            kind.name, k.name, k.help,
+                            it != config.values().end() ? " in the right form" : "")};
         } else {
             out.set(k.name, k.fallback);
         }

@@ -143,9 +143,9 @@ void Runner::send_handoff_state(bool final_state) {
             return;
         }
     }
-    log(LogLevel::debug, fmt::format("sent its state ({} bytes, {} messages) for handoff {}",
-                                     body.size(), (body.size() + chunk_max - 1) / chunk_max,
-                                     m_handoff));
+    log(LogLevel::debug,
+        fmt::format("sent its state ({} bytes, {} messages) for handoff {}", body.size(),
+                    (body.size() + chunk_max - 1) / chunk_max, m_handoff));
 }
 
 void Runner::retire(const char* why) {
@@ -155,8 +155,8 @@ void Runner::retire(const char* why) {
     h.parent_cursor = m_parent_cursor;
     h.child_cursor = m_child_bus != nullptr ? m_child_cursor : 0;
     if (auto r = send_handoff(h); !r) {
-        log(LogLevel::error, fmt::format("could not tell its replica it retired: {}",
-                                         to_string(r.error())));
+        log(LogLevel::error,
+            fmt::format("could not tell its replica it retired: {}", to_string(r.error())));
     }
     // From here on it sends nothing and takes nothing: the replica is the module.
     m_retired.store(true, std::memory_order_release);

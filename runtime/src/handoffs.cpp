@@ -105,16 +105,16 @@ void SystemImpl::begin_job() {
         return refuse(fmt::format("{} is {}", path, to_string(s->state.load())));
     const ModuleStats now_stats = module_stats(j.id);
     if (now_stats.state != ModuleState::running)
-        return refuse(fmt::format("{} is {}: a swap needs it running", path,
-                                  to_string(now_stats.state)));
+        return refuse(
+            fmt::format("{} is {}: a swap needs it running", path, to_string(now_stats.state)));
     const ModuleKind* kind = m_registry.find(j.kind_name, j.version);
     if (kind == nullptr) {
         const auto versions = m_registry.versions(j.kind_name);
         if (versions.empty()) return refuse(fmt::format("no module kind '{}'", j.kind_name));
         std::string list;
         for (auto v : versions) list += (list.empty() ? "" : ", ") + std::to_string(v);
-        return refuse(fmt::format("kind '{}' has no version {} (it has {})", j.kind_name,
-                                  j.version, list));
+        return refuse(
+            fmt::format("kind '{}' has no version {} (it has {})", j.kind_name, j.version, list));
     }
     if (kind->role != Role::leaf || kind->journals == Journals::yes) {
         return refuse(fmt::format("kind '{}' is a {}: {} is an ordinary leaf", j.kind_name,
@@ -137,14 +137,22 @@ void SystemImpl::begin_job() {
     j.slot = s;
     j.handoff = ++m_next_handoff;
     j.epoch = ++s->last_epoch;
-    j.deadline_ns = platform::monotonic_ns() + static_cast<std::uint64_t>(j.deadline.count()) * k_ms;
-    if (s->process) return refuse(path + " runs in a process: not yet");
+    j.deadline_ns =
+        platform::monotonic_ns() + static_cast<std::uint64_t>(j.deadline.count()) * k_ms;
     // The replica reads the bus from now: the state it will get is taken later.
     StartPlan plan;
     plan.epoch = j.epoch;
     plan.handoff = j.handoff;
     plan.from_seq = s->parent_bus->ring().head() + 1;
     plan.seed = seed();
+    if (s->process) {
+        s->pump->start_replica(*j.spec, m_generations.spec(*g), std::move(plan));
+        m_logger.log(LogLevel::info, path,
+                     fmt::format("swap {}: starting a replica of kind '{}' version {} in a "
+                                 "process (instance {})",
+                                 j.handoff, kind->name, kind->version, j.epoch));
+        return;
+    }
     j.bell = take_bell();
     if (auto subscribed = s->parent_bus->subscribe(j.bell->doorbell()); !subscribed) {
         give_back_bell(j.bell, nullptr, nullptr);
@@ -152,8 +160,7 @@ void SystemImpl::begin_job() {
         return refuse(subscribed.error());
     }
     if (s->journal != nullptr) {
-        j.catch_up =
-            std::make_unique<JournalCatchUp>(*s->journal, *s->parent_bus, m_logger, path);
+        j.catch_up = std::make_unique<JournalCatchUp>(*s->journal, *s->parent_bus, m_logger, path);
     }
     j.runner = std::make_unique<Runner>(*this, j.spec, kind, s->parent_bus, nullptr,
                                         j.bell->doorbell(), std::move(plan), j.catch_up.get());
@@ -166,6 +173,10 @@ void SystemImpl::begin_job() {
 void SystemImpl::rollback_job(const std::string& why) {
     HandoffJob& j = *m_job;
     ModuleSlot& s = *j.slot;
+    if (s.process) {
+        s.pump->drop_replica(s.id);
+        s.pump->begin_handoff(s.id, 0);
+    }
     if (j.runner != nullptr) {
         j.runner->request_stop();
         if (!j.runner->join(std::chrono::milliseconds(2000))) {
@@ -176,9 +187,9 @@ void SystemImpl::rollback_job(const std::string& why) {
     }
     give_back_bell(j.bell, s.parent_bus, nullptr);
     j.bell = nullptr;
-    m_logger.log(LogLevel::warn, s.spec->path,
-                 fmt::format("swap {} rolled back: {}; the running instance goes on", j.handoff,
-                             why));
+    m_logger.log(
+        LogLevel::warn, s.spec->path,
+        fmt::format("swap {} rolled back: {}; the running instance goes on", j.handoff, why));
     j.result.set_value(
         Err{fmt::format("rolled back: {}; {} keeps running as before", why, s.spec->path)});
     m_job.reset();
@@ -213,12 +224,43 @@ void SystemImpl::finish_job() {
     m_job.reset();
 }
 
+void SystemImpl::publish_retired_for(ModuleSlot& s) {
+    // The old instance ended without retiring (it failed first): the parent
+    // says its last word for it, so the replica goes on (what it did not
+    // send is lost, as in any crash).
+    if (m_job->retired_for) return;
+    m_job->retired_for = true;
+    Handoff h;
+    h.op = HandoffOp::retired;
+    h.id = m_job->handoff;
+    Header header;
+    header.sender = s.id;
+    header.destination = s.id;
+    header.type = msg::k_handoff;
+    std::byte payload[k_handoff_max_fixed];
+    const std::size_t n = encode_handoff(h, 0, std::span<std::byte, k_handoff_max_fixed>(payload));
+    (void)s.parent_bus->publish(header, std::span<const std::byte>(payload, n), s.id);
+    m_logger.log(LogLevel::warn, s.spec->path,
+                 "the old instance ended before it retired: the replica takes over");
+}
+
 void SystemImpl::advance_job() {
     HandoffJob& j = *m_job;
     ModuleSlot& s = *j.slot;
     const std::uint64_t now = platform::monotonic_ns();
     if (j.step != HandoffJob::Step::switching) {
-        const ModuleStats st = j.runner->stats();
+        // Where the replica is: its runner's counters, or what its host says.
+        ModuleStats st;
+        HandoffPhase phase = HandoffPhase::awaiting_state;
+        if (s.process) {
+            const ReplicaView v = s.pump->replica(j.id);
+            st.state = v.exists && v.epoch == j.epoch ? v.state : ModuleState::created;
+            st.cursor = v.cursor;
+            phase = v.phase;
+        } else {
+            st = j.runner->stats();
+            phase = j.runner->phase();
+        }
         if (st.state == ModuleState::failed || st.state == ModuleState::stopped)
             return rollback_job("the replica failed (see the log)");
         if (now > j.deadline_ns) {
@@ -226,11 +268,11 @@ void SystemImpl::advance_job() {
                 "the replica was not ready within {} ms (it is at seq {}, the bus at {})",
                 j.deadline.count(), st.cursor - 1, s.parent_bus->ring().head()));
         }
-        const HandoffPhase phase = j.runner->phase();
         switch (j.step) {
             case HandoffJob::Step::starting:
                 // (A replica counts as recovering until it is live.)
                 if (st.state != ModuleState::recovering && st.state != ModuleState::running) return;
+                if (s.process) s.pump->begin_handoff(j.id, j.handoff);
                 {
                     Handoff h;
                     h.op = HandoffOp::swap_prepare;
@@ -255,12 +297,14 @@ void SystemImpl::advance_job() {
                 // (a failure of it is handled like any other).
                 {
                     const std::unique_lock lock(m_instances);
-                    s.retiring = std::move(s.runner);
-                    s.runner = std::move(j.runner);
+                    if (!s.process) {
+                        s.retiring = std::move(s.runner);
+                        s.runner = std::move(j.runner);
+                        std::swap(s.bell, j.bell);
+                        std::swap(s.catch_up, j.catch_up);
+                    }
                     s.kind = j.kind;
                     s.spec = j.spec;
-                    std::swap(s.bell, j.bell);
-                    std::swap(s.catch_up, j.catch_up);
                 }
                 s.epoch.store(j.epoch);
                 s.started_ns = j.switch_ns;
@@ -276,6 +320,21 @@ void SystemImpl::advance_job() {
     }
     // Switching: the old instance retires at the switch, the replica goes
     // live at its last word.
+    if (s.process) {
+        // The pump hands the module over to the replica's process when the
+        // old one's last word is on the bus.
+        const ModuleStats st = s.pump->stats(j.id);
+        if (st.epoch == j.epoch) {
+            if (st.handoff == static_cast<std::uint8_t>(HandoffPhase::live)) finish_job();
+            return;
+        }
+        if (st.state == ModuleState::failed || st.state == ModuleState::stopped) {
+            publish_retired_for(s);
+        } else if (now > j.switch_ns + k_retire_grace_ns) {
+            s.pump->kill(j.id, "did not retire after the switch", st.epoch);
+        }
+        return;
+    }
     const bool old_done = s.retiring == nullptr || s.retiring->join(std::chrono::milliseconds(0));
     if (!old_done && now > j.switch_ns + k_retire_grace_ns) {
         m_logger.log(LogLevel::error, s.spec->path,
@@ -287,21 +346,7 @@ void SystemImpl::advance_job() {
     if (s.retiring != nullptr && !old_done) return;
     if (s.runner == nullptr || s.runner->phase() != HandoffPhase::live) {
         if (s.retiring != nullptr && !s.retiring->retired()) {
-            // It ended without retiring (it failed first): say it for it, so
-            // the replica goes on (what it did not send is lost, as in any crash).
-            Handoff h;
-            h.op = HandoffOp::retired;
-            h.id = j.handoff;
-            Header header;
-            header.sender = s.id;
-            header.destination = s.id;
-            header.type = msg::k_handoff;
-            std::byte payload[k_handoff_max_fixed];
-            const std::size_t n =
-                encode_handoff(h, 0, std::span<std::byte, k_handoff_max_fixed>(payload));
-            (void)s.parent_bus->publish(header, std::span<const std::byte>(payload, n), s.id);
-            m_logger.log(LogLevel::warn, s.spec->path,
-                         "the old instance ended before it retired: the replica takes over");
+            publish_retired_for(s);
             const std::unique_lock lock(m_instances);
             s.retiring.reset();
         }

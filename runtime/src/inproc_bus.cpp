@@ -224,6 +224,12 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
         m_gate_waiters.fetch_sub(1, std::memory_order_seq_cst);
     }
     m_bytes.fetch_add(k_header_size + payload.size(), std::memory_order_relaxed);
+    if (header.type == msg::k_handoff) {
+        if (HandoffWatcher* w = m_watcher.load(std::memory_order_acquire)) {
+            header.seq = seq;
+            w->handoff_published(header, payload);
+        }
+    }
     // Wake-up handshake with a reader about to sleep. Both sides do a
     // read-modify-write on m_armed: the reader increments it and then checks
     // the ring head; we publish the head and then read m_armed with an RMW.

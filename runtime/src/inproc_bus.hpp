@@ -29,6 +29,15 @@ struct BusSettings {
     CommitMode commit = CommitMode::on_publish;  ///< explicit_: durable visibility
 };
 
+/// Told of each handoff message a bus publishes (docs/swap.md): a module
+/// host's replica may speak once its old instance's last word is out.
+class HandoffWatcher {
+  public:
+    virtual ~HandoffWatcher() = default;
+    /// Any thread, right after `header` was published.
+    virtual void handoff_published(const Header& header, std::span<const std::byte> payload) = 0;
+};
+
 /// A bus as its owner's process holds it: the broadcast ring (in a sealed
 /// shared-memory region, so modules in other processes can map it read-only)
 /// plus the owner's publish path. Senders in this process call publish() from
@@ -83,6 +92,10 @@ class InprocBus final : public BusPort {
     }
     /// Wakes the readers that sleep (after publish_deferred calls).
     void wake_readers();
+    /// Any thread: who to tell of handoff messages (the bus's uplink pump).
+    void set_handoff_watcher(HandoffWatcher* watcher) {
+        m_watcher.store(watcher, std::memory_order_release);
+    }
 
     /// Any thread: a reader whose doorbell the bus rings, from now on. A
     /// reader in another process (`remote`) cannot count itself armed in our
@@ -147,6 +160,7 @@ class InprocBus final : public BusPort {
     std::atomic<bool> m_gate_stalled{false};  // opened because the monitor stalled
     std::atomic<std::uint32_t> m_gate_word{0};
     std::atomic<std::uint32_t> m_gate_waiters{0};
+    std::atomic<HandoffWatcher*> m_watcher{nullptr};
 };
 
 }  // namespace hmk::detail

@@ -151,6 +151,7 @@ class HostSide final : public detail::RunnerHost {
         m_stats.suppressed.store(s.suppressed, std::memory_order_relaxed);
         m_stats.snapshots.store(s.snapshots, std::memory_order_relaxed);
         m_progress.heartbeat.store(s.heartbeat, std::memory_order_relaxed);
+        m_progress.phase.store(s.handoff, std::memory_order_relaxed);
         m_progress.cursor.store(s.cursor, std::memory_order_release);
         if (s.state == ModuleState::running || s.state == ModuleState::recovering) {
             m_stats.state.store(static_cast<std::uint32_t>(s.state), std::memory_order_release);
@@ -250,6 +251,9 @@ int run_module_host(const HostOptions& o) {
     plan.suppress = o.suppress;
     plan.live_at = o.live_at;
     plan.start_ns = o.start_ns;
+    plan.handoff = o.handoff;
+    plan.handoff_move = o.handoff_move;
+    plan.min_generation = o.min_generation;
     if (o.snapshot_size != 0) {
         plan.restore = true;
         plan.body = read_snapshot(o.snapshot_size);

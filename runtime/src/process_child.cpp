@@ -27,6 +27,7 @@ constexpr int k_batch = 256;                                   // records per ch
 constexpr std::uint64_t k_start_deadline_ns = 10'000'000'000;  // a host must be up within 10 s
 constexpr std::uint64_t k_ms = 1'000'000;
 constexpr int k_idle_spins = 0;  // idle rounds the pump polls before it sleeps (see run())
+constexpr std::uint64_t k_retire_grace_ns = 2'000'000'000;  // to exit after handing over
 
 enum EventKind : std::uint64_t { k_uplink = 0, k_exit = 1, k_wakeup = 2 };
 std::uint64_t tag(std::size_t index, EventKind kind) {
@@ -98,13 +99,15 @@ UplinkPump::UplinkPump(InprocBus& bus, PumpHost& host, HostSetup setup, BusJourn
     ev.data.u64 = tag(0, k_wakeup);
     epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, m_wake.get(), &ev);
     m_record.resize(m_bus.ring().max_message());
+    m_bus.set_handoff_watcher(this);
 }
 
 UplinkPump::~UplinkPump() {
     stop();
+    m_bus.set_handoff_watcher(nullptr);
 }
 
-Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
+Result<ProcessChild*, std::string> UplinkPump::make_seat(const ModuleSpec& spec) {
     auto child = std::make_unique<ProcessChild>();
     child->spec = &spec;
     const std::uint32_t slots = spec.quota.uplink_slots;
@@ -132,11 +135,18 @@ Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
     UplinkBells& bells = child->uplink.bells();
     HMK_TRY(m_bus.subscribe(
         Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared}, true));
+    const std::unique_lock lock(m_seats);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = tag(m_children.size(), k_uplink);
     epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, child->event.get(), &ev);
     m_children.push_back(std::move(child));
+    return m_children.back().get();
+}
+
+Result<void, std::string> UplinkPump::add(const ModuleSpec& spec) {
+    ProcessChild* seat = HMK_TRY(make_seat(spec));
+    seat->system = &m_setup.generations->latest();
     return {};
 }
 
@@ -144,38 +154,110 @@ void UplinkPump::start() {
     m_thread = std::thread([this] { run(); });
 }
 
-ProcessChild* UplinkPump::child(ModuleId id) const {
+ProcessChild* UplinkPump::child(ModuleId id, ProcessChild::Role role) const {
     for (const auto& c : m_children) {
-        if (c->spec->id == id) return c.get();
+        if (c->role == role && c->spec != nullptr && c->spec->id == id) return c.get();
     }
     return nullptr;
 }
 
 bool UplinkPump::owns(ModuleId id) const {
+    const std::shared_lock lock(m_seats);
     return child(id) != nullptr;
 }
 
-void UplinkPump::restart(ModuleId id, std::uint64_t epoch) {
+void UplinkPump::command(Command c) {
     {
         const std::lock_guard lock(m_commands_mutex);
-        m_commands.push_back(Command{Command::Op::restart, id, epoch, {}});
+        m_commands.push_back(std::move(c));
     }
     const std::uint64_t one = 1;
     (void)!write(m_wake.get(), &one, sizeof(one));
 }
 
+void UplinkPump::restart(ModuleId id, std::uint64_t epoch) {
+    command(Command(Command::Op::restart, id, epoch));
+}
+
 void UplinkPump::kill(ModuleId id, const std::string& cause, std::uint64_t epoch) {
-    {
-        const std::lock_guard lock(m_commands_mutex);
-        m_commands.push_back(Command{Command::Op::kill, id, epoch, cause});
-    }
+    command(Command(Command::Op::kill, id, epoch, cause));
+}
+
+void UplinkPump::start_replica(const ModuleSpec& spec, const SystemSpec& system, StartPlan plan) {
+    Command c(Command::Op::replica, spec.id, plan.epoch);
+    c.spec = &spec;
+    c.system = &system;
+    c.plan = std::move(plan);
+    command(std::move(c));
+}
+
+void UplinkPump::drop_replica(ModuleId id) {
+    command(Command(Command::Op::drop_replica, id, 0));
+}
+
+void UplinkPump::begin_handoff(ModuleId id, std::uint64_t handoff) {
+    const std::shared_lock lock(m_seats);
+    if (ProcessChild* c = child(id)) c->handing_over.store(handoff, std::memory_order_release);
+}
+
+ReplicaView UplinkPump::replica(ModuleId id) const {
+    const std::shared_lock lock(m_seats);
+    ReplicaView v;
+    const ProcessChild* c = child(id, ProcessChild::Role::replica);
+    if (c == nullptr) return v;
+    v.exists = true;
+    v.state = c->state.load();
+    v.phase = static_cast<HandoffPhase>(c->uplink.progress().phase.load(std::memory_order_acquire));
+    v.cursor = c->uplink.progress().cursor.load(std::memory_order_acquire);
+    v.epoch = c->epoch.load();
+    return v;
+}
+
+void UplinkPump::handoff_published(const Header& header, std::span<const std::byte> payload) {
+    std::span<const std::byte> data;
+    const auto d = decode_handoff(payload, data);
+    if (!d || d->op != HandoffOp::retired) return;
+    const std::shared_lock lock(m_seats);
+    ProcessChild* c = child(header.destination, ProcessChild::Role::replica);
+    if (c == nullptr || c->handoff != d->id) return;
+    c->release.store(true, std::memory_order_release);
     const std::uint64_t one = 1;
     (void)!write(m_wake.get(), &one, sizeof(one));
+}
+
+void UplinkPump::promote(ProcessChild& replica) {
+    const std::unique_lock lock(m_seats);
+    ProcessChild* old = child(replica.spec->id);
+    if (old != nullptr) {
+        // It handed over (or died first): nothing it writes counts any more.
+        old->role =
+            old->process.pidfd.valid() ? ProcessChild::Role::retiring : ProcessChild::Role::free;
+        old->stopping = true;
+        old->handing_over.store(0);
+        if (old->retired_ns == 0) old->retired_ns = platform::monotonic_ns();
+    }
+    replica.role = ProcessChild::Role::primary;
+    replica.handoff = 0;
+    replica.release.store(false);
+    replica.announced = true;
+    m_host.logger().log(
+        LogLevel::debug, replica.spec->path,
+        fmt::format("the replica in process {} is the module now", replica.process.pid));
+}
+
+void UplinkPump::free_seat(ProcessChild& c) {
+    const std::unique_lock lock(m_seats);
+    c.role = ProcessChild::Role::free;
+    c.handoff = 0;
+    c.release.store(false);
+    c.handing_over.store(0);
 }
 
 std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbox_report() const {
     std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    const std::shared_lock lock(m_seats);
     for (const auto& c : m_children) {
+        if (c->role != ProcessChild::Role::primary) continue;
         std::vector<std::string> layers = c->process.layers;
         const std::uint32_t bits = c->uplink.stats().sandbox.load(std::memory_order_acquire);
         if ((bits & k_sandbox_landlock) != 0) layers.emplace_back("landlock: no file access");
@@ -193,6 +275,7 @@ std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbo
 
 ModuleStats UplinkPump::stats(ModuleId id) const {
     ModuleStats s;
+    const std::shared_lock lock(m_seats);
     const ProcessChild* c = child(id);
     if (c == nullptr) return s;
     // Counters of the parent's own (tx, invalid) are authoritative; the
@@ -216,6 +299,7 @@ ModuleStats UplinkPump::stats(ModuleId id) const {
     s.snapshots = mine.snapshots.load(std::memory_order_relaxed);
     s.heartbeat = progress.heartbeat.load(std::memory_order_relaxed);
     s.cursor = progress.cursor.load(std::memory_order_relaxed);
+    s.handoff = static_cast<std::uint8_t>(progress.phase.load(std::memory_order_relaxed));
     s.epoch = c->epoch.load();
     s.pid = c->pid.load();
     return s;
@@ -240,7 +324,7 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
             m_host.child_failed(spec.id, c.epoch.load(), "cannot start: " + why, false, false);
         }
     };
-    const std::string description = host_description(m_setup.generations->latest(), spec.id);
+    const std::string description = host_description(*c.system, spec.id);
     auto text =
         platform::SharedRegion::create("hmk-system", std::max<std::size_t>(1, description.size()));
     if (!text) return fail(text.error());
@@ -275,6 +359,12 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     if (plan.live_at != 0) o.argv.insert(o.argv.end(), {"--live-at", std::to_string(plan.live_at)});
     if (plan.start_ns != 0)
         o.argv.insert(o.argv.end(), {"--start-ns", std::to_string(plan.start_ns)});
+    if (plan.handoff != 0) {
+        o.argv.insert(o.argv.end(), {"--handoff", std::to_string(plan.handoff)});
+        if (plan.handoff_move) o.argv.emplace_back("--handoff-move");
+        if (plan.min_generation != 0)
+            o.argv.insert(o.argv.end(), {"--min-generation", std::to_string(plan.min_generation)});
+    }
     if (snapshot) {
         o.argv.insert(o.argv.end(), {"--snapshot-size", std::to_string(plan.body.size()),
                                      "--state-version", std::to_string(plan.state_version)});
@@ -318,9 +408,20 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
 }
 
 void UplinkPump::start_instance(ProcessChild& c, std::uint64_t epoch) {
+    {
+        const std::unique_lock lock(m_seats);
+        c.system = &m_setup.generations->latest();
+    }
     // The old process is gone and its uplink drained: the uplink is emptied
     // for the new one (the bus may be ringing its bells meanwhile, so no
     // reformatting), and the new one is planned and spawned.
+    reset_seat(c, epoch);
+    c.announced = !m_host.booting();
+    const StartPlan plan = m_host.plan(*c.spec, epoch);
+    spawn(c, plan);
+}
+
+void UplinkPump::reset_seat(ProcessChild& c, std::uint64_t epoch) {
     c.uplink.reset();
     drain_eventfd(c.event.get());
     c.message_tokens = c.spec->quota.messages_per_s;
@@ -335,9 +436,8 @@ void UplinkPump::start_instance(ProcessChild& c, std::uint64_t epoch) {
     c.reader.reset();
     c.epoch.store(epoch);
     c.state.store(ModuleState::created);
-    c.announced = !m_host.booting();
-    const StartPlan plan = m_host.plan(*c.spec, epoch);
-    spawn(c, plan);
+    c.fenced.store(0);
+    c.retired_ns = 0;
 }
 
 void UplinkPump::run_commands() {
@@ -347,6 +447,21 @@ void UplinkPump::run_commands() {
         commands.swap(m_commands);
     }
     for (const Command& cmd : commands) {
+        if (cmd.op == Command::Op::replica) {
+            start_replica_now(cmd);
+            continue;
+        }
+        if (cmd.op == Command::Op::drop_replica) {
+            ProcessChild* r = child(cmd.id, ProcessChild::Role::replica);
+            if (r == nullptr) continue;
+            r->stopping = true;
+            if (r->process.pidfd.valid()) {
+                stop_child(*r, "");
+            } else {
+                free_seat(*r);
+            }
+            continue;
+        }
         ProcessChild* c = child(cmd.id);
         if (c == nullptr) continue;
         if (cmd.op == Command::Op::kill) {
@@ -368,6 +483,64 @@ void UplinkPump::run_commands() {
         } else {
             start_instance(*c, cmd.epoch);
         }
+    }
+}
+
+void UplinkPump::start_replica_now(const Command& cmd) {
+    // A free seat of the right size, or a new one.
+    ProcessChild* seat = nullptr;
+    for (auto& c : m_children) {
+        if (c->role == ProcessChild::Role::free && !c->process.pidfd.valid() &&
+            c->uplink.slot_count() == cmd.spec->quota.uplink_slots) {
+            seat = c.get();
+            break;
+        }
+    }
+    if (seat == nullptr) {
+        auto made = make_seat(*cmd.spec);
+        if (!made) {
+            m_host.logger().log(LogLevel::error, cmd.spec->path,
+                                "cannot prepare a process for its replica: " + made.error());
+            m_host.child_failed(cmd.id, cmd.epoch, "its replica could not be prepared", false,
+                                false);
+            return;
+        }
+        seat = *made;
+    }
+    {
+        const std::unique_lock lock(m_seats);
+        seat->spec = cmd.spec;
+        seat->system = cmd.system;
+        seat->role = ProcessChild::Role::replica;
+        seat->handoff = cmd.plan.handoff;
+        seat->release.store(false);
+        seat->handing_over.store(0);
+    }
+    reset_seat(*seat, cmd.epoch);
+    seat->announced = true;  // its start is its handoff's business
+    spawn(*seat, cmd.plan);
+}
+
+bool UplinkPump::handoff_record_ok(const ProcessChild& c, const Header& h,
+                                   std::span<const std::byte> payload) const {
+    // The runtime's own messages a module host may send: its journaled
+    // timers (to itself), its snapshots (to its parent) and, while it hands
+    // over, its state and its last word (to itself). Anything else of the
+    // runtime's types is a forgery.
+    switch (h.type) {
+        case msg::k_timer:
+            return h.destination == c.spec->id;
+        case msg::k_snapshot:
+            return h.destination == m_bus.id();
+        case msg::k_handoff: {
+            const std::uint64_t handoff = c.handing_over.load(std::memory_order_acquire);
+            std::span<const std::byte> data;
+            const auto d = decode_handoff(payload, data);
+            return handoff != 0 && h.destination == c.spec->id && d && d->id == handoff &&
+                   (d->op == HandoffOp::state || d->op == HandoffOp::retired);
+        }
+        default:
+            return false;
     }
 }
 
@@ -402,6 +575,33 @@ void UplinkPump::reap(ProcessChild& c) {
     if (!status) return;
     epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.process.pidfd.get(), nullptr);
     c.process.pidfd = platform::UniqueFd();
+    if (c.role != ProcessChild::Role::primary) {
+        // A replica that went (dropped, or failed: its handoff's business),
+        // or an old instance that retired: the seat is free again.
+        const std::string text = fmt::format("process {} {}", c.process.pid, status->describe());
+        c.state.store(ModuleState::stopped);
+        if (c.role == ProcessChild::Role::replica && !c.stopping && !m_shutting_down.load()) {
+            c.state.store(ModuleState::failed);
+            m_host.logger().log(LogLevel::error, c.spec->path, "its replica failed: " + text);
+            m_host.child_failed(c.spec->id, c.epoch.load(), "the replica " + text, false,
+                                status->exited && status->code == k_exit_restore_failed);
+        } else {
+            m_host.logger().log(
+                LogLevel::debug, c.spec->path,
+                fmt::format(
+                    "{} ended: {}",
+                    c.role == ProcessChild::Role::retiring ? "the old instance" : "a replica",
+                    text));
+        }
+        if (c.fenced.load() != 0) {
+            m_host.logger().log(LogLevel::warn, c.spec->path,
+                                fmt::format("the old instance wrote {} messages after it handed "
+                                            "over: dropped",
+                                            c.fenced.load()));
+        }
+        free_seat(c);
+        return;
+    }
     const bool was_starting = c.state.load() == ModuleState::created;
     // What it wrote before it ended was sent: it goes on the bus (a
     // recovery counts on it). Not so for a child killed for breaking rules.
@@ -453,6 +653,15 @@ bool UplinkPump::limited_log(std::atomic<std::uint64_t>& counter) {
 }
 
 bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
+    if (c.role == ProcessChild::Role::retiring) {
+        // It handed over: whatever it still writes is dropped (epoch fencing).
+        int n = 0;
+        for (; n < k_batch && c.uplink.pop(m_record).status == PopStatus::ok; ++n)
+            c.fenced.fetch_add(1);
+        return false;
+    }
+    // A replica's records wait until it is the module; a free seat has none.
+    if (c.role != ProcessChild::Role::primary) return false;
     // A child being killed gets nothing more published; its exit is reaped from epoll.
     if (!ignore_quota &&
         (c.state.load() != ModuleState::running || !c.stop_reason.empty() || c.stopping))
@@ -500,6 +709,17 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
         }
         // Only the runtime speaks with the operator's authority.
         header->flags = static_cast<std::uint16_t>(header->flags & ~k_flag_operator);
+        if (msg::is_runtime_type(header->type) &&
+            !handoff_record_ok(c, *header, record.subspan(k_header_size))) {
+            c.rejected.fetch_add(1);
+            if (limited_log(c.rejected)) {
+                m_host.logger().log(
+                    LogLevel::warn, c.spec->path,
+                    fmt::format("refused a message of the runtime's type {:#x} (#{})", header->type,
+                                c.rejected.load()));
+            }
+            continue;
+        }
         const auto published =
             m_bus.publish_deferred(*header, record.subspan(k_header_size), c.spec->id);
         if (!published) {
@@ -516,6 +736,20 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
         c.published.fetch_add(1, std::memory_order_relaxed);
         c.message_tokens -= 1;
         c.byte_tokens -= static_cast<double>(r.size);
+        if (header->type == msg::k_handoff) {
+            std::span<const std::byte> data;
+            const auto d = decode_handoff(record.subspan(k_header_size), data);
+            if (d && d->op == HandoffOp::retired) {
+                // Its last word: from here on the replica speaks for the module.
+                const std::unique_lock lock(m_seats);
+                c.role = ProcessChild::Role::retiring;
+                c.stopping = true;
+                c.handing_over.store(0);
+                c.retired_ns = now;
+                ++n;
+                break;
+            }
+        }
     }
     c.throttled_since_ns = 0;
     if (n > 0) m_bus.wake_readers();  // one wake-up scan per batch
@@ -610,7 +844,9 @@ void UplinkPump::sleep(int timeout_ms) {
 
 bool UplinkPump::any_pending() const {
     for (const auto& c : m_children) {
+        if (c->role == ProcessChild::Role::replica && c->release.load()) return true;
         if (c->state.load() != ModuleState::running || !c->stop_reason.empty()) continue;
+        if (c->role == ProcessChild::Role::replica) continue;  // its records wait
         if (c->throttled_since_ns == 0 && c->uplink.pending() > 0) return true;
         if (m_journal != nullptr) {
             const std::uint64_t want =
@@ -631,6 +867,14 @@ void UplinkPump::run() {
         bool work = false;
         bool waiting = false;
         for (auto& c : m_children) {
+            if (c->role == ProcessChild::Role::replica && c->release.load()) {
+                promote(*c);
+                work = true;
+            }
+            if (c->role == ProcessChild::Role::retiring && c->process.pidfd.valid() &&
+                now > c->retired_ns + k_retire_grace_ns) {
+                stop_child(*c, "did not exit after it handed over");
+            }
             check_start(*c, now);
             work |= drain(*c, now);
             const bool fed = feed(*c);
@@ -662,13 +906,27 @@ void UplinkPump::run() {
     }
 }
 
+void UplinkPump::drop_all_replicas() {
+    std::vector<ModuleId> ids;
+    {
+        const std::shared_lock lock(m_seats);
+        for (const auto& c : m_children) {
+            if (c->role == ProcessChild::Role::replica) ids.push_back(c->spec->id);
+        }
+    }
+    for (ModuleId id : ids) drop_replica(id);
+}
+
 void UplinkPump::stop() {
     if (!m_thread.joinable()) return;
     m_shutting_down.store(true);
+    // Replicas go at once (they take no 'stop': they are not the module).
+    drop_all_replicas();
     // A 'stop' from the parent (the bus owner) to each child, then a little time.
     const ModuleId owner = m_bus.id();
     for (auto& c : m_children) {
-        if (c->state.load() != ModuleState::running) continue;
+        if (c->state.load() != ModuleState::running || c->role != ProcessChild::Role::primary)
+            continue;
         Header h;
         h.sender = owner;
         h.destination = c->spec->id;
@@ -679,7 +937,8 @@ void UplinkPump::stop() {
     while (std::chrono::steady_clock::now() < deadline &&
            std::any_of(m_children.begin(), m_children.end(), [](const auto& c) {
                const ModuleState s = c->state.load();
-               return s == ModuleState::running || s == ModuleState::created;
+               return c->role == ProcessChild::Role::primary &&
+                      (s == ModuleState::running || s == ModuleState::created);
            })) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

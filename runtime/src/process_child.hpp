@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,9 +64,25 @@ class PumpHost {
     virtual bool booting() const = 0;
 };
 
-/// A module in a process of its own, as its parent sees it.
+/// A module in a process of its own, as its parent sees it: a *seat* (the
+/// shared memory, bells and wake-ups of one module host) and the host in
+/// it. A module has one seat, and a second one while a replica takes over
+/// (docs/swap.md); a seat whose host is gone is reused.
 struct ProcessChild {
+    enum class Role : std::uint8_t {
+        primary,   ///< the module's instance
+        replica,   ///< taking over: its records wait until it is the module
+        retiring,  ///< it handed over: whatever it still writes is dropped
+        free,      ///< no host; ready for another replica
+    };
     const ModuleSpec* spec = nullptr;
+    const SystemSpec* system = nullptr;          ///< the version of the system its host is told
+    Role role = Role::primary;                   ///< written under the pump's seat lock
+    std::uint64_t handoff = 0;                   ///< a replica: its handoff
+    std::atomic<std::uint64_t> handing_over{0};  ///< a primary: the handoff it may hand state to
+    std::atomic<bool> release{false};            ///< a replica: its old instance retired
+    std::atomic<std::uint64_t> fenced{0};        ///< records dropped after it retired
+    std::uint64_t retired_ns = 0;                ///< when it handed over (it must exit soon)
     platform::SharedRegion region;
     UplinkRing uplink;
     platform::UniqueFd event;  // the child signals it after writing, if we sleep
@@ -98,6 +115,16 @@ struct ProcessChild {
     std::uint64_t throttled_since_ns = 0;  // 0: not throttled
 };
 
+/// What the parent sees of a replica taking over in a module host.
+struct ReplicaView {
+    bool exists = false;
+    ModuleState state = ModuleState::created;  ///< running once its host is up
+    HandoffPhase phase = HandoffPhase::awaiting_state;
+    std::uint64_t cursor = 0;  ///< the next bus seq it will handle
+    std::uint64_t epoch = 0;
+    bool promoted = false;  ///< it is the module's instance now
+};
+
 /// The owner's agent for the modules of one bus that live in other processes.
 /// On its own thread it spawns them (each with a start plan: fresh, or a
 /// recovery), then copies each child's uplink records out, validates and
@@ -105,10 +132,10 @@ struct ProcessChild {
 /// feed, and reports each child's exit the moment its pidfd says so. It
 /// never waits on a child: a child that stalls, floods, scribbles or dies
 /// affects only itself. What to do about a failure is its supervisor's call.
-class UplinkPump {
+class UplinkPump final : public HandoffWatcher {
   public:
     UplinkPump(InprocBus& bus, PumpHost& host, HostSetup setup, BusJournal* journal);
-    ~UplinkPump();
+    ~UplinkPump() override;
     UplinkPump(const UplinkPump&) = delete;
     UplinkPump& operator=(const UplinkPump&) = delete;
 
@@ -128,6 +155,19 @@ class UplinkPump {
     /// `epoch`, only that instance (a later one is left alone).
     void kill(ModuleId id, const std::string& cause, std::uint64_t epoch = 0);
 
+    /// Any thread: starts a replica of `spec` (as `system` describes it)
+    /// with `plan` (plan.handoff set) in a seat of its own.
+    void start_replica(const ModuleSpec& spec, const SystemSpec& system, StartPlan plan);
+    /// Any thread: kills the replica of `id` (no failure report).
+    void drop_replica(ModuleId id);
+    /// Any thread: the running instance of `id` may send its state and its
+    /// last word for handoff `handoff` (a module host may send the
+    /// runtime's handoff messages only then).
+    void begin_handoff(ModuleId id, std::uint64_t handoff);
+    ReplicaView replica(ModuleId id) const;
+    // HandoffWatcher: the old instance's last word frees the replica's records.
+    void handoff_published(const Header& header, std::span<const std::byte> payload) override;
+
     bool owns(ModuleId id) const;
     /// The isolation layers around each running child: spawn-time ones and
     /// those its host reports having closed.
@@ -137,13 +177,29 @@ class UplinkPump {
 
   private:
     struct Command {
-        enum class Op : std::uint8_t { restart, kill } op;
+        enum class Op : std::uint8_t { restart, kill, replica, drop_replica };
+        Command(Op o, ModuleId i, std::uint64_t e, std::string c = {})
+            : op(o), id(i), epoch(e), cause(std::move(c)) {}
+        Op op;
         ModuleId id;
         std::uint64_t epoch;
         std::string cause;
+        const ModuleSpec* spec = nullptr;    // replica
+        const SystemSpec* system = nullptr;  // replica
+        StartPlan plan;                      // replica
     };
 
-    ProcessChild* child(ModuleId id) const;
+    /// The module's instance (`role` primary) or its replica.
+    ProcessChild* child(ModuleId id, ProcessChild::Role role = ProcessChild::Role::primary) const;
+    Result<ProcessChild*, std::string> make_seat(const ModuleSpec& spec);
+    void command(Command c);
+    void promote(ProcessChild& replica);
+    void start_replica_now(const Command& cmd);
+    void reset_seat(ProcessChild& c, std::uint64_t epoch);
+    void drop_all_replicas();
+    void free_seat(ProcessChild& c);
+    bool handoff_record_ok(const ProcessChild& c, const Header& h,
+                           std::span<const std::byte> payload) const;
     void run();
     void run_commands();
     void start_instance(ProcessChild& child, std::uint64_t epoch);
@@ -162,6 +218,10 @@ class UplinkPump {
     HostSetup m_setup;
     BusJournal* m_journal;
     std::atomic<bool> m_shutting_down{false};
+    // Seats: appended by the pump thread (under the unique lock, as are role,
+    // spec and system changes), read by others under the shared lock. Never
+    // removed: their index tags their epoll events.
+    mutable std::shared_mutex m_seats;
     std::vector<std::unique_ptr<ProcessChild>> m_children;
     platform::UniqueFd m_epoll;
     platform::UniqueFd m_wake;  // stop() and commands ring it

@@ -2,9 +2,9 @@
 #pragma once
 
 #include <atomic>
-#include <exception>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>

@@ -62,9 +62,8 @@ void SystemImpl::supervise_loop() {
         // A handoff under way is watched closely.
         if (m_job != nullptr) due = std::min(due, now + k_job_poll_ns);
         auto ready = [&] {
-            return m_sup_stop ||
-                   (m_booted.load() && (!m_events.empty() ||
-                                        (m_job == nullptr && !m_job_queue.empty())));
+            return m_sup_stop || (m_booted.load() && (!m_events.empty() ||
+                                                      (m_job == nullptr && !m_job_queue.empty())));
         };
         if (!ready() && due > now) {
             if (due == UINT64_MAX) {
@@ -238,9 +237,9 @@ void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
         if (m_job->step != HandoffJob::Step::switching) {
             rollback_job("its parent stopped it (" + why + ")");
         } else {
-            m_job->result.set_value(Err{fmt::format(
-                "{} switched to its replica, which its parent then stopped ({})",
-                path_of(slot), why)});
+            m_job->result.set_value(
+                Err{fmt::format("{} switched to its replica, which its parent then stopped ({})",
+                                path_of(slot), why)});
             retired_bell = m_job->bell;  // the old instance's, once it has stopped
             m_job.reset();
         }

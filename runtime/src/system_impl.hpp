@@ -67,7 +67,7 @@ struct ModuleSlot {
     std::unique_ptr<JournalCatchUp> catch_up;        // from its parent bus's journal
     std::unique_ptr<JournalCatchUp> child_catch_up;  // gateways: from their own bus's journal
     Bell own_bell;
-    Bell* bell = &own_bell;  // the running in-process instance's
+    Bell* bell = &own_bell;                          // the running in-process instance's
     std::vector<std::unique_ptr<Runner>> abandoned;  // hung: kept alive for good
     std::unique_ptr<Runner> retiring;  // after a swap's switch: the old instance, until it retires
 
@@ -141,6 +141,7 @@ struct HandoffJob {
     std::unique_ptr<JournalCatchUp> catch_up;
     std::uint64_t requested_ns = 0, deadline_ns = 0, ready_ns = 0, switch_ns = 0;
     std::uint64_t switch_seq = 0;
+    bool retired_for = false;  ///< the parent said the old instance's last word for it
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {
@@ -218,6 +219,7 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     void rollback_job(const std::string& why);
     void finish_job();
     void publish_handoff(ModuleSlot& slot, const Handoff& h);
+    void publish_retired_for(ModuleSlot& slot);
     Bell* take_bell();
     void give_back_bell(Bell* bell, InprocBus* parent_bus, InprocBus* child_bus);
 

@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
     app.add_option("--start-ns", o.start_ns, "the time on_start sees");
     app.add_option("--snapshot-size", o.snapshot_size, "bytes of the snapshot on fd 8 to restore");
     app.add_option("--state-version", o.state_version, "state format of that snapshot");
+    app.add_option("--handoff", o.handoff, "take over from the running instance (handoff id)");
+    app.add_flag("--handoff-move", o.handoff_move, "the handoff is a move to another bus");
+    app.add_option("--min-generation", o.min_generation,
+                   "a move: parent-bus messages of older routing generations are not ours");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

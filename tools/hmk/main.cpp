@@ -2,7 +2,9 @@
 // hmk: check, show and run hmk systems.
 #include <fmt/core.h>
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
+
 #include <csignal>
 #include <ctime>
 
@@ -277,6 +279,14 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
         const std::string path =
             o.control.empty() ? hmk::default_control_path(spec->name) : o.control;
         auto opened = hmk::ControlServer::open(**system, logger, path);
+        if (!opened && o.control.empty()) {
+            // The same system runs twice: this one gets a socket of its own.
+            const std::string mine = hmk::default_control_path(
+                fmt::format("{}.{}", spec->name, static_cast<long>(::getpid())));
+            logger.log(hmk::LogLevel::warn, "hmk",
+                       fmt::format("{}; this one listens on {}", opened.error(), mine));
+            opened = hmk::ControlServer::open(**system, logger, mine);
+        }
         if (!opened) {
             logger.log(hmk::LogLevel::error, "hmk", "no control endpoint: " + opened.error());
             (*system)->stop();

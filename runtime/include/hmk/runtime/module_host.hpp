@@ -26,6 +26,10 @@ struct HostOptions {
     std::uint64_t start_ns = 0;       ///< the time on_start sees
     std::uint64_t snapshot_size = 0;  ///< bytes of the snapshot on fd 8 (0: none)
     std::uint32_t state_version = 0;
+    // A replica taking over from the running instance (docs/swap.md).
+    std::uint64_t handoff = 0;         ///< the handoff's id (0: an ordinary instance)
+    bool handoff_move = false;         ///< a move: the state comes when the old one retires
+    std::uint32_t min_generation = 0;  ///< a move: older parent-bus messages are not its
 };
 
 inline constexpr int k_host_fd_bus = 3;

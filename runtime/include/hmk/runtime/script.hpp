@@ -39,11 +39,11 @@ struct ScriptCommand {
     std::string from;  ///< send: sending module ("" = the root)
     Scope scope = Scope::bus;
     std::uint32_t type = 0;
-    std::string payload;       ///< send payload, expected reply text, or print text
-    std::string key;           ///< expect stat/bus: counter name; expect state: state
-    std::string comparison;    ///< == != < <= > >=
-    std::uint64_t number = 0;  ///< expect: the value compared to; wait/timeout: ms;
-                               ///< swap: the deadline, ms
+    std::string payload;        ///< send payload, expected reply text, or print text
+    std::string key;            ///< expect stat/bus: counter name; expect state: state
+    std::string comparison;     ///< == != < <= > >=
+    std::uint64_t number = 0;   ///< expect: the value compared to; wait/timeout: ms;
+                                ///< swap: the deadline, ms
     std::string kind;           ///< swap: the replica's kind
     std::uint32_t version = 0;  ///< swap: its version (0: the newest)
 };

@@ -61,10 +61,10 @@ struct OwnedMessage {
 
 /// How a swap or a move went (docs/swap.md, docs/relocation.md).
 struct HandoffReport {
-    std::string what;            ///< one line: what happened
-    std::uint64_t epoch = 0;     ///< the module's instance number now
-    double ready_ms = 0;         ///< request to the replica ready to take over
-    double takeover_us = 0;      ///< switch (or cut) to the replica live, as the parent saw it
+    std::string what;              ///< one line: what happened
+    std::uint64_t epoch = 0;       ///< the module's instance number now
+    double ready_ms = 0;           ///< request to the replica ready to take over
+    double takeover_us = 0;        ///< switch (or cut) to the replica live, as the parent saw it
     std::uint64_t switch_seq = 0;  ///< the bus seq of the switch (swap) or cut (move)
 };
 
@@ -116,10 +116,9 @@ class System {
     /// bus, and takes over at one sequence number (docs/swap.md). A replica
     /// that fails or does not catch up within `deadline` is dropped and the
     /// old instance keeps running (rollback): the error says why.
-    Result<HandoffReport, std::string> swap(ModuleId id, const std::string& kind,
-                                            std::uint32_t version = 0,
-                                            std::chrono::milliseconds deadline =
-                                                std::chrono::milliseconds(5000));
+    Result<HandoffReport, std::string> swap(
+        ModuleId id, const std::string& kind, std::uint32_t version = 0,
+        std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
 
     /// Any thread. Waits for a message addressed to the root with the given
     /// correlation id (a reply to inject()); nullopt on timeout.
