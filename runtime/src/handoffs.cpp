@@ -15,8 +15,11 @@ namespace hmk::detail {
 namespace {
 
 constexpr std::uint64_t k_ms = 1'000'000;
-// A replica this close to the bus head is caught up: the switch can go out.
-constexpr std::uint64_t k_caught_up = 64;
+// A replica that stays this close to the bus head for a while keeps up:
+// the switch can go out. (Just restored, a replica is close to the head
+// whatever its speed: it must show it stays there.)
+constexpr std::uint64_t k_caught_up = 128;
+constexpr std::uint64_t k_ready_window_ns = 20 * k_ms;
 // How long the old instance may take to retire after the switch before it
 // counts as hung (it is then left behind and the replica goes on).
 constexpr std::uint64_t k_retire_grace_ns = 2000 * k_ms;
@@ -286,7 +289,12 @@ void SystemImpl::advance_job() {
                 j.step = HandoffJob::Step::shadowing;
                 return;
             case HandoffJob::Step::shadowing: {
-                if (st.cursor + k_caught_up <= s.parent_bus->ring().head() + 1) return;
+                if (st.cursor + k_caught_up <= s.parent_bus->ring().head() + 1) {
+                    j.close_since_ns = 0;
+                    return;
+                }
+                if (j.close_since_ns == 0) j.close_since_ns = now;
+                if (now - j.close_since_ns < k_ready_window_ns) return;
                 j.ready_ns = now;
                 Handoff h;
                 h.op = HandoffOp::switch_over;

@@ -141,7 +141,8 @@ struct HandoffJob {
     std::unique_ptr<JournalCatchUp> catch_up;
     std::uint64_t requested_ns = 0, deadline_ns = 0, ready_ns = 0, switch_ns = 0;
     std::uint64_t switch_seq = 0;
-    bool retired_for = false;  ///< the parent said the old instance's last word for it
+    bool retired_for = false;          ///< the parent said the old instance's last word for it
+    std::uint64_t close_since_ns = 0;  ///< since when the replica keeps close to the bus head
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {

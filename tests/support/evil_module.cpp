@@ -19,6 +19,7 @@
 #include "hmk/runtime/module_host.hpp"
 #include "hmk/uplink_ring.hpp"
 #include "ledger_module.hpp"
+#include "tally_module.hpp"
 
 namespace {
 
@@ -160,6 +161,7 @@ class Evil final : public Module {
 
 extern "C" void hmk_register_modules(hmk::Registry& registry) {
     hmk::testing::add_ledger(registry);
+    hmk::testing::add_tally(registry);
     registry.add<Evil>(
         "evil", "a hostile module for isolation tests: attacks when it gets an addressed message",
         Role::leaf,

@@ -412,14 +412,16 @@ int main(int argc, char** argv) {
     auto* ctl = app.add_subcommand(
         "ctl",
         "Run one command against a running system, through its control socket (only the user "
-        "running it may). COMMAND is a script command (docs/scripts.md), e.g.:\n"
+        "running it may): hmk ctl [OPTIONS] COMMAND [WORDS...]. COMMAND is a script command "
+        "(docs/scripts.md), e.g.:\n"
         "  tree | stats | kill PATH | snapshot PATH | send DEST TYPE [PAYLOAD]\n"
+        "  swap PATH --kind KIND [--version N] [--deadline MS]\n"
         "Exit status: 0 the command succeeded, 1 it failed (the reason on stderr), 2 no system "
         "found.");
     ctl->add_option("--socket", ctl_opts.socket, "the system's control socket");
     ctl->add_option("--system", ctl_opts.system,
                     "the system's name (its socket in the default directory)");
-    ctl->add_option("COMMAND", ctl_opts.words, "the command and its words")->required();
+    // Everything from the first word on is the command, passed as typed.
     ctl->prefix_command();
 
     auto* journal =
@@ -452,7 +454,11 @@ int main(int argc, char** argv) {
     if (tree->parsed()) return cmd_tree(file, registry);
     if (run->parsed()) return cmd_run(run_opts, registry);
     if (ctl->parsed()) {
-        for (const auto& extra : ctl->remaining()) ctl_opts.words.push_back(extra);
+        ctl_opts.words = ctl->remaining();
+        if (ctl_opts.words.empty()) {
+            fmt::print(stderr, "hmk ctl: which command? (hmk ctl --help)\n");
+            return k_exit_invalid;
+        }
         return cmd_ctl(ctl_opts);
     }
     if (verify->parsed()) return cmd_journal_verify(dir);
