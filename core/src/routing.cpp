@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hmk/routing.hpp"
 
+#include "hmk/message_types.hpp"
+
 namespace hmk {
 
 Forward route(const Topology& topology, ModuleId gateway, Side side, const Header& h,
@@ -33,8 +35,10 @@ Forward route(const Topology& topology, ModuleId gateway, Side side, const Heade
             !topology.in_subtree(h.destination, gateway) && topology.find(h.destination) != nullptr;
         allowed = policy.addressed;
     }
-    // The gateway itself is trusted by its parent to speak for itself.
-    if (h.sender == gateway && h.hops == 0) allowed = true;
+    // The gateway itself is trusted by its parent to speak for itself; and a
+    // handoff (a module moving elsewhere) is the runtime's own business: only
+    // the runtime sends those, and a module host may send only its own.
+    if ((h.sender == gateway && h.hops == 0) || h.type == msg::k_handoff) allowed = true;
     f.up = wants_up && allowed;
     f.denied = wants_up && !allowed;
     return f;

@@ -11,6 +11,10 @@ TopologyError error(TopologyError::Kind kind, std::string path, std::string deta
     return TopologyError{kind, std::move(path), std::move(detail)};
 }
 
+std::string fmt_path(const std::string& path) {
+    return path == "/" ? std::string("/ (Bus 0)") : path;
+}
+
 }  // namespace
 
 Result<Topology, TopologyError> Topology::build(std::vector<ModuleDecl> decls) {
@@ -186,6 +190,35 @@ std::vector<ModuleId> Topology::attached(BusId bus) const {
     ids.push_back(owner->id);
     ids.insert(ids.end(), owner->children.begin(), owner->children.end());
     return ids;
+}
+
+Result<Topology, std::string> Topology::moved(ModuleId id, ModuleId new_parent) const {
+    const TopologyNode* n = find(id);
+    const TopologyNode* to = find(new_parent);
+    if (n == nullptr || id == k_root_id) return Err{std::string("the microkernel cannot be moved")};
+    if (to == nullptr) return Err{std::string("no such gateway")};
+    if (!to->is_gateway()) return Err{to->path + " is not a gateway (it owns no bus)"};
+    if (in_subtree(new_parent, id))
+        return Err{fmt_path(to->path) + " lies in " + n->path + "'s own subtree"};
+    if (n->parent == new_parent)
+        return Err{n->path + " is attached to " + fmt_path(to->path) + " already"};
+    const std::string name(base_name(n->path));
+    const std::string new_path = (new_parent == k_root_id ? std::string() : to->path) + "/" + name;
+    if (find(new_path) != nullptr) return Err{new_path + " exists already"};
+    std::vector<ModuleDecl> decls;
+    std::vector<ModuleDecl> subtree;
+    for (const TopologyNode& m : m_nodes) {
+        if (m.id == k_root_id) continue;
+        if (in_subtree(m.id, id)) {
+            subtree.push_back({m.id, new_path + m.path.substr(n->path.size()), m.role});
+        } else {
+            decls.push_back({m.id, m.path, m.role});
+        }
+    }
+    decls.insert(decls.end(), subtree.begin(), subtree.end());
+    auto built = build(std::move(decls));
+    if (!built) return Err{built.error().path + ": " + built.error().detail};
+    return std::move(built).value();
 }
 
 }  // namespace hmk

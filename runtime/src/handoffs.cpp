@@ -46,6 +46,18 @@ Result<HandoffReport, std::string> SystemImpl::swap(ModuleId id, const std::stri
     return submit(std::move(job));
 }
 
+Result<HandoffReport, std::string> SystemImpl::move(ModuleId id, ModuleId to,
+                                                    std::optional<Isolation> isolation,
+                                                    std::chrono::milliseconds deadline) {
+    auto job = std::make_unique<HandoffJob>();
+    job->kind_of = HandoffJob::Kind::move;
+    job->id = id;
+    job->to = to;
+    job->isolation = isolation;
+    job->deadline = deadline;
+    return submit(std::move(job));
+}
+
 Result<HandoffReport, std::string> SystemImpl::submit(std::unique_ptr<HandoffJob> job) {
     job->requested_ns = platform::monotonic_ns();
     auto done = job->result.get_future();
@@ -92,6 +104,7 @@ void SystemImpl::publish_handoff(ModuleSlot& slot, const Handoff& h) {
 }
 
 void SystemImpl::begin_job() {
+    if (m_job->kind_of == HandoffJob::Kind::move) return begin_move();
     HandoffJob& j = *m_job;
     auto refuse = [&](std::string why) {
         j.result.set_value(Err{std::move(why)});
@@ -146,7 +159,7 @@ void SystemImpl::begin_job() {
     StartPlan plan;
     plan.epoch = j.epoch;
     plan.handoff = j.handoff;
-    plan.from_seq = s->parent_bus->ring().head() + 1;
+    plan.from_seq = 0;  // from where the bus is when it starts
     plan.seed = seed();
     if (s->process) {
         s->pump->start_replica(*j.spec, m_generations.spec(*g), std::move(plan));
@@ -176,7 +189,7 @@ void SystemImpl::begin_job() {
 void SystemImpl::rollback_job(const std::string& why) {
     HandoffJob& j = *m_job;
     ModuleSlot& s = *j.slot;
-    if (s.process) {
+    if (s.process && j.kind_of == HandoffJob::Kind::swap) {
         s.pump->drop_replica(s.id);
         s.pump->begin_handoff(s.id, 0);
     }
@@ -188,11 +201,18 @@ void SystemImpl::rollback_job(const std::string& why) {
         }
         j.runner.reset();
     }
-    give_back_bell(j.bell, s.parent_bus, nullptr);
+    if (j.kind_of == HandoffJob::Kind::move) {
+        give_back_bell(j.bell, j.bus, s.child_bus);
+    } else {
+        give_back_bell(j.bell, s.parent_bus, nullptr);
+    }
     j.bell = nullptr;
+    if (j.kind_of == HandoffJob::Kind::move && j.process && j.pump != nullptr)
+        j.pump->drop_replica(s.id);
     m_logger.log(
         LogLevel::warn, s.spec->path,
-        fmt::format("swap {} rolled back: {}; the running instance goes on", j.handoff, why));
+        fmt::format("{} {} rolled back: {}; the running instance goes on",
+                    j.kind_of == HandoffJob::Kind::move ? "move" : "swap", j.handoff, why));
     j.result.set_value(
         Err{fmt::format("rolled back: {}; {} keeps running as before", why, s.spec->path)});
     m_job.reset();
@@ -248,6 +268,7 @@ void SystemImpl::publish_retired_for(ModuleSlot& s) {
 }
 
 void SystemImpl::advance_job() {
+    if (m_job->kind_of == HandoffJob::Kind::move) return advance_move();
     HandoffJob& j = *m_job;
     ModuleSlot& s = *j.slot;
     const std::uint64_t now = platform::monotonic_ns();
@@ -361,6 +382,324 @@ void SystemImpl::advance_job() {
         return;
     }
     finish_job();
+}
+
+}  // namespace hmk::detail
+
+// --- Moves (docs/relocation.md) ---------------------------------------------
+
+namespace hmk::detail {
+
+UplinkPump* SystemImpl::pump_of(InprocBus& bus) {
+    const auto it = m_pumps.find(bus.id());
+    if (it != m_pumps.end()) return it->second.get();
+    // The bus's first module in a process: it gets a pump now.
+    const auto j = m_journals.find(bus.id());
+    auto pump = std::make_unique<UplinkPump>(bus, *this, m_host_setup,
+                                             j != m_journals.end() ? j->second.get() : nullptr);
+    UplinkPump* p = pump.get();
+    {
+        const std::unique_lock lock(m_instances);
+        m_pumps.emplace(bus.id(), std::move(pump));
+    }
+    p->start();
+    return p;
+}
+
+void SystemImpl::begin_move() {
+    HandoffJob& j = *m_job;
+    auto refuse = [&](std::string why) {
+        j.result.set_value(Err{std::move(why)});
+        m_job.reset();
+    };
+    ModuleSlot* s = slot(j.id);
+    ModuleSlot* to = slot(j.to);
+    if (s == nullptr || s->spec == nullptr) return refuse("no such module (or the microkernel)");
+    const std::string& path = s->spec->path;
+    if (to == nullptr || to->child_bus == nullptr)
+        return refuse("the new place must be a gateway (or / for Bus 0)");
+    if (s->is_monitor)
+        return refuse(path + " journals its bus: a journal stays with its bus (move its gateway)");
+    if (s->state.load() != ModuleState::running || s->restart_pending)
+        return refuse(fmt::format("{} is {}", path, to_string(s->state.load())));
+    if (module_stats(j.id).state != ModuleState::running)
+        return refuse(fmt::format("{} is {}: a move needs it running", path,
+                                  to_string(module_stats(j.id).state)));
+    auto tree = spec().topology.moved(j.id, j.to);
+    if (!tree) return refuse("cannot move " + path + ": " + tree.error());
+    const Isolation isolation = j.isolation.value_or(s->spec->isolation);
+    if (s->child_bus != nullptr && isolation == Isolation::process)
+        return refuse(path + " is a gateway: it runs in its parent's process");
+    const auto journal = m_journals.find(j.to);
+    if (s->spec->recovery == Recovery::journal && journal == m_journals.end()) {
+        return refuse(fmt::format("{} recovers from its bus's journal, and the bus of {} has none",
+                                  path, to->spec != nullptr ? to->spec->path : "/"));
+    }
+    SystemSpec next = spec();
+    next.topology = std::move(tree).value();
+    for (ModuleSpec& m : next.modules) {
+        m.path = next.topology.find(m.id)->path;
+        if (m.id == j.id) m.isolation = isolation;
+    }
+    auto g = m_generations.add(std::move(next));
+    if (!g) return refuse(g.error());
+    const SystemSpec& version = m_generations.spec(*g);
+    j.generation = *g;
+    j.old_generation = m_generations.current();
+    j.spec = version.module(j.id);
+    j.kind = s->kind;
+    j.slot = s;
+    j.handoff = ++m_next_handoff;
+    j.epoch = ++s->last_epoch;
+    j.deadline_ns =
+        platform::monotonic_ns() + static_cast<std::uint64_t>(j.deadline.count()) * k_ms;
+    j.process = isolation == Isolation::process;
+    j.bus = to->child_bus;
+    j.journal = journal != m_journals.end() ? journal->second.get() : nullptr;
+    j.old_bus = s->parent_bus;
+    j.old_pump = s->process ? s->pump : nullptr;
+    j.old_epoch = s->epoch.load();
+
+    // The replica waits at its new place for the old instance's state.
+    StartPlan plan;
+    plan.epoch = j.epoch;
+    plan.handoff = j.handoff;
+    plan.handoff_move = true;
+    plan.min_generation = j.generation;
+    plan.tree = &version.topology;
+    plan.seed = seed();
+    if (j.process) {
+        j.pump = pump_of(*j.bus);
+        plan.tree = nullptr;  // its host is told the new tree
+        j.pump->start_replica(*j.spec, version, std::move(plan));
+    } else {
+        j.bell = take_bell();
+        auto subscribed = j.bus->subscribe(j.bell->doorbell());
+        if (subscribed && s->child_bus != nullptr)
+            subscribed = s->child_bus->subscribe(j.bell->doorbell());
+        if (!subscribed) {
+            give_back_bell(j.bell, j.bus, s->child_bus);
+            j.bell = nullptr;
+            return refuse(subscribed.error());
+        }
+        if (j.journal != nullptr) {
+            j.catch_up =
+                std::make_unique<JournalCatchUp>(*j.journal, *j.bus, m_logger, j.spec->path);
+        }
+        j.runner =
+            std::make_unique<Runner>(*this, j.spec, j.kind, j.bus, s->child_bus, j.bell->doorbell(),
+                                     std::move(plan), j.catch_up.get(), s->child_catch_up.get());
+        j.runner->start();
+    }
+    m_logger.log(
+        LogLevel::info, path,
+        fmt::format("move {}: starting a replica at {} on bus {} ({}, instance {})", j.handoff,
+                    j.spec->path, j.bus->name(), to_string(isolation), j.epoch));
+}
+
+void SystemImpl::cut_move() {
+    HandoffJob& j = *m_job;
+    ModuleSlot& s = *j.slot;
+    // The largest state chunk every bus takes (the state travels the tree).
+    std::uint32_t limit = UINT32_MAX;
+    for (const auto& [id, bus] : m_buses) limit = std::min(limit, bus->settings().max_payload);
+    if (j.old_pump != nullptr) j.old_pump->begin_handoff(s.id, j.handoff);
+    // 1. The old instance learns which generation is no longer its: before
+    //    any message of it can reach its bus.
+    Handoff prepare;
+    prepare.op = HandoffOp::move_prepare;
+    prepare.id = j.handoff;
+    prepare.generation = j.generation;
+    prepare.payload_limit = limit;
+    publish_handoff(s, prepare);
+    // 2. The cut: new messages take the new tree; the old place stays valid
+    //    for the old instance until it has retired.
+    m_generations.set_draining(j.old_generation);
+    m_generations.make_current(j.generation);
+    j.switch_ns = platform::monotonic_ns();
+    // 3. Every bus owner sends a flush after whatever of the old generation
+    //    it carries, by the old tree: once all are in, nothing is still on
+    //    its way to the old place.
+    const auto buses = static_cast<std::uint32_t>(m_buses.size());
+    for (const auto& [id, bus] : m_buses) {
+        Handoff f;
+        f.op = HandoffOp::flush;
+        f.id = j.handoff;
+        f.bus = id;
+        f.buses = buses;
+        std::byte payload[k_handoff_max_fixed];
+        const std::size_t n =
+            encode_handoff(f, 0, std::span<std::byte, k_handoff_max_fixed>(payload));
+        Header h;
+        h.destination = s.id;
+        h.type = msg::k_handoff;
+        const auto seq =
+            bus->publish_in_generation(h, std::span<const std::byte>(payload, n), j.old_generation);
+        if (id == j.old_bus->id() && seq) j.switch_seq = *seq;
+        if (!seq) {
+            m_logger.log(LogLevel::error, s.spec->path,
+                         fmt::format("cannot publish the flush on bus {}: {}", bus->name(),
+                                     to_string(seq.error())));
+        }
+    }
+    // 4. From here on the module is at its new place: its replica is its
+    //    instance, supervised by its new parent.
+    Supervisor* old_sup = s.parent_sup;
+    Supervisor* new_sup = m_supervisors.at(j.to).get();
+    const SystemSpec& version = m_generations.spec(j.generation);
+    {
+        const std::unique_lock lock(m_instances);
+        old_sup->children.erase(std::find(old_sup->children.begin(), old_sup->children.end(), &s));
+        new_sup->children.push_back(&s);
+        s.parent_sup = new_sup;
+        s.parent_bus = j.bus;
+        s.journal = j.journal;
+        if (!s.process) {
+            s.retiring = std::move(s.runner);
+            std::swap(s.bell, j.bell);  // j.bell: the old instance's, to give back later
+            std::swap(s.catch_up, j.catch_up);
+        }
+        if (j.process) {
+            s.pump = j.pump;
+        } else {
+            s.runner = std::move(j.runner);
+            if (s.process) {
+                s.bell = j.bell;  // the replica's (the old one, in a process, had none)
+                j.bell = nullptr;
+                s.catch_up = std::move(j.catch_up);
+            }
+            s.pump = nullptr;
+        }
+        s.process = j.process;
+        s.spec = j.spec;
+        // A gateway takes its subtree along: new paths.
+        for (auto& other : m_slots) {
+            if (other.get() != &s && other->spec != nullptr &&
+                version.topology.in_subtree(other->id, s.id)) {
+                other->spec = version.module(other->id);
+                if (other->process) other->pump->respec(other->id, *other->spec, version);
+            }
+        }
+    }
+    s.epoch.store(j.epoch);
+    s.started_ns = j.switch_ns;
+    s.hb_cursor = 0;
+    j.step = HandoffJob::Step::switching;
+    m_logger.log(LogLevel::debug, s.spec->path,
+                 fmt::format("move {}: cut at generation {}, {} flushes out", j.handoff,
+                             j.generation, buses));
+}
+
+void SystemImpl::advance_move() {
+    HandoffJob& j = *m_job;
+    ModuleSlot& s = *j.slot;
+    const std::uint64_t now = platform::monotonic_ns();
+    if (j.step == HandoffJob::Step::starting) {
+        ModuleStats st;
+        if (j.process) {
+            const ReplicaView v = j.pump->replica(j.id);
+            st.state = v.exists && v.epoch == j.epoch ? v.state : ModuleState::created;
+        } else {
+            st = j.runner->stats();
+        }
+        if (st.state == ModuleState::failed || st.state == ModuleState::stopped)
+            return rollback_job("the replica failed to start (see the log)");
+        if (now > j.deadline_ns)
+            return rollback_job(
+                fmt::format("the replica did not start within {} ms", j.deadline.count()));
+        if (st.state != ModuleState::recovering && st.state != ModuleState::running) return;
+        j.ready_ns = now;
+        return cut_move();
+    }
+    // After the cut: the old instance retires once every flush is in, and
+    // the replica takes over at its last word.
+    bool old_done = false;
+    bool old_retired = false;
+    if (j.old_pump != nullptr) {
+        const OldInstance o = j.old_pump->old_instance(s.id, j.old_epoch);
+        old_done = o != OldInstance::running;
+        old_retired = o == OldInstance::retired;
+    } else {
+        old_done = s.retiring == nullptr || s.retiring->join(std::chrono::milliseconds(0));
+        old_retired = s.retiring == nullptr || s.retiring->retired();
+    }
+    bool live = false;
+    if (j.process) {
+        const ModuleStats st = j.pump->stats(j.id);
+        live = st.epoch == j.epoch && st.handoff == static_cast<std::uint8_t>(HandoffPhase::live);
+    } else {
+        live = s.runner != nullptr && s.runner->phase() == HandoffPhase::live;
+    }
+    if (old_done && live) return finish_move();
+    if (old_done && !old_retired && !j.retired_for) {
+        // It ended before it could hand its state over: the replica starts
+        // without it (a crash while moving).
+        publish_retired_for(s);
+        const std::unique_lock lock(m_instances);
+        s.retiring.reset();
+        return;
+    }
+    if (!old_done && now > j.switch_ns + static_cast<std::uint64_t>(j.deadline.count()) * k_ms) {
+        if (!j.retire_now_sent) {
+            // A flush is stuck (a gateway hangs?): the old instance goes now.
+            j.retire_now_sent = true;
+            Handoff h;
+            h.op = HandoffOp::retire_now;
+            h.id = j.handoff;
+            Header header;
+            header.sender = j.old_bus->id();
+            header.destination = s.id;
+            header.type = msg::k_handoff;
+            std::byte payload[k_handoff_max_fixed];
+            const std::size_t n =
+                encode_handoff(h, 0, std::span<std::byte, k_handoff_max_fixed>(payload));
+            (void)j.old_bus->publish(header, std::span<const std::byte>(payload, n),
+                                     j.old_bus->id());
+            m_logger.log(LogLevel::warn, s.spec->path,
+                         fmt::format("move {}: not every flush came back within {} ms: the old "
+                                     "instance retires now",
+                                     j.handoff, j.deadline.count()));
+        } else if (now > j.switch_ns + 2 * static_cast<std::uint64_t>(j.deadline.count()) * k_ms) {
+            m_logger.log(LogLevel::error, s.spec->path,
+                         "the old instance does not retire (hung?): stopped");
+            if (j.old_pump != nullptr) {
+                j.old_pump->kill(s.id, "did not retire after a move", 0);
+            } else if (s.retiring != nullptr) {
+                const std::unique_lock lock(m_instances);
+                s.retiring->abandon();
+                s.abandoned.push_back(std::move(s.retiring));
+            }
+        }
+    }
+}
+
+void SystemImpl::finish_move() {
+    HandoffJob& j = *m_job;
+    ModuleSlot& s = *j.slot;
+    std::unique_ptr<Runner> old;
+    {
+        const std::unique_lock lock(m_instances);
+        old = std::move(s.retiring);
+    }
+    old.reset();
+    if (j.old_pump != nullptr) j.old_pump->forget(s.id, j.old_epoch);
+    give_back_bell(j.bell, j.old_bus, s.child_bus);
+    j.bell = nullptr;
+    j.catch_up.reset();
+    m_generations.set_draining(Generations::k_none);
+    const std::uint64_t live_ns = platform::monotonic_ns();
+    HandoffReport r;
+    r.epoch = j.epoch;
+    r.switch_seq = j.switch_seq;
+    r.ready_ms = ms_between(j.requested_ns, j.ready_ns);
+    r.takeover_us = ms_between(j.switch_ns, live_ns) * 1000;
+    r.what = fmt::format(
+        "moved to {} on bus {} ({}, instance {}), id {} unchanged; taken over "
+        "{:.0f} us after the cut",
+        s.spec->path, j.bus->name(), to_string(s.spec->isolation), j.epoch, s.id, r.takeover_us);
+    m_logger.log(LogLevel::info, s.spec->path, r.what);
+    j.result.set_value(std::move(r));
+    m_job.reset();
 }
 
 }  // namespace hmk::detail

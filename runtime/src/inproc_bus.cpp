@@ -166,6 +166,22 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
                                                              std::span<const std::byte> payload,
                                                              ModuleId via,
                                                              std::uint64_t* stamped_ns) {
+    return publish_impl(header, payload, via, stamped_ns, nullptr);
+}
+
+Result<std::uint64_t, SendError> InprocBus::publish_in_generation(
+    Header header, std::span<const std::byte> payload, std::uint32_t generation) {
+    header.sender = m_id;
+    header.hops = 0;
+    auto seq = publish_impl(header, payload, m_id, nullptr, &generation);
+    if (seq) wake_readers();
+    return seq;
+}
+
+Result<std::uint64_t, SendError> InprocBus::publish_impl(Header header,
+                                                         std::span<const std::byte> payload,
+                                                         ModuleId via, std::uint64_t* stamped_ns,
+                                                         const std::uint32_t* generation) {
     if (payload.size() > m_settings.max_payload) return Err{SendError::payload_too_large};
     // The owner's checks (see admits()), under the tree of the message's
     // generation, the current one, or the one a move drains.
@@ -193,7 +209,11 @@ Result<std::uint64_t, SendError> InprocBus::publish_deferred(Header header,
                 header.timestamp_ns = platform::monotonic_ns();
                 // Under the lock: a message published after a move made a
                 // new generation current is of the new one (docs/relocation.md).
-                if (header.hops == 0) header.generation = m_generations.current();
+                if (generation != nullptr) {
+                    header.generation = *generation;
+                } else if (header.hops == 0) {
+                    header.generation = m_generations.current();
+                }
                 if (stamped_ns != nullptr) *stamped_ns = header.timestamp_ns;
                 // Size was checked above against the same limit the ring was made with.
                 seq = m_ring.publish(header, payload).value();

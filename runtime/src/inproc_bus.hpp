@@ -65,6 +65,11 @@ class InprocBus final : public BusPort {
                                                       std::span<const std::byte> payload,
                                                       ModuleId via,
                                                       std::uint64_t* stamped_ns = nullptr);
+    /// The owner's own message, routed by `generation` rather than the
+    /// current one (a move's flushes travel by the old tree, docs/relocation.md).
+    Result<std::uint64_t, SendError> publish_in_generation(Header header,
+                                                           std::span<const std::byte> payload,
+                                                           std::uint32_t generation);
     /// publish() that also tells the timestamp given (the owner's own events).
     Result<std::uint64_t, SendError> publish_stamped(Header header,
                                                      std::span<const std::byte> payload,
@@ -130,6 +135,9 @@ class InprocBus final : public BusPort {
     std::string m_name;
     BusSettings m_settings;
     bool admits(const Topology& tree, const Header& header, ModuleId via) const;
+    Result<std::uint64_t, SendError> publish_impl(Header header, std::span<const std::byte> payload,
+                                                  ModuleId via, std::uint64_t* stamped_ns,
+                                                  const std::uint32_t* generation);
 
     const Generations& m_generations;
     Logger& m_logger;

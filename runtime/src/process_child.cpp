@@ -213,6 +213,34 @@ ReplicaView UplinkPump::replica(ModuleId id) const {
     return v;
 }
 
+OldInstance UplinkPump::old_instance(ModuleId id, std::uint64_t epoch) const {
+    const std::shared_lock lock(m_seats);
+    for (const auto& c : m_children) {
+        if (c->spec == nullptr || c->spec->id != id || c->epoch.load() != epoch) continue;
+        if (c->role == ProcessChild::Role::replica) continue;
+        if (c->handed_over.load()) return OldInstance::retired;
+        if (c->role == ProcessChild::Role::primary && c->state.load() != ModuleState::failed &&
+            c->state.load() != ModuleState::stopped)
+            return OldInstance::running;
+        return OldInstance::gone;
+    }
+    return OldInstance::gone;
+}
+
+void UplinkPump::forget(ModuleId id, std::uint64_t epoch) {
+    command(Command(Command::Op::forget, id, epoch));
+}
+
+void UplinkPump::respec(ModuleId id, const ModuleSpec& spec, const SystemSpec& system) {
+    const std::unique_lock lock(m_seats);
+    for (auto& c : m_children) {
+        if (c->spec == nullptr || c->spec->id != id || c->role == ProcessChild::Role::free)
+            continue;
+        c->spec = &spec;
+        c->system = &system;
+    }
+}
+
 void UplinkPump::handoff_published(const Header& header, std::span<const std::byte> payload) {
     std::span<const std::byte> data;
     const auto d = decode_handoff(payload, data);
@@ -343,17 +371,14 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
 
     platform::SpawnOptions o;
     o.program = m_setup.host_program;
-    o.argv = {"hmk-host",
-              "--module",
-              spec.path,
-              "--from-seq",
-              std::to_string(plan.from_seq != 0 ? plan.from_seq : m_bus.ring().head() + 1),
-              "--text-size",
-              std::to_string(description.size()),
-              "--epoch",
-              std::to_string(plan.epoch),
-              "--seed",
-              std::to_string(plan.seed)};
+    o.argv = {"hmk-host", "--module", spec.path, "--from-seq",
+              // A replica reads the bus from when it is up (it must see what
+              // comes after its start; what came before is in the state it gets).
+              std::to_string(plan.handoff != 0    ? 0
+                             : plan.from_seq != 0 ? plan.from_seq
+                                                  : m_bus.ring().head() + 1),
+              "--text-size", std::to_string(description.size()), "--epoch",
+              std::to_string(plan.epoch), "--seed", std::to_string(plan.seed)};
     if (plan.suppress != 0)
         o.argv.insert(o.argv.end(), {"--suppress", std::to_string(plan.suppress)});
     if (plan.live_at != 0) o.argv.insert(o.argv.end(), {"--live-at", std::to_string(plan.live_at)});
@@ -438,6 +463,7 @@ void UplinkPump::reset_seat(ProcessChild& c, std::uint64_t epoch) {
     c.state.store(ModuleState::created);
     c.fenced.store(0);
     c.retired_ns = 0;
+    c.handed_over.store(false);
 }
 
 void UplinkPump::run_commands() {
@@ -449,6 +475,22 @@ void UplinkPump::run_commands() {
     for (const Command& cmd : commands) {
         if (cmd.op == Command::Op::replica) {
             start_replica_now(cmd);
+            continue;
+        }
+        if (cmd.op == Command::Op::forget) {
+            for (auto& c : m_children) {
+                if (c->spec == nullptr || c->spec->id != cmd.id || c->epoch.load() != cmd.epoch ||
+                    c->role != ProcessChild::Role::primary)
+                    continue;
+                c->stopping = true;
+                if (c->process.pidfd.valid()) {
+                    const std::unique_lock lock(m_seats);
+                    c->role = ProcessChild::Role::retiring;
+                    c->retired_ns = platform::monotonic_ns();
+                } else {
+                    free_seat(*c);
+                }
+            }
             continue;
         }
         if (cmd.op == Command::Op::drop_replica) {
@@ -745,6 +787,7 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
                 c.role = ProcessChild::Role::retiring;
                 c.stopping = true;
                 c.handing_over.store(0);
+                c.handed_over.store(true);
                 c.retired_ns = now;
                 ++n;
                 break;

@@ -83,6 +83,7 @@ struct ProcessChild {
     std::atomic<bool> release{false};            ///< a replica: its old instance retired
     std::atomic<std::uint64_t> fenced{0};        ///< records dropped after it retired
     std::uint64_t retired_ns = 0;                ///< when it handed over (it must exit soon)
+    std::atomic<bool> handed_over{false};        ///< its last word went out
     platform::SharedRegion region;
     UplinkRing uplink;
     platform::UniqueFd event;  // the child signals it after writing, if we sleep
@@ -114,6 +115,9 @@ struct ProcessChild {
     std::uint64_t refilled_ns = 0;
     std::uint64_t throttled_since_ns = 0;  // 0: not throttled
 };
+
+/// Where an old instance is after a handoff began.
+enum class OldInstance : std::uint8_t { running, retired, gone };
 
 /// What the parent sees of a replica taking over in a module host.
 struct ReplicaView {
@@ -165,6 +169,13 @@ class UplinkPump final : public HandoffWatcher {
     /// runtime's handoff messages only then).
     void begin_handoff(ModuleId id, std::uint64_t handoff);
     ReplicaView replica(ModuleId id) const;
+    /// Any thread: instance `epoch` of `id` runs, has handed over, or ended without.
+    OldInstance old_instance(ModuleId id, std::uint64_t epoch) const;
+    /// Any thread: instance `epoch` of `id` is no longer the module here (it
+    /// moved): its seat is freed, its process (if still there) stopped.
+    void forget(ModuleId id, std::uint64_t epoch);
+    /// Any thread: module `id` has a new description (its subtree moved).
+    void respec(ModuleId id, const ModuleSpec& spec, const SystemSpec& system);
     // HandoffWatcher: the old instance's last word frees the replica's records.
     void handoff_published(const Header& header, std::span<const std::byte> payload) override;
 
@@ -177,7 +188,7 @@ class UplinkPump final : public HandoffWatcher {
 
   private:
     struct Command {
-        enum class Op : std::uint8_t { restart, kill, replica, drop_replica };
+        enum class Op : std::uint8_t { restart, kill, replica, drop_replica, forget };
         Command(Op o, ModuleId i, std::uint64_t e, std::string c = {})
             : op(o), id(i), epoch(e), cause(std::move(c)) {}
         Op op;

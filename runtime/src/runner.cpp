@@ -745,12 +745,18 @@ void Runner::sleep_until_work() {
 
     const Visibility visibility = m_journals ? Visibility::published : Visibility::committed;
     bool pending = m_stop.load() || m_crash.load();
+    // A replica that waits for the old instance looks ahead; it reads its
+    // child bus only once it is the module.
+    const HandoffPhase phase = m_phase.load(std::memory_order_relaxed);
+    const bool looking_ahead =
+        m_replica && (phase == HandoffPhase::awaiting_state || phase == HandoffPhase::holding);
     if (m_parent_bus != nullptr) {
-        pending = pending || (m_catch_up_pending[0]
+        pending = pending || (m_catch_up_pending[0] && !looking_ahead
                                   ? m_catch_up->ready()
-                                  : m_parent_bus->ring().available(visibility) >= m_parent_cursor);
+                                  : m_parent_bus->ring().available(visibility) >=
+                                        (looking_ahead ? m_scan : m_parent_cursor));
     }
-    if (m_child_bus != nullptr) {
+    if (m_child_bus != nullptr && !(m_replica && phase != HandoffPhase::live)) {
         pending =
             pending || (m_catch_up_pending[1] ? m_child_catch_up->ready()
                                               : m_child_bus->ring().available() >= m_child_cursor);

@@ -181,7 +181,9 @@ std::uint64_t bus_value(const BusStats& b, const std::string& key) {
 }  // namespace
 
 Result<Script, ConfigError> parse_script(std::string_view text, const std::string& file,
-                                         const Topology& topology) {
+                                         const Topology& system_tree) {
+    // Paths are checked against the tree as the script's moves leave it.
+    Topology topology = system_tree;
     Script script;
     script.file = file;
     std::uint32_t line_no = 0;
@@ -376,6 +378,48 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             if (c.path == "/")
                 return fail(file, line_no, tokens[1].column, "the microkernel cannot be swapped");
             consumed = tokens.size();
+        } else if (word == "move") {
+            static constexpr const char* usage =
+                "move PATH --to GATEWAY [--isolation inproc|process] [--deadline MS]";
+            HMK_TRY(need(2, usage));
+            c.op = Op::move;
+            c.path = HMK_TRY(module_path(tokens[1]));
+            c.number = 5000;
+            std::size_t i = 2;
+            std::uint32_t to_column = tokens[1].column;
+            while (i < tokens.size()) {
+                const Token& flag = tokens[i];
+                if (i + 1 >= tokens.size())
+                    return fail(file, line_no, flag.column,
+                                fmt::format("{} needs a value; usage: {}", flag.text, usage));
+                const Token& value = tokens[i + 1];
+                if (flag.text == "--to") {
+                    c.to = HMK_TRY(bus_path(value));
+                    to_column = value.column;
+                } else if (flag.text == "--isolation") {
+                    if (value.text != "inproc" && value.text != "process")
+                        return fail(file, line_no, value.column,
+                                    "--isolation is inproc or process");
+                    c.isolation = value.text;
+                } else if (flag.text == "--deadline") {
+                    const auto n = parse_number(value.text);
+                    if (!n || *n == 0 || *n > 3'600'000)
+                        return fail(file, line_no, value.column,
+                                    "--deadline needs a whole number of ms, 1 to 3600000");
+                    c.number = *n;
+                } else {
+                    return fail(file, line_no, flag.column,
+                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
+                }
+                i += 2;
+            }
+            if (c.to.empty())
+                return fail(file, line_no, tokens[1].column,
+                            fmt::format("where to? usage: {}", usage));
+            auto moved = topology.moved(topology.find(c.path)->id, topology.find(c.to)->id);
+            if (!moved) return fail(file, line_no, to_column, "cannot move: " + moved.error());
+            topology = std::move(moved).value();
+            consumed = tokens.size();
         } else if (word == "print") {
             c.op = Op::print;
             for (std::size_t i = 1; i < tokens.size(); ++i)
@@ -384,7 +428,7 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else {
             return fail(file, line_no, tokens[0].column,
                         fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
-                                    "tree, print, kill, snapshot, swap)",
+                                    "tree, print, kill, snapshot, swap, move)",
                                     word));
         }
         if (consumed < tokens.size()) {
@@ -540,6 +584,16 @@ CommandOutcome CommandSession::run(const ScriptCommand& c) {
             if (auto killed = system.kill(node->id); !killed)
                 return failed(fmt::format("cannot kill {}: {}", c.path, killed.error()));
             return done(fmt::format("killed {}", c.path));
+        }
+        case Op::move: {
+            const TopologyNode* to = topo.find(c.to);
+            if (to == nullptr) return failed(fmt::format("no gateway {} in the system now", c.to));
+            std::optional<Isolation> isolation;
+            if (!c.isolation.empty())
+                isolation = c.isolation == "process" ? Isolation::process : Isolation::inproc;
+            auto r = system.move(node->id, to->id, isolation, std::chrono::milliseconds(c.number));
+            if (!r) return failed(fmt::format("move of {}: {}", c.path, r.error()));
+            return done(r->what);
         }
         case Op::swap: {
             auto r = system.swap(node->id, c.kind, c.version, std::chrono::milliseconds(c.number));

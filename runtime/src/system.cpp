@@ -592,6 +592,12 @@ Result<void, std::string> System::kill(ModuleId id) {
     return m_impl->kill(id);
 }
 
+Result<HandoffReport, std::string> System::move(ModuleId id, ModuleId to,
+                                                std::optional<Isolation> isolation,
+                                                std::chrono::milliseconds deadline) {
+    return m_impl->move(id, to, isolation, deadline);
+}
+
 Result<HandoffReport, std::string> System::swap(ModuleId id, const std::string& kind,
                                                 std::uint32_t version,
                                                 std::chrono::milliseconds deadline) {

@@ -113,8 +113,10 @@ struct FailureEvent {
     bool announced = false;       ///< its `failed` event is on the bus already
 };
 
-/// A swap under way (docs/swap.md), driven by the supervision thread.
+/// A swap or a move under way (docs/swap.md, docs/relocation.md), driven
+/// by the supervision thread.
 struct HandoffJob {
+    enum class Kind : std::uint8_t { swap, move };
     enum class Step : std::uint8_t {
         starting,   ///< the replica is being made
         preparing,  ///< the old instance was asked for its state
@@ -122,7 +124,10 @@ struct HandoffJob {
         switching,  ///< the switch is on the bus: the replica takes over
     };
     // The request.
+    Kind kind_of = Kind::swap;
     ModuleId id = k_no_module;
+    ModuleId to = k_no_module;           ///< move: the new parent
+    std::optional<Isolation> isolation;  ///< move: the new isolation (default: the same)
     std::string kind_name;
     std::uint32_t version = 0;
     std::chrono::milliseconds deadline{5000};
@@ -143,6 +148,16 @@ struct HandoffJob {
     std::uint64_t switch_seq = 0;
     bool retired_for = false;          ///< the parent said the old instance's last word for it
     std::uint64_t close_since_ns = 0;  ///< since when the replica keeps close to the bus head
+    // A move: where the replica runs, and what the old instance used.
+    bool process = false;
+    InprocBus* bus = nullptr;
+    UplinkPump* pump = nullptr;
+    BusJournal* journal = nullptr;
+    std::uint32_t old_generation = 0;
+    InprocBus* old_bus = nullptr;
+    UplinkPump* old_pump = nullptr;  ///< the old instance's, if it ran in a process
+    std::uint64_t old_epoch = 0;
+    bool retire_now_sent = false;
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {
@@ -161,6 +176,9 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     Result<void, std::string> kill(ModuleId id);
     Result<HandoffReport, std::string> swap(ModuleId id, const std::string& kind,
                                             std::uint32_t version,
+                                            std::chrono::milliseconds deadline);
+    Result<HandoffReport, std::string> move(ModuleId id, ModuleId to,
+                                            std::optional<Isolation> isolation,
                                             std::chrono::milliseconds deadline);
     std::optional<std::string> failure() const;
     bool wait_failure(std::chrono::milliseconds timeout);
@@ -189,6 +207,8 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     std::map<BusId, std::unique_ptr<BusJournal>> m_journals;
     std::map<BusId, std::unique_ptr<InprocBus>> m_buses;
     RootMailbox m_mailbox;
+    // Bells of replicas, reused; before the slots, whose runners ring them.
+    std::deque<Bell> m_bells;
     HostSetup m_host_setup;
     ModuleKind m_kernel_kind;
     // Declared after the buses and mailbox they use, so destroyed (joined) first.
@@ -216,7 +236,12 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     // Swaps (handoffs.cpp), on the supervision thread.
     Result<HandoffReport, std::string> submit(std::unique_ptr<HandoffJob> job);
     void begin_job();
+    void begin_move();
     void advance_job();
+    void advance_move();
+    void cut_move();
+    void finish_move();
+    UplinkPump* pump_of(InprocBus& bus);
     void rollback_job(const std::string& why);
     void finish_job();
     void publish_handoff(ModuleSlot& slot, const Handoff& h);
@@ -239,7 +264,6 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     std::deque<std::unique_ptr<HandoffJob>> m_job_queue;  // under m_sup_mutex
     std::unique_ptr<HandoffJob> m_job;                    // supervision thread only
     std::uint64_t m_next_handoff = 0;
-    std::deque<Bell> m_bells;  // bells of replicas, reused
     std::vector<Bell*> m_free_bells;
     bool m_sup_stop = false;
     std::thread m_sup_thread;

@@ -63,6 +63,13 @@ class Topology {
     /// Module ids of 0 are assigned in declaration order after the largest given id.
     static Result<Topology, TopologyError> build(std::vector<ModuleDecl> decls);
 
+    /// This tree with module `id` (and its subtree) moved under gateway
+    /// `new_parent`: the same ids, new paths (the moved module becomes the
+    /// last child of `new_parent`). Error: the root, an unknown module, a
+    /// parent that is not a gateway, is `id` itself or lies in its subtree,
+    /// or a sibling there with the same name.
+    Result<Topology, std::string> moved(ModuleId id, ModuleId new_parent) const;
+
     const TopologyNode* find(ModuleId id) const;
     const TopologyNode* find(std::string_view path) const;
     const TopologyNode& root() const { return m_nodes.front(); }

@@ -135,5 +135,40 @@ TEST(TopologyTest, RandomTreesKeepTheInvariants) {
     }
 }
 
+TEST(TopologyTest, MovingASubtreeKeepsIdsAndRenamesItsPaths) {
+    const auto t = Topology::build({{10, "/a", Role::gateway},
+                                    {11, "/a/g", Role::gateway},
+                                    {12, "/a/g/x", Role::leaf},
+                                    {13, "/b", Role::gateway},
+                                    {14, "/b/y", Role::leaf}});
+    ASSERT_TRUE(t.has_value());
+    const auto m = t->moved(11, 13);
+    ASSERT_TRUE(m.has_value()) << m.error();
+    EXPECT_EQ(m->find(11)->path, "/b/g");
+    EXPECT_EQ(m->find(12)->path, "/b/g/x");
+    EXPECT_EQ(m->find(12)->level, 3u);
+    EXPECT_EQ(m->find(11)->parent, 13u);
+    EXPECT_EQ(m->find(13)->children.back(), 11u);  // the newcomer is the last child
+    EXPECT_TRUE(m->in_subtree(12, 13));
+    EXPECT_FALSE(m->in_subtree(12, 10));
+    EXPECT_EQ(m->find("/a/g"), nullptr);
+    EXPECT_EQ(t->find(11)->path, "/a/g");  // the original is untouched
+
+    const auto up = t->moved(12, k_root_id);
+    ASSERT_TRUE(up.has_value()) << up.error();
+    EXPECT_EQ(up->find(12)->path, "/x");
+    EXPECT_EQ(up->find(12)->level, 1u);
+
+    EXPECT_NE(t->moved(10, 12).error().find("not a gateway"), std::string::npos);
+    EXPECT_NE(t->moved(10, 11).error().find("own subtree"), std::string::npos);
+    EXPECT_NE(t->moved(12, 11).error().find("already"), std::string::npos);
+    EXPECT_NE(t->moved(k_root_id, 13).error().find("microkernel"), std::string::npos);
+    const auto clash = Topology::build({{10, "/a", Role::gateway},
+                                        {11, "/a/x", Role::leaf},
+                                        {12, "/b", Role::gateway},
+                                        {13, "/b/x", Role::leaf}});
+    EXPECT_NE(clash->moved(11, 12).error().find("/b/x exists already"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hmk

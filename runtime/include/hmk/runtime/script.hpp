@@ -32,6 +32,7 @@ struct ScriptCommand {
         snapshot,
         tree,
         swap,
+        move,
     };
     Op op{};
     std::uint32_t line = 0;
@@ -46,6 +47,8 @@ struct ScriptCommand {
                                 ///< swap: the deadline, ms
     std::string kind;           ///< swap: the replica's kind
     std::uint32_t version = 0;  ///< swap: its version (0: the newest)
+    std::string to;             ///< move: the new parent
+    std::string isolation;      ///< move: "inproc", "process", or "" (the same)
 };
 
 struct Script {

@@ -120,6 +120,19 @@ class System {
         ModuleId id, const std::string& kind, std::uint32_t version = 0,
         std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
 
+    /// Any thread (one swap or move at a time). Moves module `id`, with its
+    /// subtree if it is a gateway, under gateway `to` (the root for Bus 0),
+    /// in another process or back in the kernel's with `isolation`. It keeps
+    /// its id; its path changes. Routing changes at one point of every bus's
+    /// order: messages on their way to the old place are handled there, the
+    /// old instance's state then goes to a replica at the new place, which
+    /// takes over (docs/relocation.md). Nothing is lost or repeated. Error:
+    /// the move is not possible (nothing changed), or it failed before the
+    /// cut (rolled back).
+    Result<HandoffReport, std::string> move(
+        ModuleId id, ModuleId to, std::optional<Isolation> isolation = std::nullopt,
+        std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
+
     /// Any thread. Waits for a message addressed to the root with the given
     /// correlation id (a reply to inject()); nullopt on timeout.
     std::optional<OwnedMessage> wait_for_root(std::uint64_t correlation,
