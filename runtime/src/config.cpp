@@ -471,12 +471,14 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                 pm.spec.supervisor = HMK_TRY(parse_supervisor(ld, *sv));
             }
             if (const toml::node* quota = t->get("quota")) {
-                if (pm.spec.isolation != Isolation::process) {
-                    return ld.fail(
-                        *quota,
-                        fmt::format(
-                            "module {} runs inproc: a quota applies to process modules only",
-                            pm.spec.path));
+                // (An inproc leaf may have one: it applies once the module is
+                // moved into a process. Gateways always run in their parent's.)
+                if (pm.kind->role == Role::gateway) {
+                    return ld.fail(*quota,
+                                   fmt::format("module {} is a gateway, which runs in its "
+                                               "parent's process: a quota applies to modules in "
+                                               "processes of their own",
+                                               pm.spec.path));
                 }
                 pm.spec.quota = HMK_TRY(parse_quota(ld, *quota));
             }

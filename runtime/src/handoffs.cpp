@@ -425,9 +425,17 @@ void SystemImpl::begin_move() {
     if (module_stats(j.id).state != ModuleState::running)
         return refuse(fmt::format("{} is {}: a move needs it running", path,
                                   to_string(module_stats(j.id).state)));
-    auto tree = spec().topology.moved(j.id, j.to);
-    if (!tree) return refuse("cannot move " + path + ": " + tree.error());
     const Isolation isolation = j.isolation.value_or(s->spec->isolation);
+    // A move to the gateway it is attached to changes only its isolation.
+    const bool in_place = spec().topology.find(j.id)->parent == j.to;
+    if (in_place && isolation == s->spec->isolation) {
+        return refuse(fmt::format("{} is attached to {} already, {}", path,
+                                  to->spec != nullptr ? to->spec->path : "/",
+                                  to_string(isolation)));
+    }
+    auto tree = in_place ? Result<Topology, std::string>(spec().topology)
+                         : spec().topology.moved(j.id, j.to);
+    if (!tree) return refuse("cannot move " + path + ": " + tree.error());
     if (s->child_bus != nullptr && isolation == Isolation::process)
         return refuse(path + " is a gateway: it runs in its parent's process");
     const auto journal = m_journals.find(j.to);

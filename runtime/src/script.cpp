@@ -416,9 +416,14 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             if (c.to.empty())
                 return fail(file, line_no, tokens[1].column,
                             fmt::format("where to? usage: {}", usage));
-            auto moved = topology.moved(topology.find(c.path)->id, topology.find(c.to)->id);
-            if (!moved) return fail(file, line_no, to_column, "cannot move: " + moved.error());
-            topology = std::move(moved).value();
+            // (To the gateway it is on: only its isolation changes, checked when it runs.)
+            const TopologyNode* node = topology.find(c.path);
+            const TopologyNode* to = topology.find(c.to);
+            if (node->parent != to->id || c.isolation.empty()) {
+                auto moved = topology.moved(node->id, to->id);
+                if (!moved) return fail(file, line_no, to_column, "cannot move: " + moved.error());
+                topology = std::move(moved).value();
+            }
             consumed = tokens.size();
         } else if (word == "print") {
             c.op = Op::print;

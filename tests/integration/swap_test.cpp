@@ -6,11 +6,7 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
-#include <map>
-#include <sstream>
-#include <thread>
-
-#include "recorder.hpp"
+#include "load_check.hpp"
 #include "tally_module.hpp"
 
 namespace hmk {
@@ -35,6 +31,8 @@ path = "/svc/tally"
 kind = "tally"
 version = 1
 isolation = "{isolation}"
+# Room for a second of replies should a sanitizer build stall the pump.
+quota = {{ uplink_slots = 16384 }}
 restart = "permanent"
 config = {{ abort = {abort} }}
 [[module]]
@@ -46,22 +44,6 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
                        fmt::arg("rate", k_rate), fmt::arg("count", count),
                        // (an in-process module that aborts takes the whole test down)
                        fmt::arg("abort", isolation == "process" ? "true" : "false"));
-}
-
-/// The prober's counters ("sent=1 replied=1 ...").
-std::map<std::string, std::uint64_t> parse(const std::string& text) {
-    std::map<std::string, std::uint64_t> out;
-    std::istringstream in(text);
-    std::string word;
-    while (in >> word) {
-        const auto eq = word.find('=');
-        if (eq == std::string::npos) continue;
-        try {
-            out[word.substr(0, eq)] = std::stoull(word.substr(eq + 1));
-        } catch (...) {
-        }
-    }
-    return out;
 }
 
 class SwapTest : public ::testing::TestWithParam<const char*> {
@@ -81,37 +63,10 @@ class SwapTest : public ::testing::TestWithParam<const char*> {
     ModuleId tally() const { return booted->id("/svc/tally"); }
 
     std::string ask(const std::string& path) {
-        Outgoing q;
-        q.destination = booted->id(path);
-        q.type = msg::k_stats;
-        auto corr = booted->system->inject(q);
-        if (!corr) return "(cannot ask)";
-        auto reply = booted->system->wait_for_root(*corr, std::chrono::seconds(2));
-        return reply ? std::string(reply->text()) : "(no reply)";
+        return testing::ask_stats(*booted->system, booted->id(path));
     }
-    std::map<std::string, std::uint64_t> probe() { return parse(ask("/svc/probe")); }
-
-    /// Waits until the prober has `replies` replies; its counters then.
     std::map<std::string, std::uint64_t> wait_replies(std::uint64_t replies) {
-        std::map<std::string, std::uint64_t> p;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-        while (std::chrono::steady_clock::now() < deadline) {
-            p = probe();
-            if (p["replied"] >= replies) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        return p;
-    }
-
-    /// Every request answered once, in order, counting on by one.
-    void expect_nothing_lost(std::map<std::string, std::uint64_t> p, std::uint64_t count) {
-        EXPECT_EQ(p["sent"], count);
-        EXPECT_EQ(p["replied"], count);
-        EXPECT_EQ(p["lost"], 0u);
-        EXPECT_EQ(p["dup"], 0u);
-        EXPECT_EQ(p["late"], 0u);
-        EXPECT_EQ(p["count_errors"], 0u);
-        EXPECT_EQ(p["last"], count);  // the state went on: the count never restarted
+        return testing::wait_replies(*booted->system, booted->id("/svc/probe"), replies);
     }
 };
 
@@ -123,7 +78,7 @@ TEST_P(SwapTest, SameVersionUnderLoadLosesAndRepeatsNothing) {
     EXPECT_EQ(r->epoch, 2u);
     EXPECT_GT(r->switch_seq, 0u);
     const auto p = wait_replies(k_count);
-    expect_nothing_lost(p, k_count);
+    testing::expect_nothing_lost(p, k_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=1 upgraded=0", k_count));
     const ModuleStats s = booted->system->module_stats(tally());
     EXPECT_EQ(s.epoch, 2u);
@@ -136,7 +91,7 @@ TEST_P(SwapTest, NewVersionUpgradesTheStateAndGoesOnCounting) {
     auto r = booted->system->swap(tally(), "tally", 2);
     ASSERT_TRUE(r.has_value()) << r.error();
     EXPECT_NE(r->what.find("version 2"), std::string::npos) << r->what;
-    expect_nothing_lost(wait_replies(k_count), k_count);
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
     // Version 2 read version 1's state (format 1) and keeps format 2.
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=2 upgraded=1", k_count));
     EXPECT_EQ(booted->system->spec().module(tally())->version, 2u);
@@ -157,7 +112,7 @@ TEST_P(SwapTest, ManySwapsInARowLoseNothing) {
         }
         at += 2500;
     }
-    expect_nothing_lost(wait_replies(3 * k_count), 3 * k_count);
+    testing::expect_nothing_lost(wait_replies(3 * k_count), 3 * k_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=2 upgraded=1", 3 * k_count));
     EXPECT_EQ(booted->system->module_stats(tally()).epoch, 5u);  // four replicas, one dropped
 }
@@ -169,7 +124,7 @@ TEST_P(SwapTest, ReplicaThatCrashesWhileCatchingUpIsDroppedAndNothingIsLost) {
     ASSERT_FALSE(r.has_value());
     EXPECT_NE(r.error().find("rolled back: the replica failed"), std::string::npos) << r.error();
     EXPECT_NE(r.error().find("keeps running as before"), std::string::npos) << r.error();
-    expect_nothing_lost(wait_replies(k_count), k_count);
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=1 upgraded=0", k_count));
     const ModuleStats s = booted->system->module_stats(tally());
     EXPECT_EQ(s.epoch, 1u);
@@ -182,7 +137,7 @@ TEST_P(SwapTest, ReplicaThatCannotReadTheStateIsDropped) {
     auto r = booted->system->swap(tally(), "tally", 4);
     ASSERT_FALSE(r.has_value());
     EXPECT_NE(r.error().find("rolled back"), std::string::npos) << r.error();
-    expect_nothing_lost(wait_replies(k_count), k_count);
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
     EXPECT_EQ(booted->system->module_stats(tally()).epoch, 1u);
 }
 
@@ -192,7 +147,7 @@ TEST_P(SwapTest, ReplicaThatCannotKeepUpIsDroppedAtTheDeadline) {
     auto r = booted->system->swap(tally(), "tally", 5, std::chrono::milliseconds(300));
     ASSERT_FALSE(r.has_value());
     EXPECT_NE(r.error().find("was not ready within 300 ms"), std::string::npos) << r.error();
-    expect_nothing_lost(wait_replies(k_count), k_count);
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=1 upgraded=0", k_count));
 }
 

@@ -126,9 +126,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"process_gateway",
                   "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nisolation = \"process\"\n",
                   "bad.toml:4:13", "process isolation for gateways is not available yet"},
-        BadConfig{"quota_on_inproc",
-                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nquota = { memory = 99999999 }\n",
-                  "bad.toml:4:9", "quota applies to process modules only"},
+        BadConfig{"quota_on_gateway",
+                  "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nquota = { memory = 99999999 }\n",
+                  "bad.toml:4:9", "a quota applies to modules in processes of their own"},
         BadConfig{"quota_unknown_key",
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
                   "cpu = 1 }\n",
