@@ -39,6 +39,7 @@ bench: deps
 	build/release/bin/hmk_bench --benchmark_counters_tabular=true
 	build/release/bin/hmk_ipc_bench
 	build/release/bin/hmk_recovery_bench
+	build/release/bin/hmk_handoff_bench
 
 asan tsan clang: deps
 	cmake --preset $@

@@ -282,7 +282,21 @@ class ControlServerImpl {
             if (m_stop.load()) return "error: the system is stopping\n";
             c.session = &session;
         }
-        const CommandOutcome r = session.run(script->commands.front());
+        const ScriptCommand& command = script->commands.front();
+        CommandOutcome r = session.run(command);
+        if (r.ok && command.op == ScriptCommand::Op::send && !command.path.empty()) {
+            // A request to one module: its answer, if it gives one soon, is
+            // what the operator wants to see.
+            ScriptCommand wait;
+            wait.op = ScriptCommand::Op::timeout;
+            wait.number = k_reply_wait_ms;
+            (void)session.run(wait);
+            wait.op = ScriptCommand::Op::expect_reply_contains;
+            const CommandOutcome reply = session.run(wait);
+            r.output += reply.ok ? reply.text.substr(0, reply.text.rfind(" (ok)"))
+                                 : fmt::format("no reply within {} ms", k_reply_wait_ms);
+            r.output += '\n';
+        }
         {
             const std::lock_guard lock(m_mutex);
             c.session = nullptr;
@@ -298,6 +312,8 @@ class ControlServerImpl {
         }
         return out;
     }
+
+    static constexpr std::uint64_t k_reply_wait_ms = 1000;
 
     System& m_system;
     Logger& m_logger;

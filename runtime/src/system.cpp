@@ -419,11 +419,14 @@ ModuleStats SystemImpl::module_stats(ModuleId id) const {
     const ModuleSlot* s = slot(id);
     if (s == nullptr) return ModuleStats{};
     ModuleStats out;
-    if (s->process) {
-        out = s->pump->stats(id);
-    } else {
+    {
+        // (A move changes where the module runs: process, pump, runner.)
         const std::shared_lock lock(m_instances);
-        if (s->runner != nullptr) out = s->runner->stats();
+        if (s->process) {
+            out = s->pump->stats(id);
+        } else if (s->runner != nullptr) {
+            out = s->runner->stats();
+        }
     }
     out.restarts = s->restarts.load();
     const ModuleState supervised = s->state.load();
@@ -441,8 +444,8 @@ Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, Mod
     if (out.correlation == 0) out.correlation = next_correlation();
     ModuleSlot* s = slot(from);
     if (s == nullptr) return Err{SendError::unknown_destination};
+    const std::shared_lock lock(m_instances);
     if (!s->process) {
-        const std::shared_lock lock(m_instances);
         if (s->runner == nullptr) return Err{SendError::stopped};
         if (auto sent = s->runner->send_as(out); !sent) return Err{sent.error()};
         return out.correlation;
@@ -460,6 +463,7 @@ Result<void, std::string> SystemImpl::kill(ModuleId id) {
     if (s == nullptr || s->spec == nullptr) return Err{std::string("no such module (or the root)")};
     if (s->state.load() != ModuleState::running)
         return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};
+    const std::shared_lock lock(m_instances);
     if (s->process) {
         const ModuleStats st = s->pump->stats(id);
         if (st.state != ModuleState::running && st.state != ModuleState::recovering)
@@ -467,7 +471,6 @@ Result<void, std::string> SystemImpl::kill(ModuleId id) {
         s->pump->kill(id, "killed by the operator", st.epoch);
         return {};
     }
-    const std::shared_lock lock(m_instances);
     if (s->runner == nullptr) return Err{s->spec->path + " has no instance"};
     const ModuleState st = s->runner->stats().state;
     if (st != ModuleState::running && st != ModuleState::recovering)
@@ -610,6 +613,7 @@ bool System::wait_failure(std::chrono::milliseconds timeout) {
 
 std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_report() const {
     std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    const std::shared_lock lock(m_impl->m_instances);  // a move may add a pump
     for (const auto& [bus, pump] : m_impl->m_pumps) {
         for (auto& entry : pump->sandbox_report()) out.push_back(std::move(entry));
     }
@@ -622,7 +626,9 @@ std::vector<BusStats> System::bus_stats() const {
         const auto it = m_impl->m_buses.find(n.id);
         if (it == m_impl->m_buses.end()) continue;
         const detail::InprocBus& b = *it->second;
-        out.push_back(BusStats{b.id(), b.name(), b.ring().head() + 1 - b.ring().first(), b.bytes(),
+        // (Named after its owner's path now: a moved gateway takes its bus along.)
+        const std::string name = n.id == k_root_id ? std::string("Bus 0") : n.path;
+        out.push_back(BusStats{b.id(), name, b.ring().head() + 1 - b.ring().first(), b.bytes(),
                                b.rejected(), b.ring().slot_count(), b.ring().head()});
     }
     return out;

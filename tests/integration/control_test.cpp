@@ -86,6 +86,10 @@ TEST_F(ControlTest, StatsAndSendGoThroughTheRunningSystem) {
     const Answer sent = ask(join_command_words({"send", "/g/sink", "data", "a b \"c\""}));
     ASSERT_TRUE(sent.ok) << sent.message;
     EXPECT_NE(sent.message.find("/g/sink"), std::string::npos);
+    EXPECT_NE(sent.output.find("no reply within 1000 ms"), std::string::npos) << sent.output;
+    const Answer echoed = ask("send /g/echo data hello");
+    ASSERT_TRUE(echoed.ok) << echoed.message;
+    EXPECT_EQ(echoed.output, "reply from /g/echo: \"hello\"\n");
     const Answer expect = ask("expect stat /g/sink rx == 1");
     EXPECT_TRUE(expect.ok) << expect.message;
     const Answer stats = ask("stats");

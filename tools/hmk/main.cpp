@@ -356,7 +356,7 @@ int cmd_ctl(const CtlOptions& o) {
                              [](std::string_view line) { fmt::print("{}\n", line); });
     if (!reply) {
         fmt::print(stderr, "hmk ctl: {}\n", reply.error());
-        return k_exit_failed;
+        return k_exit_invalid;  // no system to talk to
     }
     if (!reply->ok) {
         fmt::print(stderr, "hmk ctl: {}\n", reply->message);
@@ -416,8 +416,9 @@ int main(int argc, char** argv) {
         "(docs/scripts.md), e.g.:\n"
         "  tree | stats | kill PATH | snapshot PATH | send DEST TYPE [PAYLOAD]\n"
         "  swap PATH --kind KIND [--version N] [--deadline MS]\n"
+        "  move PATH --to GATEWAY [--isolation inproc|process] [--deadline MS]\n"
         "Exit status: 0 the command succeeded, 1 it failed (the reason on stderr), 2 no system "
-        "found.");
+        "answered on the socket, or a bad command line.");
     ctl->add_option("--socket", ctl_opts.socket, "the system's control socket");
     ctl->add_option("--system", ctl_opts.system,
                     "the system's name (its socket in the default directory)");
