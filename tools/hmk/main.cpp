@@ -167,11 +167,11 @@ int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t t
         const std::string_view tn = hmk::msg::type_name(h.type);
         fmt::print(
             "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
-            "corr={} len={}{}\n",
+            "corr={} gen={} len={}{}\n",
             h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
             h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
             hmk::to_string(h.scope), tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
-            h.hops, h.flags, h.correlation, h.payload_size,
+            h.hops, h.flags, h.correlation, h.generation, h.payload_size,
             runtime_detail(h, r.message.subspan(hmk::k_header_size)));
     });
     if (!scan.clean) {

@@ -59,6 +59,17 @@ TEST_F(ScriptTest, UnmetCounterFails) {
     EXPECT_EQ(run("timeout 200\nexpect stat /g/sink rx >= 1\n"), 1);
 }
 
+TEST_F(ScriptTest, MovesChangeThePathsLaterCommandsUse) {
+    EXPECT_EQ(run("move /g/echo --to /\n"
+                  "send /echo data hi\n"
+                  "expect reply hi\n"
+                  "move /echo --to /g --isolation process\n"
+                  "send /g/echo data again\n"
+                  "expect reply again\n"),
+              0);
+    EXPECT_NE(booted->system->module_stats(booted->id("/g/echo")).pid, 0);
+}
+
 TEST_F(ScriptTest, BroadcastFromAModuleReachesItsBus) {
     EXPECT_EQ(run("send --from /g/echo --scope bus * data x\nexpect stat /g/sink rx == 1\n"), 0);
 }
@@ -102,7 +113,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadScript{"kill_nothing", "kill\n", "s.hmks:1:1", "usage: kill PATH"},
         BadScript{"kill_unknown", "kill /g/nope\n", "s.hmks:1:6", "no module /g/nope"},
         BadScript{"snapshot_root", "snapshot /\n", "s.hmks:1:10",
-                  "the microkernel cannot be snapshotted"}),
+                  "the microkernel cannot be snapshotted"},
+        BadScript{"swap_no_kind", "swap /g/echo\n", "s.hmks:1:6", "which kind?"},
+        BadScript{"swap_root", "swap / --kind echo\n", "s.hmks:1:6",
+                  "the microkernel cannot be swapped"},
+        BadScript{"move_nowhere", "move /g/echo\n", "s.hmks:1:6", "where to?"},
+        BadScript{"move_to_a_leaf", "move /g/echo --to /g/sink\n", "s.hmks:1:19",
+                  "/g/sink owns no bus"},
+        BadScript{"move_into_itself", "move /g --to /g\n", "s.hmks:1:14",
+                  "lies in /g's own subtree"},
+        BadScript{"move_bad_isolation", "move /g/echo --to / --isolation vm\n", "s.hmks:1:33",
+                  "--isolation is inproc or process"},
+        // Later commands see the tree as the moves before them leave it.
+        BadScript{"old_path_after_move", "move /g/echo --to /\nsend /g/echo data x\n", "s.hmks:2:6",
+                  "no module /g/echo"},
+        BadScript{"clash_after_move", "move /g/echo --to /\nmove /g --to /g/echo\n", "s.hmks:2:14",
+                  "/g/echo"}),
     [](const auto& p) { return std::string(p.param.name); });
 
 }  // namespace
