@@ -6,7 +6,10 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <filesystem>
+#include <stdexcept>
 
 #include "load_check.hpp"
 #include "tally_module.hpp"
@@ -86,6 +89,12 @@ class MoveTest : public ::testing::TestWithParam<const char*> {
     ModuleId tally = k_no_module;
     ModuleId sub = k_no_module;
     ModuleId probe = k_no_module;
+    std::string m_dir;
+
+    ~MoveTest() override {
+        booted.reset();
+        if (!m_dir.empty()) std::filesystem::remove_all(m_dir);
+    }
 
     Registry make_registry() {
         Registry r = testing::test_registry(book);
@@ -93,9 +102,11 @@ class MoveTest : public ::testing::TestWithParam<const char*> {
         return r;
     }
     void boot() {
-        const std::string dir = ::testing::TempDir() + "hmk-move-test-journal";
-        std::filesystem::remove_all(dir);
-        booted = testing::boot(system_toml(GetParam(), dir), registry);
+        // (A directory of its own: ctest runs the cases in parallel processes.)
+        char tmpl[] = "/tmp/hmk-move-test-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
+        m_dir = tmpl;
+        booted = testing::boot(system_toml(GetParam(), m_dir), registry);
         tally = booted->id("/svc/sub/tally");
         sub = booted->id("/svc/sub");
         probe = booted->id("/svc/probe");
