@@ -232,13 +232,11 @@ void UplinkPump::forget(ModuleId id, std::uint64_t epoch) {
 }
 
 void UplinkPump::respec(ModuleId id, const ModuleSpec& spec, const SystemSpec& system) {
-    const std::unique_lock lock(m_seats);
-    for (auto& c : m_children) {
-        if (c->spec == nullptr || c->spec->id != id || c->role == ProcessChild::Role::free)
-            continue;
-        c->spec = &spec;
-        c->system = &system;
-    }
+    // Done by the pump thread, which reads a seat's spec without a lock.
+    Command c(Command::Op::respec, id, 0);
+    c.spec = &spec;
+    c.system = &system;
+    command(std::move(c));
 }
 
 void UplinkPump::handoff_published(const Header& header, std::span<const std::byte> payload) {
@@ -475,6 +473,17 @@ void UplinkPump::run_commands() {
     for (const Command& cmd : commands) {
         if (cmd.op == Command::Op::replica) {
             start_replica_now(cmd);
+            continue;
+        }
+        if (cmd.op == Command::Op::respec) {
+            const std::unique_lock lock(m_seats);
+            for (auto& c : m_children) {
+                if (c->spec == nullptr || c->spec->id != cmd.id ||
+                    c->role == ProcessChild::Role::free)
+                    continue;
+                c->spec = cmd.spec;
+                c->system = cmd.system;
+            }
             continue;
         }
         if (cmd.op == Command::Op::forget) {

@@ -188,7 +188,7 @@ class UplinkPump final : public HandoffWatcher {
 
   private:
     struct Command {
-        enum class Op : std::uint8_t { restart, kill, replica, drop_replica, forget };
+        enum class Op : std::uint8_t { restart, kill, replica, drop_replica, forget, respec };
         Command(Op o, ModuleId i, std::uint64_t e, std::string c = {})
             : op(o), id(i), epoch(e), cause(std::move(c)) {}
         Op op;

@@ -121,6 +121,10 @@ class MoveTest : public ::testing::TestWithParam<const char*> {
     std::string path_of(ModuleId id) { return system().topology().find(id)->path; }
     Result<HandoffReport, std::string> move(ModuleId id, const std::string& to,
                                             std::optional<Isolation> isolation = {}) {
+        // A move needs the module running: a new instance in a process reports
+        // itself a moment after it has taken over (slowly in sanitizer builds).
+        (void)testing::eventually(
+            [&] { return system().module_stats(id).state == ModuleState::running; });
         return system().move(id, booted->id(to), isolation);
     }
 };
