@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "bench_clock.hpp"
+#include "bench_system.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/system.hpp"
 
@@ -100,17 +100,9 @@ kind = "gateway"
 bus = {{ capacity = 65536, max_payload = 256 }}
 )",
                     fmt::arg("isolation", c.isolation), fmt::arg("rate", c.rate));
-    Registry registry;
-    register_standard_modules(registry);
-    auto spec = parse_system(toml, "handoff-bench.toml", registry);
-    if (!spec) {
-        fmt::print(stderr, "{}\n", spec.error().to_string());
-        return std::nullopt;
-    }
-    Logger logger(stderr, LogLevel::error);
-    auto system = System::create(*spec, registry, logger);
-    if (!system || !(*system)->start()) return std::nullopt;
-    System& sys = **system;
+    const auto booted = hmk::bench::boot(toml, "handoff-bench.toml");
+    if (!booted) return std::nullopt;
+    System& sys = *booted->system;
     const ModuleId counter = 20, probe = 30;
     std::this_thread::sleep_for(300ms);  // warm up
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_clock.hpp"
+#include "bench_system.hpp"
 #include "hmk/platform/process.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/journal.hpp"
@@ -90,17 +91,9 @@ config = {{ ack = true }}
 )",
                     fmt::arg("dir", dir), fmt::arg("n", c.inputs),
                     fmt::arg("isolation", c.isolation), fmt::arg("every", c.snapshots ? 1000 : 0));
-    Registry registry;
-    register_standard_modules(registry);
-    auto spec = parse_system(toml, "recovery-bench.toml", registry);
-    if (!spec) {
-        fmt::print(stderr, "{}\n", spec.error().to_string());
-        return std::nullopt;
-    }
-    Logger logger(stderr, LogLevel::error);
-    auto system = System::create(*spec, registry, logger);
-    if (!system || !(*system)->start()) return std::nullopt;
-    System& sys = **system;
+    const auto booted = hmk::bench::boot(toml, "recovery-bench.toml");
+    if (!booted) return std::nullopt;
+    System& sys = *booted->system;
     const ModuleId counter = 20;
     if (!wait_for([&] { return sys.module_stats(counter).rx >= c.inputs; })) {
         fmt::print(stderr, "the counter did not get its {} messages\n", c.inputs);
@@ -228,15 +221,10 @@ kind = "sink"
             "\"{}\", {} }}\n",
             dir, j.monitor);
     }
-    Registry registry;
-    register_standard_modules(registry);
-    auto spec = parse_system(toml, "journal-bench.toml", registry);
-    Logger logger(stderr, LogLevel::error);
-    auto system = spec ? System::create(*spec, registry, logger)
-                       : Result<std::unique_ptr<System>, std::string>(Err{std::string("spec")});
+    const auto booted = hmk::bench::boot(toml, "journal-bench.toml");
     double rate = 0;
-    if (system && (*system)->start()) {
-        System& sys = **system;
+    if (booted) {
+        System& sys = *booted->system;
         const ModuleId sink = sys.topology().find("/g/sink")->id;
         (void)wait_for([&] { return sys.module_stats(sink).rx >= 1; });
         const std::uint64_t t0 = now_ns();

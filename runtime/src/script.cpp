@@ -219,6 +219,28 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             }
             return t.text;
         };
+        // `--flag value` pairs from token 2 on, each handed to `take`.
+        auto options = [&](const char* usage, auto&& take) -> Result<void, ConfigError> {
+            for (std::size_t i = 2; i < tokens.size(); i += 2) {
+                const Token& flag = tokens[i];
+                if (i + 1 >= tokens.size())
+                    return fail(file, line_no, flag.column,
+                                fmt::format("{} needs a value; usage: {}", flag.text, usage));
+                auto known = take(flag, tokens[i + 1]);
+                if (!known) return Err{std::move(known).error()};
+                if (!*known)
+                    return fail(file, line_no, flag.column,
+                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
+            }
+            return {};
+        };
+        auto deadline = [&](const Token& value) -> Result<std::uint64_t, ConfigError> {
+            const auto n = parse_number(value.text);
+            if (!n || *n == 0 || *n > 3'600'000)
+                return fail(file, line_no, value.column,
+                            "--deadline needs a whole number of ms, 1 to 3600000");
+            return *n;
+        };
         std::size_t consumed = 0;
         if (word == "send") {
             static constexpr const char* usage =
@@ -345,33 +367,24 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             c.op = Op::swap;
             c.path = HMK_TRY(module_path(tokens[1]));
             c.number = 5000;
-            std::size_t i = 2;
-            while (i < tokens.size()) {
-                const Token& flag = tokens[i];
-                if (i + 1 >= tokens.size())
-                    return fail(file, line_no, flag.column,
-                                fmt::format("{} needs a value; usage: {}", flag.text, usage));
-                const Token& value = tokens[i + 1];
-                if (flag.text == "--kind") {
-                    c.kind = value.text;
-                } else if (flag.text == "--version" || flag.text == "--deadline") {
-                    const auto n = parse_number(value.text);
-                    if (!n || *n == 0 || *n > (flag.text == "--version" ? UINT32_MAX : 3'600'000))
-                        return fail(file, line_no, value.column,
-                                    fmt::format("{} needs a whole number{}", flag.text,
-                                                flag.text == "--version" ? " from 1"
-                                                                         : " of ms, 1 to 3600000"));
-                    if (flag.text == "--version") {
+            auto taken = options(
+                usage, [&](const Token& flag, const Token& value) -> Result<bool, ConfigError> {
+                    if (flag.text == "--kind") {
+                        c.kind = value.text;
+                    } else if (flag.text == "--version") {
+                        const auto n = parse_number(value.text);
+                        if (!n || *n == 0 || *n > UINT32_MAX)
+                            return fail(file, line_no, value.column,
+                                        "--version needs a whole number from 1");
                         c.version = static_cast<std::uint32_t>(*n);
+                    } else if (flag.text == "--deadline") {
+                        c.number = HMK_TRY(deadline(value));
                     } else {
-                        c.number = *n;
+                        return false;
                     }
-                } else {
-                    return fail(file, line_no, flag.column,
-                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
-                }
-                i += 2;
-            }
+                    return true;
+                });
+            if (!taken) return Err{std::move(taken).error()};
             if (c.kind.empty())
                 return fail(file, line_no, tokens[1].column,
                             fmt::format("which kind? usage: {}", usage));
@@ -385,34 +398,25 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             c.op = Op::move;
             c.path = HMK_TRY(module_path(tokens[1]));
             c.number = 5000;
-            std::size_t i = 2;
             std::uint32_t to_column = tokens[1].column;
-            while (i < tokens.size()) {
-                const Token& flag = tokens[i];
-                if (i + 1 >= tokens.size())
-                    return fail(file, line_no, flag.column,
-                                fmt::format("{} needs a value; usage: {}", flag.text, usage));
-                const Token& value = tokens[i + 1];
-                if (flag.text == "--to") {
-                    c.to = HMK_TRY(bus_path(value));
-                    to_column = value.column;
-                } else if (flag.text == "--isolation") {
-                    if (value.text != "inproc" && value.text != "process")
-                        return fail(file, line_no, value.column,
-                                    "--isolation is inproc or process");
-                    c.isolation = value.text;
-                } else if (flag.text == "--deadline") {
-                    const auto n = parse_number(value.text);
-                    if (!n || *n == 0 || *n > 3'600'000)
-                        return fail(file, line_no, value.column,
-                                    "--deadline needs a whole number of ms, 1 to 3600000");
-                    c.number = *n;
-                } else {
-                    return fail(file, line_no, flag.column,
-                                fmt::format("unknown option {}; usage: {}", flag.text, usage));
-                }
-                i += 2;
-            }
+            auto taken = options(
+                usage, [&](const Token& flag, const Token& value) -> Result<bool, ConfigError> {
+                    if (flag.text == "--to") {
+                        c.to = HMK_TRY(bus_path(value));
+                        to_column = value.column;
+                    } else if (flag.text == "--isolation") {
+                        if (value.text != "inproc" && value.text != "process")
+                            return fail(file, line_no, value.column,
+                                        "--isolation is inproc or process");
+                        c.isolation = value.text;
+                    } else if (flag.text == "--deadline") {
+                        c.number = HMK_TRY(deadline(value));
+                    } else {
+                        return false;
+                    }
+                    return true;
+                });
+            if (!taken) return Err{std::move(taken).error()};
             if (c.to.empty())
                 return fail(file, line_no, tokens[1].column,
                             fmt::format("where to? usage: {}", usage));
