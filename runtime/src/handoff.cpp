@@ -4,6 +4,7 @@
 // retires at one point of the bus order; the replica restores that state,
 // and speaks only once the old instance has said its last word.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -66,20 +67,25 @@ void Runner::handoff_message(Side side, const Message& m) {
             m_handoff_move = true;
             m_retire_generation = d->generation;
             m_payload_limit = d->payload_limit;
-            m_flushes.clear();
-            m_flush_total = 0;
+            if (m_flush_id != d->id) {
+                m_flush_id = d->id;
+                m_flushes.clear();
+                m_flush_total = 0;
+            }
             return;
         case HandoffOp::flush: {
             // Sent by each bus owner itself, routed by the old tree: when all
             // are in, nothing routed to our old place is still on its way.
             const TopologyNode* owner = m_host.tree_of(h.generation).find(d->bus);
-            if (!m_handoff_move || d->id != m_handoff || h.sender != d->bus || owner == nullptr ||
-                !owner->is_gateway())
-                return;
+            if (h.sender != d->bus || owner == nullptr || !owner->is_gateway()) return;
+            if (d->id != m_flush_id) {
+                m_flush_id = d->id;
+                m_flushes.clear();
+            }
             if (std::find(m_flushes.begin(), m_flushes.end(), d->bus) == m_flushes.end())
                 m_flushes.push_back(d->bus);
             m_flush_total = d->buses;
-            if (m_flushes.size() >= m_flush_total) {
+            if (m_handoff_move && d->id == m_handoff && m_flushes.size() >= m_flush_total) {
                 send_handoff_state(true);
                 retire("moved");
             }
@@ -88,9 +94,9 @@ void Runner::handoff_message(Side side, const Message& m) {
         case HandoffOp::retire_now:
             if (!from_parent || !m_handoff_move || d->id != m_handoff) return;
             log(LogLevel::warn,
-                fmt::format("retiring before every bus flushed ({} of {}): a message still on "
-                            "its way to the old place will not be handled",
-                            m_flushes.size(), m_flush_total));
+                fmt::format("retiring before every bus flushed ({} of {}, in from {}): a message "
+                            "still on its way to the old place will not be handled",
+                            m_flushes.size(), m_flush_total, fmt::join(m_flushes, " ")));
             send_handoff_state(true);
             retire("moved");
             return;
@@ -211,10 +217,15 @@ void Runner::scanned(const Message& m) {
     if (d->op != HandoffOp::retired) return;
     if (m_handoff_move) {
         if (!m_state_ready) {
-            fail("the old instance retired before its whole state arrived");
+            // It crashed or hung before it could hand its state over (the
+            // parent said its last word for it): as after any crash, what it
+            // had is lost, and the module goes on from a fresh start.
+            log(LogLevel::warn,
+                "the old instance retired without handing its whole state over: going on "
+                "from a fresh state");
+        } else if (!apply_handoff_state()) {
             return;
         }
-        if (!apply_handoff_state()) return;
         // A gateway goes on with its child bus where the old instance stopped.
         if (m_child_bus != nullptr && d->child_cursor != 0) {
             m_child_cursor = d->child_cursor;

@@ -368,9 +368,12 @@ void SystemImpl::advance_job() {
     if (!old_done && now > j.switch_ns + k_retire_grace_ns) {
         m_logger.log(LogLevel::error, s.spec->path,
                      "the old instance did not retire (hung in a handler?): left behind");
-        const std::unique_lock lock(m_instances);
-        s.retiring->abandon();
-        s.abandoned.push_back(std::move(s.retiring));
+        {
+            const std::unique_lock lock(m_instances);
+            s.retiring->abandon();
+            s.abandoned.push_back(std::move(s.retiring));
+        }
+        publish_retired_for(s);  // or the replica waits for it forever
     }
     if (s.retiring != nullptr && !old_done) return;
     if (s.runner == nullptr || s.runner->phase() != HandoffPhase::live) {
@@ -655,27 +658,32 @@ void SystemImpl::advance_move() {
             h.op = HandoffOp::retire_now;
             h.id = j.handoff;
             Header header;
-            header.sender = j.old_bus->id();
             header.destination = s.id;
             header.type = msg::k_handoff;
             std::byte payload[k_handoff_max_fixed];
             const std::size_t n =
                 encode_handoff(h, 0, std::span<std::byte, k_handoff_max_fixed>(payload));
-            (void)j.old_bus->publish(header, std::span<const std::byte>(payload, n),
-                                     j.old_bus->id());
+            // In the old generation: the old instance reads nothing newer.
+            (void)j.old_bus->publish_in_generation(header, std::span<const std::byte>(payload, n),
+                                                   j.old_generation);
             m_logger.log(LogLevel::warn, s.spec->path,
                          fmt::format("move {}: not every flush came back within {} ms: the old "
                                      "instance retires now",
                                      j.handoff, j.deadline.count()));
-        } else if (now > j.switch_ns + 2 * static_cast<std::uint64_t>(j.deadline.count()) * k_ms) {
+        } else if (!j.left_behind &&
+                   now > j.switch_ns + 2 * static_cast<std::uint64_t>(j.deadline.count()) * k_ms) {
+            j.left_behind = true;
             m_logger.log(LogLevel::error, s.spec->path,
                          "the old instance does not retire (hung?): stopped");
             if (j.old_pump != nullptr) {
                 j.old_pump->kill(s.id, "did not retire after a move", 0);
             } else if (s.retiring != nullptr) {
-                const std::unique_lock lock(m_instances);
-                s.retiring->abandon();
-                s.abandoned.push_back(std::move(s.retiring));
+                {
+                    const std::unique_lock lock(m_instances);
+                    s.retiring->abandon();
+                    s.abandoned.push_back(std::move(s.retiring));
+                }
+                publish_retired_for(s);  // or the replica waits for it forever
             }
         }
     }

@@ -287,6 +287,10 @@ class Runner final : public Env {
     bool m_handoff_stateful = false;
     bool m_state_ready = false;
     std::uint64_t m_handoff_child_cursor = 0;
+    // The flushes of move m_flush_id seen so far. The one from a moving
+    // gateway's own child bus may come before the move_prepare on its parent
+    // bus (two buses, no order between them): it is kept until then.
+    std::uint64_t m_flush_id = 0;
     std::vector<BusId> m_flushes;
     std::uint32_t m_flush_total = 0;
     std::atomic<bool> m_retired{false};

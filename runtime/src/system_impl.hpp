@@ -158,6 +158,7 @@ struct HandoffJob {
     UplinkPump* old_pump = nullptr;  ///< the old instance's, if it ran in a process
     std::uint64_t old_epoch = 0;
     bool retire_now_sent = false;
+    bool left_behind = false;  // hung past the retire_now: stopped
 };
 
 class SystemImpl final : public RunnerHost, public PumpHost {

@@ -76,6 +76,11 @@ path = "/logged/keeper"
 kind = "tally"
 version = 1
 recover = "journal"
+[[module]]
+path = "/other/sleeper"
+kind = "evil"
+isolation = "{isolation}"
+config = {{ mode = "sleep" }}
 )",
                        fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("isolation", isolation),
                        fmt::arg("rate", k_rate), fmt::arg("count", k_count), fmt::arg("dir", dir));
@@ -194,6 +199,28 @@ TEST_P(MoveTest, AGatewayTakesItsChildrenAlong) {
     EXPECT_EQ(system().module_stats(sub).epoch, 3u);
     // A sibling of the moved gateway's new place reaches its children by id.
     EXPECT_EQ(testing::ask_stats(system(), mark), "total=0 version=1 upgraded=0");
+}
+
+TEST_P(MoveTest, AModuleHungInAHandlerIsLeftBehindAndTheMoveCompletes) {
+    boot();
+    const ModuleId sleeper = booted->id("/other/sleeper");
+    ASSERT_TRUE(testing::eventually(
+        [&] { return system().module_stats(sleeper).state == ModuleState::running; }));
+    Outgoing poke;
+    poke.destination = sleeper;
+    poke.payload = as_bytes("sleep");
+    ASSERT_TRUE(system().inject(poke).has_value());
+    // It never reads the flushes nor the order to retire now: after twice the
+    // deadline it is left behind (in a process: killed), and the replica
+    // takes over without its state rather than wait for it forever.
+    const auto r = system().move(sleeper, booted->id("/svc"), {}, std::chrono::milliseconds(1500));
+    ASSERT_TRUE(r.has_value()) << r.error();
+    EXPECT_EQ(path_of(sleeper), "/svc/sleeper");
+    EXPECT_TRUE(testing::eventually(
+        [&] { return system().module_stats(sleeper).state == ModuleState::running; }));
+    EXPECT_EQ(system().module_stats(sleeper).epoch, 2u);
+    // The rest of the system never noticed.
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
 }
 
 TEST_P(MoveTest, BadMovesAreRefusedAndChangeNothing) {
