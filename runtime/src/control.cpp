@@ -18,7 +18,11 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include "hmk/platform/shm.hpp"
 #include "hmk/runtime/script.hpp"
@@ -88,6 +92,25 @@ std::string output_lines(std::string_view text) {
 std::string one_line(std::string text) {
     std::replace(text.begin(), text.end(), '\n', ' ');
     return text;
+}
+
+// "timeout MS COMMAND...": MS and the command; nullopt for any other line
+// (a lone "timeout MS" is the script command itself).
+std::optional<std::pair<std::uint64_t, std::string>> split_timeout(std::string_view line) {
+    constexpr std::string_view k_word = "timeout ";
+    if (!line.starts_with(k_word)) return std::nullopt;
+    line.remove_prefix(k_word.size());
+    std::uint64_t ms = 0;
+    std::size_t digits = 0;
+    while (digits < line.size() && digits < 8 && line[digits] >= '0' && line[digits] <= '9') {
+        ms = ms * 10 + static_cast<std::uint64_t>(line[digits] - '0');
+        ++digits;
+    }
+    if (digits == 0 || ms == 0 || digits >= line.size() || line[digits] != ' ') return std::nullopt;
+    line.remove_prefix(digits);
+    while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    if (line.empty()) return std::nullopt;
+    return std::pair{ms, std::string(line)};
 }
 
 }  // namespace
@@ -266,7 +289,11 @@ class ControlServerImpl {
         c.done.store(true);
     }
 
-    std::string run(Client& c, const std::string& line, pid_t pid) {
+    std::string run(Client& c, const std::string& request, pid_t pid) {
+        // "timeout MS COMMAND...": the command with that timeout (hmk ctl --timeout).
+        std::string line = request;
+        std::uint64_t timeout_ms = 0;
+        if (const auto t = split_timeout(request)) std::tie(timeout_ms, line) = *t;
         auto script = parse_script(line, "ctl", m_system.topology());
         if (!script) {
             const ConfigError& e = script.error();
@@ -283,18 +310,24 @@ class ControlServerImpl {
             c.session = &session;
         }
         const ScriptCommand& command = script->commands.front();
+        ScriptCommand set_timeout;
+        set_timeout.op = ScriptCommand::Op::timeout;
+        if (timeout_ms != 0) {
+            set_timeout.number = timeout_ms;
+            (void)session.run(set_timeout);
+        }
         CommandOutcome r = session.run(command);
         if (r.ok && command.op == ScriptCommand::Op::send && !command.path.empty()) {
             // A request to one module: its answer, if it gives one soon, is
             // what the operator wants to see.
+            const std::uint64_t wait_ms = timeout_ms != 0 ? timeout_ms : k_reply_wait_ms;
+            set_timeout.number = wait_ms;
+            (void)session.run(set_timeout);
             ScriptCommand wait;
-            wait.op = ScriptCommand::Op::timeout;
-            wait.number = k_reply_wait_ms;
-            (void)session.run(wait);
             wait.op = ScriptCommand::Op::expect_reply_contains;
             const CommandOutcome reply = session.run(wait);
             r.output += reply.ok ? reply.text.substr(0, reply.text.rfind(" (ok)"))
-                                 : fmt::format("no reply within {} ms", k_reply_wait_ms);
+                                 : fmt::format("no reply within {} ms", wait_ms);
             r.output += '\n';
         }
         {

@@ -318,6 +318,7 @@ struct CtlOptions {
     std::string socket;
     std::string system;
     std::vector<std::string> words;
+    std::uint32_t timeout_ms = 0;  // 0: the system's defaults
 };
 
 // The running system to talk to: the one named, or the only one there is.
@@ -352,7 +353,9 @@ int cmd_ctl(const CtlOptions& o) {
     const auto path = find_socket(o);
     if (!path) return k_exit_invalid;
     const auto reply =
-        hmk::control_request(*path, hmk::join_command_words(o.words),
+        hmk::control_request(*path,
+                             (o.timeout_ms != 0 ? fmt::format("timeout {} ", o.timeout_ms) : "") +
+                                 hmk::join_command_words(o.words),
                              [](std::string_view line) { fmt::print("{}\n", line); });
     if (!reply) {
         fmt::print(stderr, "hmk ctl: {}\n", reply.error());
@@ -422,6 +425,10 @@ int main(int argc, char** argv) {
     ctl->add_option("--socket", ctl_opts.socket, "the system's control socket");
     ctl->add_option("--system", ctl_opts.system,
                     "the system's name (its socket in the default directory)");
+    ctl->add_option("--timeout", ctl_opts.timeout_ms,
+                    "how long `expect` waits for its condition, and `send` for a reply, in ms "
+                    "(default: 2000 and 1000)")
+        ->check(CLI::Range(1, 3'600'000));
     // Everything from the first word on is the command, passed as typed.
     ctl->prefix_command();
 
