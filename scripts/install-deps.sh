@@ -8,6 +8,7 @@ packages=(
     build-essential cmake ninja-build pkg-config clang clang-format
     libtomlplusplus-dev libcli11-dev libfmt-dev
     libgtest-dev libgmock-dev libbenchmark-dev libseccomp-dev
+    flatbuffers-compiler libflatbuffers-dev libreadline-dev
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <fmt/core.h>
 
+#include "hmk/services/services.hpp"
 #include "std_modules.hpp"
 
 namespace hmk {
@@ -14,6 +15,7 @@ void register_standard_modules(Registry& registry) {
     std_modules::add_monitor(registry);
     std_modules::add_counter(registry);
     std_modules::add_prober(registry);
+    services::register_service_modules(registry);
 }
 
 namespace std_modules {

@@ -47,6 +47,11 @@ FileBlockIo::~FileBlockIo() {
 
 void FileBlockIo::submit(BlockOp& op) {
     Result<void, IoError> r;
+    if (op.kind == BlockOp::Kind::info) {
+        op.info_blocks = m_blocks;
+        op.complete(r);
+        return;
+    }
     if (op.kind == BlockOp::Kind::flush) {
         if (m_durable && ::fdatasync(m_fd) != 0) r = Err{IoError::io_error};
         op.complete(r);

@@ -13,25 +13,38 @@
 
 namespace hmk::fs {
 
-using services::Task;
 using hmk::detail::get_le;
 using hmk::detail::put_le;
+using services::Task;
 
 const char* to_string(FsError e) {
     switch (e) {
-        case FsError::bad_request: return "bad request";
-        case FsError::not_found: return "no such file or directory";
-        case FsError::exists: return "exists already";
-        case FsError::not_a_directory: return "not a directory";
-        case FsError::is_a_directory: return "is a directory";
-        case FsError::not_empty: return "directory not empty";
-        case FsError::name_too_long: return "name or path too long";
-        case FsError::bad_path: return "bad path (absolute, no empty names, no . or ..)";
-        case FsError::no_space: return "no space left";
-        case FsError::io_error: return "block device error";
-        case FsError::corrupt: return "not an hmkfs image, or damaged";
-        case FsError::too_big: return "file too big";
-        case FsError::busy: return "not possible on that directory";
+        case FsError::bad_request:
+            return "bad request";
+        case FsError::not_found:
+            return "no such file or directory";
+        case FsError::exists:
+            return "exists already";
+        case FsError::not_a_directory:
+            return "not a directory";
+        case FsError::is_a_directory:
+            return "is a directory";
+        case FsError::not_empty:
+            return "directory not empty";
+        case FsError::name_too_long:
+            return "name or path too long";
+        case FsError::bad_path:
+            return "bad path (absolute, no empty names, no . or ..)";
+        case FsError::no_space:
+            return "no space left";
+        case FsError::io_error:
+            return "block device error";
+        case FsError::corrupt:
+            return "not an hmkfs image, or damaged";
+        case FsError::too_big:
+            return "file too big";
+        case FsError::busy:
+            return "not possible on that directory";
     }
     return "unknown error";
 }
@@ -50,7 +63,8 @@ constexpr std::size_t k_entry_size = 128;
 constexpr std::size_t k_entries_per_block = k_block_size / k_entry_size;
 constexpr std::size_t k_desc_header = 24;
 constexpr std::size_t k_max_tx_blocks = (k_block_size - k_desc_header) / 8;
-constexpr std::uint64_t k_max_file_blocks = k_direct + k_per_indirect + k_per_indirect * k_per_indirect;
+constexpr std::uint64_t k_max_file_blocks =
+    k_direct + k_per_indirect + k_per_indirect * k_per_indirect;
 
 bool has_magic(const std::byte* p, const char (&magic)[8]) {
     return std::memcmp(p, magic, 8) == 0;
@@ -194,6 +208,13 @@ Task<Result<void, IoError>> BlockIo::flush() {
     co_return co_await run(op);
 }
 
+Task<Result<std::uint64_t, IoError>> BlockIo::info() {
+    BlockOp op;
+    op.kind = BlockOp::Kind::info;
+    if (auto r = co_await run(op); !r) co_return Err{r.error()};
+    co_return op.info_blocks;
+}
+
 Task<Result<void, IoError>> BlockIo::write_all(
     const std::vector<std::pair<std::uint64_t, std::span<const std::byte>>>& blocks) {
     // Every write in flight before waiting for any: the device (or the
@@ -297,16 +318,19 @@ Task<Result<std::unique_ptr<FileSystem>, FsError>> FileSystem::mount(BlockIo& io
                     if (auto r = co_await io.read(g.journal_start + 1 + i, data[i]); !r)
                         co_return Err{FsError::io_error};
                     crc = crc32c(data[i], crc);
-                    const std::uint64_t target = get_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i);
-                    if (target == 0 || target < g.bitmap_start || target >= g.blocks) targets_ok = false;
+                    const std::uint64_t target =
+                        get_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i);
+                    if (target == 0 || target < g.bitmap_start || target >= g.blocks)
+                        targets_ok = false;
                 }
                 if (crc == get_le<std::uint32_t>(commit.data(), 20) && targets_ok) {
                     std::vector<std::pair<std::uint64_t, std::span<const std::byte>>> writes;
                     for (std::uint32_t i = 0; i < count; ++i) {
-                        writes.emplace_back(get_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i),
-                                            data[i]);
+                        writes.emplace_back(
+                            get_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i), data[i]);
                     }
-                    if (auto r = co_await io.write_all(writes); !r) co_return Err{FsError::io_error};
+                    if (auto r = co_await io.write_all(writes); !r)
+                        co_return Err{FsError::io_error};
                     if (auto r = co_await io.flush(); !r) co_return Err{FsError::io_error};
                     fs->m_replayed = true;
                 }
@@ -354,7 +378,8 @@ Task<Result<void, FsError>> FileSystem::commit() {
     put_le<std::uint64_t>(desc.data(), 8, m_seq);
     put_le<std::uint32_t>(desc.data(), 16, count);
     std::uint32_t i = 0;
-    for (const auto& [b, data] : m_tx) put_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i++, b);
+    for (const auto& [b, data] : m_tx)
+        put_le<std::uint64_t>(desc.data(), k_desc_header + 8 * i++, b);
     std::uint32_t crc = crc32c(desc);
     std::vector<std::pair<std::uint64_t, std::span<const std::byte>>> journal;
     journal.emplace_back(g.journal_start, desc);
@@ -407,7 +432,7 @@ Task<Result<FileSystem::Inode, FsError>> FileSystem::load_inode(std::uint32_t in
 
 Task<Result<void, FsError>> FileSystem::store_inode(std::uint32_t ino, const Inode& inode) {
     if (ino == 0 || ino >= m_geo.inodes) co_return Err{FsError::corrupt};
-    HMK_CO_TRY_AS(Block* b, co_await change(m_geo.inode_start + ino / k_inodes_per_block));
+    HMK_CO_TRY_AS(Block * b, co_await change(m_geo.inode_start + ino / k_inodes_per_block));
     inode.encode(b->data() + (ino % k_inodes_per_block) * k_inode_size);
     co_return Result<void, FsError>{};
 }
@@ -438,7 +463,7 @@ Task<Result<std::uint64_t, FsError>> FileSystem::alloc_block() {
             const std::uint64_t block = b - first + i;
             if (block >= m_geo.blocks) break;  // wraps to the data area's start
             if (((*bits)[i / 8] & static_cast<std::byte>(1u << (i % 8))) != std::byte{0}) continue;
-            HMK_CO_TRY_AS(Block* w, co_await change(map_block));
+            HMK_CO_TRY_AS(Block * w, co_await change(map_block));
             (*w)[i / 8] |= static_cast<std::byte>(1u << (i % 8));
             m_block_hint = block + 1 < m_geo.blocks ? block + 1 : m_geo.data_start;
             co_return block;
@@ -450,13 +475,14 @@ Task<Result<std::uint64_t, FsError>> FileSystem::alloc_block() {
 Task<Result<void, FsError>> FileSystem::free_block(std::uint64_t b) {
     if (b < m_geo.data_start || b >= m_geo.blocks) co_return Err{FsError::corrupt};
     const std::uint64_t bits_per_block = std::uint64_t{k_block_size} * 8;
-    HMK_CO_TRY_AS(Block* w, co_await change(m_geo.bitmap_start + b / bits_per_block));
+    HMK_CO_TRY_AS(Block * w, co_await change(m_geo.bitmap_start + b / bits_per_block));
     const std::uint64_t i = b % bits_per_block;
     (*w)[i / 8] &= ~static_cast<std::byte>(1u << (i % 8));
     co_return Result<void, FsError>{};
 }
 
-Task<Result<std::uint64_t, FsError>> FileSystem::map(Inode& inode, std::uint64_t index, bool alloc) {
+Task<Result<std::uint64_t, FsError>> FileSystem::map(Inode& inode, std::uint64_t index,
+                                                     bool alloc) {
     if (index >= k_max_file_blocks) co_return Err{FsError::too_big};
     // The pointer to the block: in the inode, or in an indirect block.
     auto slot = [&](std::uint32_t& ptr) -> Task<Result<std::uint64_t, FsError>> {
@@ -474,11 +500,12 @@ Task<Result<std::uint64_t, FsError>> FileSystem::map(Inode& inode, std::uint64_t
         if (ptr == 0 && alloc) {
             HMK_CO_TRY_AS(const std::uint64_t b, co_await alloc_block());
             HMK_CO_TRY(co_await change(b, true));
-            HMK_CO_TRY_AS(Block* w, co_await change(table));
+            HMK_CO_TRY_AS(Block * w, co_await change(table));
             ptr = static_cast<std::uint32_t>(b);
             put_le<std::uint32_t>(w->data(), 4 * at, ptr);
         }
-        if (ptr != 0 && (ptr < m_geo.data_start || ptr >= m_geo.blocks)) co_return Err{FsError::corrupt};
+        if (ptr != 0 && (ptr < m_geo.data_start || ptr >= m_geo.blocks))
+            co_return Err{FsError::corrupt};
         co_return std::uint64_t{ptr};
     };
     if (index < k_direct) co_return co_await slot(inode.direct[index]);
@@ -502,7 +529,7 @@ Task<Result<void, FsError>> FileSystem::shrink(Inode& inode, std::uint64_t size)
     if (size % k_block_size != 0 && size < inode.size) {
         HMK_CO_TRY_AS(const std::uint64_t b, co_await map(inode, size / k_block_size, false));
         if (b != 0) {
-            HMK_CO_TRY_AS(Block* w, co_await change(b));
+            HMK_CO_TRY_AS(Block * w, co_await change(b));
             std::fill(w->begin() + static_cast<std::ptrdiff_t>(size % k_block_size), w->end(),
                       std::byte{0});
         }
@@ -554,7 +581,7 @@ Task<Result<void, FsError>> FileSystem::shrink(Inode& inode, std::uint64_t size)
                 } else {
                     any_left = true;
                     if (sub_changed) {
-                        HMK_CO_TRY_AS(Block* w, co_await change(ptr));
+                        HMK_CO_TRY_AS(Block * w, co_await change(ptr));
                         *w = sub_next;
                     }
                 }
@@ -571,7 +598,7 @@ Task<Result<void, FsError>> FileSystem::shrink(Inode& inode, std::uint64_t size)
             co_return true;
         }
         if (changed) {
-            HMK_CO_TRY_AS(Block* w, co_await change(table));
+            HMK_CO_TRY_AS(Block * w, co_await change(table));
             *w = next;
         }
         co_return false;
@@ -609,14 +636,16 @@ Task<Result<std::vector<std::pair<std::string, std::uint32_t>>, FsError>> FileSy
             const std::uint32_t ino = get_le<std::uint32_t>(p, 0);
             if (ino == 0) continue;
             const auto len = static_cast<std::size_t>(p[4]);
-            if (len == 0 || len > k_max_name || ino >= m_geo.inodes) co_return Err{FsError::corrupt};
+            if (len == 0 || len > k_max_name || ino >= m_geo.inodes)
+                co_return Err{FsError::corrupt};
             out.emplace_back(std::string(reinterpret_cast<const char*>(p + 8), len), ino);
         }
     }
     co_return out;
 }
 
-Task<Result<std::uint32_t, FsError>> FileSystem::find_entry(std::uint32_t dir, std::string_view name) {
+Task<Result<std::uint32_t, FsError>> FileSystem::find_entry(std::uint32_t dir,
+                                                            std::string_view name) {
     HMK_CO_TRY_AS(const auto all, co_await entries(dir));
     for (const auto& [n, ino] : all) {
         if (n == name) co_return ino;
@@ -641,7 +670,7 @@ Task<Result<void, FsError>> FileSystem::add_entry(std::uint32_t dir, std::string
         HMK_CO_TRY_AS(const Block* blk, co_await get(b));
         for (std::size_t e = 0; e < k_entries_per_block; ++e) {
             if (get_le<std::uint32_t>(blk->data(), e * k_entry_size) != 0) continue;
-            HMK_CO_TRY_AS(Block* w, co_await change(b));
+            HMK_CO_TRY_AS(Block * w, co_await change(b));
             put(*w, e);
             inode.mtime_ns = m_now;
             co_return co_await store_inode(dir, inode);
@@ -650,7 +679,7 @@ Task<Result<void, FsError>> FileSystem::add_entry(std::uint32_t dir, std::string
     // No free slot: one more block.
     const std::uint64_t index = inode.size / k_block_size;
     HMK_CO_TRY_AS(const std::uint64_t b, co_await map(inode, index, true));
-    HMK_CO_TRY_AS(Block* w, co_await change(b, true));
+    HMK_CO_TRY_AS(Block * w, co_await change(b, true));
     put(*w, 0);
     inode.size = (index + 1) * k_block_size;
     inode.mtime_ns = m_now;
@@ -668,7 +697,7 @@ Task<Result<void, FsError>> FileSystem::remove_entry(std::uint32_t dir, std::str
             if (get_le<std::uint32_t>(p, 0) == 0 || static_cast<std::size_t>(p[4]) != name.size() ||
                 std::memcmp(p + 8, name.data(), name.size()) != 0)
                 continue;
-            HMK_CO_TRY_AS(Block* w, co_await change(b));
+            HMK_CO_TRY_AS(Block * w, co_await change(b));
             std::memset(w->data() + e * k_entry_size, 0, k_entry_size);
             inode.mtime_ns = m_now;
             co_return co_await store_inode(dir, inode);
@@ -683,7 +712,7 @@ Task<Result<bool, FsError>> FileSystem::dir_empty(std::uint32_t dir) {
 }
 
 Task<Result<std::uint32_t, FsError>> FileSystem::lookup_dir(const std::vector<std::string>& parts,
-                                                             std::size_t count) {
+                                                            std::size_t count) {
     std::uint32_t at = k_root;
     for (std::size_t i = 0; i < count; ++i) {
         HMK_CO_TRY_AS(const std::uint32_t next, co_await find_entry(at, parts[i]));
@@ -802,7 +831,7 @@ Task<Result<void, FsError>> FileSystem::write_tx(std::uint32_t ino, Inode& inode
             HMK_CO_TRY_AS(b, co_await map(inode, index, true));
         }
         const bool whole = n == k_block_size;
-        HMK_CO_TRY_AS(Block* w, co_await change(b, whole || had == 0));
+        HMK_CO_TRY_AS(Block * w, co_await change(b, whole || had == 0));
         std::memcpy(w->data() + in, data.data() + done, n);
         done += n;
     }
@@ -977,15 +1006,18 @@ Task<FsckReport> FileSystem::check() {
         todo.pop_back();
         auto inode = co_await load_inode(ino);
         if (!inode) {
-            problem(fmt::format("{}: inode {} unreadable: {}", where, ino, to_string(inode.error())));
+            problem(
+                fmt::format("{}: inode {} unreadable: {}", where, ino, to_string(inode.error())));
             continue;
         }
         if (inode->kind != FileKind::file && inode->kind != FileKind::directory) {
             problem(fmt::format("{}: inode {} is not in use", where, ino));
             continue;
         }
-        if (inode->kind == FileKind::file) ++report.files;
-        else ++report.directories;
+        if (inode->kind == FileKind::file)
+            ++report.files;
+        else
+            ++report.directories;
         // Its blocks: data and tables.
         const std::uint64_t nblocks = (inode->size + k_block_size - 1) / k_block_size;
         if (nblocks > k_max_file_blocks) {
@@ -994,7 +1026,8 @@ Task<FsckReport> FileSystem::check() {
         }
         for (std::size_t i = 0; i < k_direct; ++i) {
             if (inode->direct[i] == 0) continue;
-            if (i >= nblocks) problem(fmt::format("{}: block {} past the end of the file", where, i));
+            if (i >= nblocks)
+                problem(fmt::format("{}: block {} past the end of the file", where, i));
             claim(inode->direct[i], ino);
         }
         auto table = [&](std::uint32_t t, std::uint64_t first, std::uint64_t per,
@@ -1010,7 +1043,8 @@ Task<FsckReport> FileSystem::check() {
                 const std::uint32_t p = get_le<std::uint32_t>(copy.data(), 4 * i);
                 if (p == 0) continue;
                 const std::uint64_t index = first + i * per;
-                if (index >= nblocks) problem(fmt::format("{}: block {} past the end of the file", where, index));
+                if (index >= nblocks)
+                    problem(fmt::format("{}: block {} past the end of the file", where, index));
                 if (!two_level) {
                     claim(p, ino);
                     continue;
@@ -1026,7 +1060,8 @@ Task<FsckReport> FileSystem::check() {
                     const std::uint32_t q = get_le<std::uint32_t>(sub_copy.data(), 4 * j);
                     if (q == 0) continue;
                     if (index + j >= nblocks)
-                        problem(fmt::format("{}: block {} past the end of the file", where, index + j));
+                        problem(
+                            fmt::format("{}: block {} past the end of the file", where, index + j));
                     claim(q, ino);
                 }
             }
@@ -1045,7 +1080,8 @@ Task<FsckReport> FileSystem::check() {
         std::set<std::string> names;
         for (const auto& [name, child] : *all) {
             const std::string child_path = where == "/" ? "/" + name : where + "/" + name;
-            if (!names.insert(name).second) problem(fmt::format("{}: name twice in its directory", child_path));
+            if (!names.insert(name).second)
+                problem(fmt::format("{}: name twice in its directory", child_path));
             if (name.find('/') != std::string::npos || name == "." || name == "..")
                 problem(fmt::format("{}: a bad name", child_path));
             if (child <= k_root || child >= g.inodes) {
@@ -1075,7 +1111,8 @@ Task<FsckReport> FileSystem::check() {
             break;
         }
         const std::uint64_t i = b % bits_per_block;
-        const bool marked = ((**bits)[i / 8] & static_cast<std::byte>(1u << (i % 8))) != std::byte{0};
+        const bool marked =
+            ((**bits)[i / 8] & static_cast<std::byte>(1u << (i % 8))) != std::byte{0};
         if (marked != (used[b] != 0))
             problem(fmt::format("block {} is {} but marked {} in the bitmap", b,
                                 used[b] != 0 ? "in use" : "free", marked ? "used" : "free"));
@@ -1093,9 +1130,12 @@ Task<Result<FsckReport, FsError>> fsck(BlockIo& io) {
 
 const char* to_string(IoError e) {
     switch (e) {
-        case IoError::bad_request: return "bad request";
-        case IoError::out_of_range: return "block out of range";
-        case IoError::io_error: return "I/O error";
+        case IoError::bad_request:
+            return "bad request";
+        case IoError::out_of_range:
+            return "block out of range";
+        case IoError::io_error:
+            return "I/O error";
     }
     return "unknown error";
 }
@@ -1103,7 +1143,9 @@ const char* to_string(IoError e) {
 void MemoryBlockIo::submit(BlockOp& op) {
     Result<void, IoError> r;
     const std::uint64_t n = blocks();
-    if (op.kind != BlockOp::Kind::flush && op.block >= n) {
+    if (op.kind == BlockOp::Kind::info) {
+        op.info_blocks = n;
+    } else if (op.kind != BlockOp::Kind::flush && op.block >= n) {
         r = Err{IoError::out_of_range};
     } else if (op.kind == BlockOp::Kind::read) {
         if (op.read_into.size() != k_block_size) {
@@ -1115,7 +1157,8 @@ void MemoryBlockIo::submit(BlockOp& op) {
         if (op.write_from.size() != k_block_size) {
             r = Err{IoError::bad_request};
         } else if (m_writes_left != 0) {
-            std::memcpy(m_data.data() + op.block * k_block_size, op.write_from.data(), k_block_size);
+            std::memcpy(m_data.data() + op.block * k_block_size, op.write_from.data(),
+                        k_block_size);
             ++m_writes;
             if (m_writes_left > 0) --m_writes_left;
         }

@@ -59,8 +59,8 @@ class Model {
         m_tree[p] = Node{kind, {}};
         return std::nullopt;
     }
-    std::optional<FsError> write(const std::string& p, std::uint64_t offset, const std::string& data,
-                                 bool create) {
+    std::optional<FsError> write(const std::string& p, std::uint64_t offset,
+                                 const std::string& data, bool create) {
         if (p != "/") {
             if (auto e = parent_error(p)) return e;
         }
@@ -100,7 +100,8 @@ class Model {
     }
     std::optional<FsError> rename(const std::string& from, const std::string& to) {
         if (from == "/" || to == "/") return FsError::busy;
-        if (to.size() > from.size() && to.compare(0, from.size(), from) == 0 && to[from.size()] == '/')
+        if (to.size() > from.size() && to.compare(0, from.size(), from) == 0 &&
+            to[from.size()] == '/')
             return FsError::busy;
         if (auto e = parent_error(from)) return e;
         if (m_tree.count(from) == 0) return FsError::not_found;
@@ -199,15 +200,20 @@ class Driver {
     std::string data(std::size_t max) {
         std::string s(m_rng() % (max + 1), '\0');
         const char c = static_cast<char>('a' + m_rng() % 26);
-        for (std::size_t i = 0; i < s.size(); ++i) s[i] = static_cast<char>(static_cast<std::size_t>(c) + i % 7);
+        for (std::size_t i = 0; i < s.size(); ++i)
+            s[i] = static_cast<char>(static_cast<std::size_t>(c) + i % 7);
         return s;
     }
     std::uint64_t offset() {
         switch (m_rng() % 4) {
-            case 0: return 0;
-            case 1: return m_rng() % 5000;
-            case 2: return m_rng() % 300'000;  // into the indirect blocks
-            default: return 4096 * (m_rng() % 8);
+            case 0:
+                return 0;
+            case 1:
+                return m_rng() % 5000;
+            case 2:
+                return m_rng() % 300'000;  // into the indirect blocks
+            default:
+                return 4096 * (m_rng() % 8);
         }
     }
 
@@ -235,8 +241,8 @@ class Driver {
             const bool create = m_rng() % 2 == 0;
             what = "write " + p + " at " + std::to_string(at) + " size " + std::to_string(d.size());
             want = model.write(p, at, d, create);
-            got = result(run_now(fs.write(p, at, bytes(d),
-                                          create ? FileSystem::Create::yes : FileSystem::Create::no)));
+            got = result(run_now(fs.write(
+                p, at, bytes(d), create ? FileSystem::Create::yes : FileSystem::Create::no)));
         } else if (op < 55) {
             const std::string d = data(3000);
             what = "append " + p;
@@ -285,8 +291,7 @@ class Driver {
             << what << ": fs says " << (got ? to_string(*got) : "ok") << ", model "
             << (want ? to_string(*want) : "ok");
         if (got) {
-            ASSERT_EQ(*got, *want) << what << ": " << to_string(*got) << " vs "
-                                   << to_string(*want);
+            ASSERT_EQ(*got, *want) << what << ": " << to_string(*got) << " vs " << to_string(*want);
         }
         ++m_steps;
         if (!got) ++m_succeeded[what.substr(0, what.find(' '))];
@@ -347,8 +352,7 @@ TEST(FileSystemTest, BadPathsAndNamesAreRefused) {
     while (deep.size() <= k_max_path) deep += "/abcdefgh";
     EXPECT_EQ(run_now(fs->stat(deep)).error(), FsError::name_too_long);
     EXPECT_EQ(run_now(fs->remove("/")).error(), FsError::busy);
-    EXPECT_EQ(run_now(fs->write("/big", 0, bytes("x"))).error(),
-              FsError::not_found);
+    EXPECT_EQ(run_now(fs->write("/big", 0, bytes("x"))).error(), FsError::not_found);
     expect_clean(*fs);
 }
 
@@ -369,13 +373,14 @@ TEST(FileSystemTest, RandomOperationsMatchTheModel) {
         ASSERT_TRUE(fs);
         expect_clean(*fs);
         const Tree have = dump(*fs);
-        ASSERT_TRUE(same(have, model.tree())) << "fs:\n" << describe(have) << "model:\n"
+        ASSERT_TRUE(same(have, model.tree())) << "fs:\n"
+                                              << describe(have) << "model:\n"
                                               << describe(model.tree());
     }
     EXPECT_GE(model.tree().size(), 5u);
     // Every kind of operation got through often, not only its errors.
-    for (const char* op : {"mkdir", "create", "write", "append", "truncate", "rename", "remove",
-                           "read"}) {
+    for (const char* op :
+         {"mkdir", "create", "write", "append", "truncate", "rename", "remove", "read"}) {
         EXPECT_GE(driver.m_succeeded[op], 20) << op;
     }
 }
@@ -407,8 +412,10 @@ TEST(FileSystemTest, ACrashAtAnyWriteLeavesTheStateBeforeOrAfterTheOperation) {
         expect_clean(*again);
         const Tree have = dump(*again);
         EXPECT_TRUE(same(have, before) || same(have, model.tree()))
-            << "trial " << trial << "\nfs:\n" << describe(have) << "before:\n" << describe(before)
-            << "after:\n" << describe(model.tree());
+            << "trial " << trial << "\nfs:\n"
+            << describe(have) << "before:\n"
+            << describe(before) << "after:\n"
+            << describe(model.tree());
     }
     // Some crashes fell between a commit and the writes home: replayed.
     EXPECT_GT(replays, 0);

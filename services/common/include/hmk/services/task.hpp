@@ -163,13 +163,13 @@ T run_now(Task<T> task) {
 // HMK_CO_TRY_AS declares `decl` with the value.
 #define HMK_CO_CONCAT_(a, b) a##b
 #define HMK_CO_CONCAT(a, b) HMK_CO_CONCAT_(a, b)
-#define HMK_CO_TRY_AS(decl, expr)                                       \
-    auto HMK_CO_CONCAT(_hmk_co_r, __LINE__) = (expr);                   \
-    if (!HMK_CO_CONCAT(_hmk_co_r, __LINE__))                            \
+#define HMK_CO_TRY_AS(decl, expr)                                                    \
+    auto HMK_CO_CONCAT(_hmk_co_r, __LINE__) = (expr);                                \
+    if (!HMK_CO_CONCAT(_hmk_co_r, __LINE__))                                         \
         co_return ::hmk::Err{std::move(HMK_CO_CONCAT(_hmk_co_r, __LINE__)).error()}; \
     decl = std::move(HMK_CO_CONCAT(_hmk_co_r, __LINE__)).value()
-#define HMK_CO_TRY(expr)                                                   \
-    do {                                                                   \
-        if (auto _hmk_co_r = (expr); !_hmk_co_r)                           \
-            co_return ::hmk::Err{std::move(_hmk_co_r).error()};            \
+#define HMK_CO_TRY(expr)                                        \
+    do {                                                        \
+        if (auto _hmk_co_r = (expr); !_hmk_co_r)                \
+            co_return ::hmk::Err{std::move(_hmk_co_r).error()}; \
     } while (false)

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hmk/result.hpp"
@@ -21,9 +21,9 @@ inline constexpr std::uint32_t k_block_size = 4096;
 
 /// Block device errors. The numbers cross the bus (schemas/block.fbs Status).
 enum class IoError : std::uint8_t {
-    bad_request = 1,  ///< malformed request, or a buffer of the wrong size
+    bad_request = 1,   ///< malformed request, or a buffer of the wrong size
     out_of_range = 2,  ///< no such block
-    io_error = 3,     ///< the device failed (or never answered, after retries)
+    io_error = 3,      ///< the device failed (or never answered, after retries)
 };
 const char* to_string(IoError e);
 
@@ -31,11 +31,12 @@ const char* to_string(IoError e);
 /// it either inside submit() (done set: no suspension) or later, by calling
 /// complete() from its owner's thread.
 struct BlockOp {
-    enum class Kind : std::uint8_t { read, write, flush };
+    enum class Kind : std::uint8_t { read, write, flush, info };
     Kind kind = Kind::read;
     std::uint64_t block = 0;
     std::span<std::byte> read_into;         ///< read: k_block_size bytes
     std::span<const std::byte> write_from;  ///< write: k_block_size bytes
+    std::uint64_t info_blocks = 0;          ///< info: the device's size, in blocks
     bool done = false;
     Result<void, IoError> result;
     std::coroutine_handle<> waiter;
@@ -74,6 +75,8 @@ class BlockIo {
     services::Task<Result<void, IoError>> write(std::uint64_t block,
                                                 std::span<const std::byte> data);
     services::Task<Result<void, IoError>> flush();
+    /// The device's size in blocks, as the device says.
+    services::Task<Result<std::uint64_t, IoError>> info();
     /// Writes every block of `blocks` (number, data), all in flight at once;
     /// the first error, once all are finished.
     services::Task<Result<void, IoError>> write_all(
@@ -88,7 +91,7 @@ class FileBlockIo final : public BlockIo {
     static Result<std::unique_ptr<FileBlockIo>, std::string> open(const std::string& path);
     /// Creates (or truncates) `path` with `blocks` zero blocks.
     static Result<std::unique_ptr<FileBlockIo>, std::string> create(const std::string& path,
-                                                                     std::uint64_t blocks);
+                                                                    std::uint64_t blocks);
     ~FileBlockIo() override;
     FileBlockIo(const FileBlockIo&) = delete;
     FileBlockIo& operator=(const FileBlockIo&) = delete;

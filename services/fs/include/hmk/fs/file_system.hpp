@@ -23,19 +23,19 @@ namespace hmk::fs {
 
 /// File system errors. The numbers cross the bus (schemas/fs.fbs Status).
 enum class FsError : std::uint8_t {
-    bad_request = 1,    ///< a malformed request
-    not_found = 2,      ///< no such file or directory
-    exists = 3,         ///< the name is taken
+    bad_request = 1,  ///< a malformed request
+    not_found = 2,    ///< no such file or directory
+    exists = 3,       ///< the name is taken
     not_a_directory = 4,
     is_a_directory = 5,
-    not_empty = 6,       ///< a directory with entries cannot be removed
-    name_too_long = 7,   ///< a name over k_max_name bytes, or a path over k_max_path
-    bad_path = 8,        ///< not absolute, empty names, ".", "..", NUL
-    no_space = 9,        ///< out of blocks or inodes
-    io_error = 10,       ///< the block device failed
-    corrupt = 11,        ///< the image is not hmkfs, or is damaged
-    too_big = 12,        ///< beyond the largest file
-    busy = 13,           ///< the root, or a directory moved into itself
+    not_empty = 6,      ///< a directory with entries cannot be removed
+    name_too_long = 7,  ///< a name over k_max_name bytes, or a path over k_max_path
+    bad_path = 8,       ///< not absolute, empty names, ".", "..", NUL
+    no_space = 9,       ///< out of blocks or inodes
+    io_error = 10,      ///< the block device failed
+    corrupt = 11,       ///< the image is not hmkfs, or is damaged
+    too_big = 12,       ///< beyond the largest file
+    busy = 13,          ///< the root, or a directory moved into itself
 };
 const char* to_string(FsError e);
 
@@ -162,8 +162,8 @@ class FileSystem {
         std::uint32_t ino = 0;  // 0: no such entry
         std::string name;
     };
-    services::Task<Result<std::uint32_t, FsError>> lookup_dir(
-        const std::vector<std::string>& parts, std::size_t count);
+    services::Task<Result<std::uint32_t, FsError>> lookup_dir(const std::vector<std::string>& parts,
+                                                              std::size_t count);
     services::Task<Result<Found, FsError>> resolve(std::string_view path);
     services::Task<Result<std::uint32_t, FsError>> find_entry(std::uint32_t dir,
                                                               std::string_view name);
