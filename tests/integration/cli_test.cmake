@@ -150,6 +150,24 @@ endforeach()
 require("${run_log}" "hmk: stopped")
 require("${run_log}" "/drivers/blocks: swapped")
 
+# mkfs and fsck: a clean image, a refusal to overwrite, a damaged bitmap
+# (exit 1, naming the block) and a damaged superblock (exit 2).
+file(REMOVE ${OUT}/disk.img)
+run_hmk(0 mkfs ${OUT}/disk.img --size 8)
+require("${OUT_TEXT}" "hmkfs, 2048 blocks of 4096 bytes (8 MiB)")
+run_hmk(1 mkfs ${OUT}/disk.img)
+require("${ERR_TEXT}" "holds an hmkfs file system already")
+run_hmk(0 fsck ${OUT}/disk.img)
+require("${OUT_TEXT}" "clean: 0 files, 1 directories")
+# Block 600's bit in the first bitmap block (block 513): marked used, but free.
+execute_process(COMMAND sh -c "printf '\\001' | dd of='${OUT}/disk.img' bs=1 seek=$((513 * 4096 + 75)) conv=notrunc 2>/dev/null")
+run_hmk(1 fsck ${OUT}/disk.img)
+require("${OUT_TEXT}" "block 600 is free but marked used in the bitmap")
+execute_process(COMMAND sh -c "printf 'X' | dd of='${OUT}/disk.img' bs=1 seek=2 conv=notrunc 2>/dev/null")
+run_hmk(2 fsck ${OUT}/disk.img)
+require("${ERR_TEXT}" "not an hmkfs image, or damaged")
+run_hmk(0 mkfs ${OUT}/disk.img --force)
+
 # run --for: boots, runs, stops cleanly.
 run_hmk(0 run ${FIG} --for 0.3 --log-level warn)
 message(STATUS "cli: all checks passed")

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <map>
 
+#include "fs_commands.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/control.hpp"
 #include "hmk/runtime/journal.hpp"
@@ -452,6 +453,23 @@ int main(int argc, char** argv) {
         "The module snapshots stored with the journal, each checked (exit 1 if one is bad)");
     snapshots->add_option("DIR", dir, "journal directory")->required();
 
+    hmk::tools::MkfsOptions mkfs_opts;
+    auto* mkfs = app.add_subcommand(
+        "mkfs",
+        "Make an empty hmkfs file system on an image file (docs/fs.md); a new image is 64 MiB "
+        "unless --size says otherwise. Refuses to overwrite a file system without --force.");
+    mkfs->add_option("IMAGE", mkfs_opts.image, "the image file")->required();
+    mkfs->add_option("--size", mkfs_opts.size_mib, "size of a new image, in MiB")
+        ->check(CLI::Range(4, 1 << 20));
+    mkfs->add_option("--inodes", mkfs_opts.inodes, "number of inodes (default: one per 4 blocks)");
+    mkfs->add_flag("--force", mkfs_opts.force, "replace a file system that is there");
+    std::string fsck_image;
+    auto* fsck = app.add_subcommand(
+        "fsck",
+        "Check an hmkfs image: replays a committed transaction left in its journal, then walks "
+        "the tree, the block pointers and the bitmap; exit 0 clean, 1 problems, 2 not hmkfs");
+    fsck->add_option("IMAGE", fsck_image, "the image file")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -469,6 +487,8 @@ int main(int argc, char** argv) {
         }
         return cmd_ctl(ctl_opts);
     }
+    if (mkfs->parsed()) return hmk::tools::cmd_mkfs(mkfs_opts);
+    if (fsck->parsed()) return hmk::tools::cmd_fsck(fsck_image);
     if (verify->parsed()) return cmd_journal_verify(dir);
     if (dump->parsed()) return cmd_journal_dump(dir, from, to);
     if (jstats->parsed()) return cmd_journal_stats(dir);
