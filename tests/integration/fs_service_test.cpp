@@ -46,7 +46,7 @@ backoff_ms = 1
 path = "/block"
 kind = "blockdev"
 isolation = "inproc"
-config = {{ image = "{image}", blocks = 4096 }}
+config = {{ image = "{image}", blocks = 16384 }}
 [[module]]
 path = "/drivers"
 kind = "gateway"
@@ -351,6 +351,82 @@ TEST_P(FsServiceTest, KillingTheFsAndTheDriverLosesNoAcknowledgedWrite) {
     EXPECT_GE(system().module_stats(id("/fs")).restarts +
                   system().module_stats(id("/drivers/disk")).restarts,
               8u);
+}
+
+// The whole system (kernel process, block device, driver and fs hosts) is
+// SIGKILLed under a writer, six times; after each, the image checks clean
+// (replaying its journal) and holds every write the writer had been answered.
+TEST_P(FsServiceTest, KillingTheWholeSystemLosesNoAcknowledgedWrite) {
+    auto record = [](int round, int i) {
+        std::string r = fmt::format("round {} record {:6} ", round, i);
+        r.resize(64, static_cast<char>('a' + i % 26));
+        return r;
+    };
+    std::mt19937 rng(7);
+    std::vector<int> acked_per_round;
+    for (int round = 0; round < 6; ++round) {
+        int fds[2];
+        ASSERT_EQ(::pipe(fds), 0);
+        const pid_t child = ::fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            // The system under test: boots on the image, writes until killed,
+            // and tells the parent each record it was answered for.
+            ::close(fds[0]);
+            boot();
+            if (round == 0) ok({pf::Op::Mkdir, "/log"});
+            for (int i = 0;; ++i) {
+                const Answer a = call_until_answered({pf::Op::Write,
+                                                      fmt::format("/log/round{}", round),
+                                                      {},
+                                                      4096u * static_cast<unsigned>(i),
+                                                      0,
+                                                      0,
+                                                      record(round, i),
+                                                      true});
+                if (a.status != pf::Status::Ok) ::_exit(3);
+                if (::write(fds[1], &i, sizeof(i)) != sizeof(i)) ::_exit(4);
+            }
+        }
+        ::close(fds[1]);
+        // Once it writes (booting may take a while), it dies at a random point.
+        int acked = -1;
+        int i = 0;
+        while (acked < 20 && ::read(fds[0], &i, sizeof(i)) == sizeof(i)) acked = i;
+        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 500));
+        ::kill(child, SIGKILL);
+        int status = 0;
+        ASSERT_EQ(::waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped by itself: " << status;
+        while (::read(fds[0], &i, sizeof(i)) == sizeof(i)) acked = i;
+        ::close(fds[0]);
+        ASSERT_GE(acked, 10) << "round " << round << ": too few writes to say anything";
+        acked_per_round.push_back(acked);
+
+        // Off line, as the tools see it: the journal replayed, a clean tree.
+        auto io = fs::FileBlockIo::open(m_image);
+        ASSERT_TRUE(io.has_value()) << io.error();
+        auto report = services::run_now(fs::fsck(**io));
+        ASSERT_TRUE(report.has_value()) << fs::to_string(report.error());
+        std::string problems;
+        for (const auto& p : report->problems) problems += p + "\n";
+        EXPECT_TRUE(report->problems.empty()) << problems;
+        auto mounted = services::run_now(fs::FileSystem::mount(**io));
+        ASSERT_TRUE(mounted.has_value());
+        for (int r = 0; r <= round; ++r) {
+            // Record k at 4096 * k: every write takes a new block (bitmap, inode, data).
+            const auto n = static_cast<std::uint32_t>(
+                4096 * acked_per_round[static_cast<std::size_t>(r)] + 64);
+            auto data = services::run_now((*mounted)->read(fmt::format("/log/round{}", r), 0, n));
+            ASSERT_TRUE(data.has_value()) << "round " << r;
+            ASSERT_EQ(data->size(), n) << "round " << r << ": a write that was answered is gone";
+            const std::string text(reinterpret_cast<const char*>(data->data()), data->size());
+            for (int k = 0; k <= acked_per_round[static_cast<std::size_t>(r)]; ++k) {
+                ASSERT_EQ(text.substr(4096u * static_cast<unsigned>(k), 64), record(r, k))
+                    << "round " << r << " record " << k;
+            }
+        }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(BothIsolations, FsServiceTest, ::testing::Values("inproc", "process"),
