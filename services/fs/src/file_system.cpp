@@ -1002,7 +1002,9 @@ Task<FsckReport> FileSystem::check() {
     std::vector<std::pair<std::uint32_t, std::string>> todo{{k_root, "/"}};
     seen[k_root] = 1;
     while (!todo.empty()) {
-        const auto [ino, where] = todo.back();
+        // (Not a structured binding: clang 14 cannot capture those in the lambda below.)
+        const std::uint32_t ino = todo.back().first;
+        const std::string where = todo.back().second;
         todo.pop_back();
         auto inode = co_await load_inode(ino);
         if (!inode) {
