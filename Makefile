@@ -40,6 +40,7 @@ bench: deps
 	build/release/bin/hmk_ipc_bench
 	build/release/bin/hmk_recovery_bench
 	build/release/bin/hmk_handoff_bench
+	build/release/bin/hmk_fs_bench
 
 asan tsan clang: deps
 	cmake --preset $@

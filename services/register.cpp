@@ -7,6 +7,7 @@ void register_service_modules(Registry& registry) {
     add_block_device(registry);
     add_disk_driver(registry);
     add_fs(registry);
+    add_kv(registry);
 }
 
 }  // namespace hmk::services

@@ -35,7 +35,7 @@ class FsModule final : public Module {
     }
 
     void on_start() override {
-        m_tick = m_env.set_timer(std::chrono::milliseconds(20), TimerMode::periodic);
+        m_tick = m_env.set_timer(std::chrono::milliseconds(50), TimerMode::periodic);
         m_main = mount_and_serve();
         check();
     }

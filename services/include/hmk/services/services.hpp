@@ -13,6 +13,9 @@ void add_disk_driver(Registry& registry);
 /// `fs`: hmkfs on the disk driver.
 void add_fs(Registry& registry);
 
+/// `kv` (the store's gateway) and `kvshard`.
+void add_kv(Registry& registry);
+
 /// Every service kind.
 void register_service_modules(Registry& registry);
 

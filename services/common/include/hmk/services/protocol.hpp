@@ -13,6 +13,9 @@ namespace hmk::services {
 /// Message types of the services (0x2000 and up: a service's own range).
 inline constexpr std::uint32_t k_block_type = 0x2000;  ///< schemas/block.fbs
 inline constexpr std::uint32_t k_fs_type = 0x2001;     ///< schemas/fs.fbs
+inline constexpr std::uint32_t k_kv_type = 0x2002;     ///< schemas/kv.fbs
+/// The shell service: a command line in, text out (docs/shell.md).
+inline constexpr std::uint32_t k_shell_type = 0x2003;
 
 /// The root table of `payload` if it verifies as a `T` (every offset and
 /// length inside the buffer, bounded depth and table count), else nullptr.
