@@ -22,8 +22,7 @@ int cmd_mkfs(const MkfsOptions& o) {
         io = std::move(*made);
     } else {
         if (o.size_mib != 0) {
-            fmt::print(stderr,
-                       "hmk mkfs: {} exists: --size makes a new image only with --force\n",
+            fmt::print(stderr, "hmk mkfs: {} exists: --size makes a new image only with --force\n",
                        o.image);
             return 2;
         }
@@ -49,10 +48,11 @@ int cmd_mkfs(const MkfsOptions& o) {
                    fs::to_string(g.error()), io->blocks());
         return 2;
     }
-    fmt::print("{}: hmkfs, {} blocks of {} bytes ({} MiB), {} inodes, journal {} blocks, data "
-               "from block {}\n",
-               o.image, g->blocks, fs::k_block_size, g->blocks * fs::k_block_size >> 20, g->inodes,
-               g->journal_blocks, g->data_start);
+    fmt::print(
+        "{}: hmkfs, {} blocks of {} bytes ({} MiB), {} inodes, journal {} blocks, data "
+        "from block {}\n",
+        o.image, g->blocks, fs::k_block_size, g->blocks * fs::k_block_size >> 20, g->inodes,
+        g->journal_blocks, g->data_start);
     return 0;
 }
 
