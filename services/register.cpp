@@ -8,6 +8,8 @@ void register_service_modules(Registry& registry) {
     add_disk_driver(registry);
     add_fs(registry);
     add_kv(registry);
+    add_shell(registry);
+    add_log_sink(registry);
 }
 
 }  // namespace hmk::services

@@ -10,7 +10,7 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 13> k_names{{
+constexpr std::array<Named, 17> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
@@ -24,6 +24,11 @@ constexpr std::array<Named, 13> k_names{{
     {"feed-gap", k_feed_gap},
     {"handoff", k_handoff},
     {"data", k_data},
+    // The OS services' protocols (docs/services.md).
+    {"block", 0x2000},
+    {"fs", 0x2001},
+    {"kv", 0x2002},
+    {"shell", 0x2003},
 }};
 }  // namespace
 

@@ -2,6 +2,9 @@
 // `tap`: eavesdrops on its bus and prints every message, addressed to it or not.
 #include <fmt/core.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "std_modules.hpp"
 
 namespace hmk::std_modules {
@@ -10,10 +13,21 @@ namespace {
 class Tap final : public Module {
   public:
     static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
-        return std::unique_ptr<Module>(new Tap(env));
+        std::vector<std::uint32_t> skip;
+        std::string_view list = env.config().string("skip");
+        while (!list.empty()) {
+            const std::size_t end = std::min(list.find(','), list.size());
+            const std::string_view word = list.substr(0, end);
+            const auto type = msg::parse_type(word);
+            if (!type) return Err{fmt::format("skip: unknown message type '{}'", word)};
+            skip.push_back(*type);
+            list.remove_prefix(std::min(end + 1, list.size()));
+        }
+        return std::unique_ptr<Module>(new Tap(env, std::move(skip)));
     }
     void on_message(const Message& m) override {
         const Header& h = m.header;
+        if (std::find(m_skip.begin(), m_skip.end(), h.type) != m_skip.end()) return;
         const Topology& t = m_env.topology();
         auto name = [&](ModuleId id) -> std::string {
             const TopologyNode* n = t.find(id);
@@ -29,15 +43,19 @@ class Tap final : public Module {
     }
 
   private:
-    explicit Tap(Env& env) : m_env(env) {}
+    Tap(Env& env, std::vector<std::uint32_t> skip) : m_env(env), m_skip(std::move(skip)) {}
     Env& m_env;
+    std::vector<std::uint32_t> m_skip;
 };
 
 }  // namespace
 
 void add_tap(Registry& registry) {
     registry.add<Tap>("tap", "prints every message seen on its bus, addressed to it or not",
-                      Role::leaf, {}, Eavesdrop::yes);
+                      Role::leaf,
+                      {ConfigKey("skip", ConfigType::string, std::string(),
+                                 "message types not printed, comma-separated (e.g. \"block,fs\")")},
+                      Eavesdrop::yes);
 }
 
 }  // namespace hmk::std_modules

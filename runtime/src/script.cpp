@@ -242,10 +242,10 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             return *n;
         };
         std::size_t consumed = 0;
-        if (word == "send") {
+        if (word == "send" || word == "call") {
             static constexpr const char* usage =
                 "send [--from PATH] [--scope bus|subtree|up|system] DEST|* TYPE [PAYLOAD]";
-            c.op = Op::send;
+            c.op = word == "send" ? Op::send : Op::call;
             std::size_t i = 1;
             while (i < tokens.size() && !tokens[i].quoted && tokens[i].text.rfind("--", 0) == 0) {
                 const Token& flag = tokens[i];
@@ -277,7 +277,11 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
             if (tokens.size() < i + 2)
                 return fail(file, line_no, tokens.back().column,
                             fmt::format("too few words; usage: {}", usage));
-            if (tokens[i].text != "*") c.path = HMK_TRY(module_path(tokens[i]));
+            if (tokens[i].text != "*") {
+                c.path = HMK_TRY(module_path(tokens[i]));
+            } else if (c.op == Op::call) {
+                return fail(file, line_no, tokens[i].column, "call asks one module: DEST, not *");
+            }
             const auto type = msg::parse_type(tokens[i + 1].text);
             if (!type)
                 return fail(file, line_no, tokens[i + 1].column,
@@ -437,7 +441,7 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else {
             return fail(file, line_no, tokens[0].column,
                         fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
-                                    "tree, print, kill, snapshot, swap, move)",
+                                    "tree, print, kill, snapshot, swap, move, call)",
                                     word));
         }
         if (consumed < tokens.size()) {
@@ -509,6 +513,27 @@ CommandOutcome CommandSession::run(const ScriptCommand& c) {
             return done(fmt::format("sent {} ({}{})", m_last_send,
                                     c.path.empty() ? to_string(c.scope) : "addressed",
                                     c.payload.empty() ? "" : ", \"" + c.payload + "\""));
+        }
+        case Op::call: {
+            ScriptCommand send = c;
+            send.op = Op::send;
+            CommandOutcome sent = run(send);
+            if (!sent.ok) return sent;
+            std::optional<OwnedMessage> reply;
+            const auto deadline = std::chrono::steady_clock::now() + m_timeout;
+            while (!reply && !m_cancelled.load() && std::chrono::steady_clock::now() < deadline) {
+                reply = system.wait_for_root(m_last_correlation, std::chrono::milliseconds(50));
+            }
+            if (!reply)
+                return failed(
+                    fmt::format("no reply to {} within {} ms", m_last_send, m_timeout.count()));
+            // The answer is what the operator asked for: its text, as it is.
+            CommandOutcome r;
+            r.ok = (reply->header.flags & k_flag_error) == 0;
+            r.output = std::string(reply->text());
+            r.text = r.ok ? fmt::format("{} answered", c.path)
+                          : fmt::format("{} answered with an error", c.path);
+            return r;
         }
         case Op::expect_reply:
         case Op::expect_reply_contains: {
@@ -630,8 +655,10 @@ int run_script(System& system, const Script& script, Logger& logger) {
         const std::string where = fmt::format("{}:{}", script.file, c.line);
         const CommandOutcome r = session.run(c);
         if (!r.ok) {
+            if (!r.output.empty()) logger.print(r.output);
             logger.log(LogLevel::error, "script",
-                       fmt::format("{}: expect failed: {}", where, r.text));
+                       fmt::format("{}: {} failed: {}", where,
+                                   c.op == ScriptCommand::Op::call ? "call" : "expect", r.text));
             return 1;
         }
         if (!r.text.empty())

@@ -6,6 +6,8 @@
 #include <fmt/core.h>
 #include <sys/stat.h>
 
+#include <filesystem>
+
 #include "hmk/fs/block_io.hpp"
 #include "hmk/proto/block_generated.h"
 #include "hmk/services/protocol.hpp"
@@ -23,6 +25,9 @@ class BlockDevice final : public Module {
         struct stat st {};
         std::unique_ptr<fs::FileBlockIo> io;
         if (::stat(image.c_str(), &st) != 0) {
+            std::error_code ec;
+            const auto dir = std::filesystem::path(image).parent_path();
+            if (!dir.empty()) std::filesystem::create_directories(dir, ec);
             const auto blocks = static_cast<std::uint64_t>(env.config().integer("blocks"));
             auto made = fs::FileBlockIo::create(image, blocks);
             if (!made) return Err{made.error()};

@@ -69,6 +69,12 @@ class DiskDriver final : public Module {
         std::uint64_t correlation = 0;
         std::vector<std::byte> request;
     };
+    struct Kept {
+        ModuleId client = k_no_module;
+        std::uint64_t correlation = 0;
+        std::uint16_t flags = 0;
+        std::vector<std::byte> payload;
+    };
 
     DiskDriver(Env& env, ModuleId device)
         : m_env(env),
@@ -86,7 +92,13 @@ class DiskDriver final : public Module {
             out.correlation = m_env.next_correlation();
             out.payload = p.request;
             if (auto r = m_env.send(out); !r) {
-                if (r.error() == SendError::full) return;  // the next answer pumps again
+                if (r.error() == SendError::full) {
+                    // The next answer pumps again, or the tick does.
+                    if (m_retry == 0)
+                        m_retry =
+                            m_env.set_timer(std::chrono::milliseconds(1), TimerMode::periodic);
+                    return;
+                }
                 refuse(p.client, p.correlation, pb::Status::IoError,
                        fmt::format("cannot reach the block device: {}", to_string(r.error())));
                 m_queue.pop_front();
@@ -113,7 +125,7 @@ class DiskDriver final : public Module {
             out.flags =
                 reply->status() == pb::Status::Ok ? k_flag_reply : (k_flag_reply | k_flag_error);
             out.payload = m.payload;
-            (void)m_env.send(out);
+            deliver(out);
             ++m_done;
         }
         pump();
@@ -133,7 +145,41 @@ class DiskDriver final : public Module {
         out.correlation = correlation;
         out.flags = k_flag_reply | k_flag_error;
         out.payload = bytes_of(m_builder);
-        (void)m_env.send(out);
+        deliver(out);
+    }
+
+    // An answer to a client: sent now, or kept (in order) while the uplink
+    // is full and sent on the next tick; never dropped.
+    void deliver(const Outgoing& out) {
+        if (m_outbox.empty()) {
+            const auto r = m_env.send(out);
+            if (r || r.error() != SendError::full) return;
+        }
+        m_outbox.push_back(Kept{
+            out.destination, out.correlation, out.flags, {out.payload.begin(), out.payload.end()}});
+        if (m_retry == 0)
+            m_retry = m_env.set_timer(std::chrono::milliseconds(1), TimerMode::periodic);
+    }
+
+    void on_timer(TimerId id) override {
+        if (id != m_retry) return;
+        while (!m_outbox.empty()) {
+            const Kept& k = m_outbox.front();
+            Outgoing out;
+            out.destination = k.client;
+            out.type = k_block_type;
+            out.correlation = k.correlation;
+            out.flags = k.flags;
+            out.payload = k.payload;
+            const auto r = m_env.send(out);
+            if (!r && r.error() == SendError::full) break;
+            m_outbox.pop_front();
+        }
+        pump();
+        if (m_outbox.empty() && (m_queue.empty() || m_in_flight.size() >= m_depth)) {
+            m_env.cancel_timer(m_retry);
+            m_retry = 0;
+        }
     }
 
     Env& m_env;
@@ -141,6 +187,8 @@ class DiskDriver final : public Module {
     std::size_t m_depth;
     std::size_t m_queue_limit;
     std::deque<Pending> m_queue;
+    std::deque<Kept> m_outbox;
+    TimerId m_retry = 0;
     std::unordered_map<std::uint64_t, Pending> m_in_flight;
     std::uint64_t m_done = 0;
     std::uint64_t m_refused = 0;

@@ -139,7 +139,8 @@ class KvShard final : public Module {
 
     // One fs request; the verified reply (a copy), or why not.
     Task<Result<OwnedAnswer, std::string>> fs_call(flatbuffers::FlatBufferBuilder& b) {
-        auto r = co_await m_fs_calls.call(m_fs, k_fs_type, copy_of(b));
+        std::vector<std::byte> payload = copy_of(b);
+        auto r = co_await m_fs_calls.call(m_fs, k_fs_type, std::move(payload));
         if (!r) co_return Err{fmt::format("the file system: {}", to_string(r.error()))};
         if (verified<pf::Reply>(r->payload) == nullptr)
             co_return Err{std::string("the file system answered garbage")};

@@ -127,7 +127,10 @@ class FsServiceTest : public ::testing::TestWithParam<const char*> {
         booted.reset();
         std::filesystem::remove_all(m_dir);
     }
-    void boot() { booted = testing::boot(system_toml(GetParam(), m_image), registry); }
+    void boot() {
+        booted = testing::boot(system_toml(GetParam(), m_image), registry);
+        wait_mounted();
+    }
     System& system() { return *booted->system; }
     ModuleId id(const std::string& path) { return booted->id(path); }
 
@@ -166,16 +169,38 @@ class FsServiceTest : public ::testing::TestWithParam<const char*> {
         return a;
     }
     /// Asks until the fs answers (it may be restarting): the answer.
-    Answer call_until_answered(const Req& q) {
-        for (int i = 0; i < 100; ++i) {
-            Answer a = call(q, std::chrono::milliseconds(500));
+    /// Asks until the fs answers (it may be mounting or restarting; a slow
+    /// machine may take a while): the answer, and whether it was asked again.
+    Answer call_until_answered(const Req& q, bool* again = nullptr) {
+        for (int i = 0; i < 60; ++i) {
+            Answer a = call(q, std::chrono::milliseconds(1000));
             if (a.answered && a.status != pf::Status::IoError) return a;
+            if (again != nullptr) *again = true;
         }
         return Answer{};
     }
     void ok(const Req& q) {
-        const Answer a = call_until_answered(q);
+        bool again = false;
+        const Answer a = call_until_answered(q, &again);
+        // Asked again, a mkdir or create may find what its first try made.
+        if (again && a.status == pf::Status::Exists &&
+            (q.op == pf::Op::Mkdir || q.op == pf::Op::Create))
+            return;
         ASSERT_EQ(a.status, pf::Status::Ok) << q.path << ": " << a.message;
+    }
+    /// Until the fs has mounted its disk (made a file system on the first boot).
+    void wait_mounted() {
+        ASSERT_TRUE(testing::eventually(
+            [&] {
+                Outgoing out;
+                out.destination = id("/fs");
+                out.type = msg::k_stats;
+                const auto corr = system().inject(out);
+                if (!corr) return false;
+                const auto reply = system().wait_for_root(*corr, std::chrono::seconds(1));
+                return reply && reply->text().find("mounted=1") != std::string_view::npos;
+            },
+            std::chrono::seconds(60)));
     }
     std::string read(const std::string& path) {
         std::string all;

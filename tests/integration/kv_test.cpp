@@ -149,8 +149,8 @@ class KvTest : public ::testing::TestWithParam<const char*> {
     }
     /// Asks until a shard answers for real (it may be starting or restarting).
     KvAnswer call_until_answered(pk::Op op, const std::string& key, const std::string& value = {}) {
-        for (int i = 0; i < 200; ++i) {
-            KvAnswer a = call(op, key, value, {}, 0, std::chrono::milliseconds(300));
+        for (int i = 0; i < 60; ++i) {
+            KvAnswer a = call(op, key, value, {}, 0, std::chrono::milliseconds(1000));
             if (a.answered && a.status != pk::Status::Unavailable) return a;
         }
         return KvAnswer{};

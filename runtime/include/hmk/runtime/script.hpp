@@ -18,6 +18,7 @@ namespace hmk {
 struct ScriptCommand {
     enum class Op : std::uint8_t {
         send,
+        call,
         expect_reply,
         expect_reply_contains,
         expect_no_reply,

@@ -16,6 +16,12 @@ void add_fs(Registry& registry);
 /// `kv` (the store's gateway) and `kvshard`.
 void add_kv(Registry& registry);
 
+/// `shell`: the shell service (a command line in, text out).
+void add_shell(Registry& registry);
+
+/// `logsink`: the kernel's log file.
+void add_log_sink(Registry& registry);
+
 /// Every service kind.
 void register_service_modules(Registry& registry);
 

@@ -11,6 +11,10 @@
 // tool or a test). Awaiting a Task that is done takes its value without a
 // transfer, so a loop over a thousand synchronous reads uses no stack per
 // iteration; a suspended Task resumes its awaiter when it finishes.
+//
+// Pass named values (locals, std::move of locals) into a call that is
+// co_awaited, not temporaries made in the same expression (a conditional,
+// a braced list, a string sum): GCC 12 destroys some of those twice.
 #pragma once
 
 #include <coroutine>
