@@ -27,8 +27,10 @@ $(DEV)/build.ninja: | deps
 build: deps $(DEV)/build.ninja
 	cmake --build --preset dev -j $(JOBS)
 
+# On a terminal: the system and its shell (quit stops it); otherwise the demo.
 run: build
-	$(HMK) run $(SYSTEM) --script $(SCRIPT) --stats
+	@if [ -t 0 ]; then $(HMK) run $(SYSTEM) --shell --log-level warn; \
+	else $(HMK) run $(SYSTEM) --script $(SCRIPT) --stats; fi
 
 test: build
 	ctest --preset dev -j $(JOBS)

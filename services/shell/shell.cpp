@@ -347,6 +347,9 @@ class Shell final : public Module {
             Outcome o = co_await fsck();
             co_return o;
         }
+        if (cmd != "cat" && cmd != "write" && cmd != "append" && cmd != "mkdir" && cmd != "rm" &&
+            cmd != "stat" && cmd != "mv")
+            co_return Outcome{false, fmt::format("unknown command '{}' (help)", cmd)};
         std::string path = word(rest);
         if (path.empty()) co_return Outcome{false, fmt::format("{}: which path? (help)", cmd)};
         Outcome o{false, fmt::format("unknown command '{}' (help)", cmd)};

@@ -21,6 +21,7 @@
 #include "hmk/runtime/script.hpp"
 #include "hmk/runtime/system.hpp"
 #include "hmk/snapshot_format.hpp"
+#include "shell_client.hpp"
 
 namespace {
 
@@ -233,6 +234,7 @@ struct RunOptions {
     bool explain_sandbox = false;
     std::string control;  ///< socket path; "" = the default for the system's name
     bool no_control = false;
+    bool shell = false;  ///< once booted (and after the script), an interactive shell
 };
 
 int cmd_run(const RunOptions& o, hmk::Registry& registry) {
@@ -296,7 +298,14 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
         control = std::move(opened).value();
     }
     int rc = k_exit_ok;
-    if (script) {
+    if (o.shell) {
+        if (script && hmk::run_script(**system, *script, logger) != 0) rc = k_exit_failed;
+        if (rc == k_exit_ok && control) {
+            hmk::tools::ShellOptions so;
+            so.socket = control->path();
+            rc = hmk::tools::run_shell(so) == 0 ? k_exit_ok : k_exit_failed;
+        }
+    } else if (script) {
         rc = hmk::run_script(**system, *script, logger) == 0 ? k_exit_ok : k_exit_failed;
         if (o.for_seconds > 0) wait_for_signal(o.for_seconds, **system);
     } else {
@@ -411,6 +420,26 @@ int main(int argc, char** argv) {
                     "control socket for `hmk ctl` (default: $XDG_RUNTIME_DIR/hmk/NAME.sock, or "
                     "/tmp/hmk-UID/NAME.sock)");
     run->add_flag("--no-control", run_opts.no_control, "no control socket");
+    run->add_flag("--shell", run_opts.shell,
+                  "once booted (and after the script, if any), an interactive shell on the "
+                  "system; leaving it stops the system (docs/shell.md)");
+
+    hmk::tools::ShellOptions shell_opts;
+    std::string shell_system;
+    auto* shell = app.add_subcommand(
+        "shell",
+        "An interactive shell on a running system (docs/shell.md): tree, stats, kill, swap, "
+        "move through its control socket; ls, cat, write, mkdir, rm, kv ... through its shell "
+        "service. Reads commands from stdin when it is not a terminal.");
+    shell->add_option("--socket", shell_opts.socket, "the system's control socket");
+    shell->add_option("--system", shell_system,
+                      "the system's name (its socket in the default directory)");
+    shell->add_option("--service", shell_opts.service,
+                      "the shell service's path (default: the module of kind shell)");
+    shell
+        ->add_option("--timeout", shell_opts.timeout_ms,
+                     "ms a command waits for its answer (default 10000)")
+        ->check(CLI::Range(1, 3'600'000));
 
     CtlOptions ctl_opts;
     auto* ctl = app.add_subcommand(
@@ -486,6 +515,15 @@ int main(int argc, char** argv) {
             return k_exit_invalid;
         }
         return cmd_ctl(ctl_opts);
+    }
+    if (shell->parsed()) {
+        CtlOptions where;
+        where.socket = shell_opts.socket;
+        where.system = shell_system;
+        const auto path = find_socket(where);
+        if (!path) return k_exit_invalid;
+        shell_opts.socket = *path;
+        return hmk::tools::run_shell(shell_opts);
     }
     if (mkfs->parsed()) return hmk::tools::cmd_mkfs(mkfs_opts);
     if (fsck->parsed()) return hmk::tools::cmd_fsck(fsck_image);
