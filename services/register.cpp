@@ -10,6 +10,8 @@ void register_service_modules(Registry& registry) {
     add_kv(registry);
     add_shell(registry);
     add_log_sink(registry);
+    add_console(registry);
+    add_clock(registry);
 }
 
 }  // namespace hmk::services

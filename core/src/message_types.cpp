@@ -10,7 +10,7 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 17> k_names{{
+constexpr std::array<Named, 19> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
@@ -29,6 +29,8 @@ constexpr std::array<Named, 17> k_names{{
     {"fs", 0x2001},
     {"kv", 0x2002},
     {"shell", 0x2003},
+    {"console", 0x2004},
+    {"clock", 0x2005},
 }};
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "hmk/proto/clock_generated.h"
 #include "hmk/proto/fs_generated.h"
 #include "hmk/proto/kv_generated.h"
 #include "hmk/services/protocol.hpp"
@@ -17,6 +18,7 @@
 namespace hmk::services {
 namespace {
 
+namespace pc = hmk::proto::clock;
 namespace pf = hmk::proto::fs;
 namespace pk = hmk::proto::kv;
 
@@ -34,6 +36,9 @@ constexpr const char* k_help =
     "mv FROM TO              rename\n"
     "stat PATH               kind, size, inode, time\n"
     "fsck                    check the file system\n"
+    "date                    the kernel's clock\n"
+    "sleep MS                wait for an alarm from the clock\n"
+    "echo TEXT...            a line on the console, through the console driver\n"
     "kv get KEY | kv put KEY VALUE... | kv del KEY | kv scan [PREFIX] [LIMIT]\n"
     "help                    this";
 
@@ -49,8 +54,15 @@ class Shell final : public Module {
         const TopologyNode* kv = env.topology().find(env.config().string("kv"));
         if (fs == nullptr)
             return Err{fmt::format("no file system at {}", env.config().string("fs"))};
-        return std::unique_ptr<Module>(
-            new Shell(env, fs->id, kv != nullptr ? kv->id : k_no_module));
+        auto id_of = [&](const char* key) {
+            const TopologyNode* n = env.topology().find(env.config().string(key));
+            return n != nullptr ? n->id : k_no_module;
+        };
+        auto shell =
+            std::unique_ptr<Shell>(new Shell(env, fs->id, kv != nullptr ? kv->id : k_no_module));
+        shell->m_clock = id_of("clock");
+        shell->m_console = id_of("console");
+        return std::unique_ptr<Module>(std::move(shell));
     }
 
     void on_start() override {
@@ -266,6 +278,48 @@ class Shell final : public Module {
                           (a.status == pf::Status::Ok ? "clean: " : "problems: ") + out};
     }
 
+    // --- the clock ------------------------------------------------------------
+
+    // "YYYY-MM-DD HH:MM:SS UTC" by arithmetic: the C library's time formatting
+    // may read /etc/localtime, which a sandboxed module may not open.
+    static std::string utc_text(std::uint64_t wall_ns) {
+        const auto secs = static_cast<std::int64_t>(wall_ns / 1'000'000'000ULL);
+        std::int64_t days = secs / 86400;
+        const std::int64_t in_day = secs % 86400;
+        // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+        days += 719468;
+        const std::int64_t era = days / 146097;
+        const std::int64_t doe = days - era * 146097;
+        const std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        const std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        const std::int64_t mp = (5 * doy + 2) / 153;
+        const std::int64_t day = doy - (153 * mp + 2) / 5 + 1;
+        const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
+        const std::int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+        return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", year, month, day,
+                           in_day / 3600, in_day % 3600 / 60, in_day % 60);
+    }
+
+    Task<Outcome> clock(bool alarm, std::string ms) {
+        if (m_clock == k_no_module) co_return Outcome{false, "no clock configured"};
+        const unsigned long after = std::strtoul(ms.c_str(), nullptr, 10);
+        if (alarm && (ms.empty() || after > 60'000))
+            co_return Outcome{false, "sleep MS (at most 60000)"};
+        flatbuffers::FlatBufferBuilder b(128);
+        b.Finish(pc::CreateRequest(b, alarm ? pc::Op::Alarm : pc::Op::Now,
+                                   static_cast<std::uint32_t>(after)));
+        const auto bytes = bytes_of(b);
+        std::vector<std::byte> payload(bytes.begin(), bytes.end());
+        auto r = co_await m_calls.call(m_clock, k_clock_type, std::move(payload));
+        if (!r) co_return Outcome{false, fmt::format("the clock: {}", to_string(r.error()))};
+        const pc::Reply* reply = verified<pc::Reply>(r->payload);
+        if (reply == nullptr || !reply->ok()) co_return Outcome{false, "the clock refused"};
+        if (alarm) co_return Outcome{true, fmt::format("slept {} ms", after)};
+        co_return Outcome{true,
+                          fmt::format("{} (kernel clock {:.6f} s)", utc_text(reply->wall_ns()),
+                                      static_cast<double>(reply->now_ns()) / 1e9)};
+    }
+
     // --- the key-value store ------------------------------------------------
 
     Task<Outcome> kv(std::string_view rest) {
@@ -347,6 +401,20 @@ class Shell final : public Module {
             Outcome o = co_await fsck();
             co_return o;
         }
+        if (cmd == "date" || cmd == "sleep") {
+            const std::string ms = word(rest);
+            Outcome o = co_await clock(cmd == "sleep", ms);
+            co_return o;
+        }
+        if (cmd == "echo") {
+            if (m_console == k_no_module) co_return Outcome{false, "no console driver configured"};
+            Outgoing out;
+            out.destination = m_console;
+            out.payload = as_bytes(rest);
+            if (auto r = m_env.send(out); !r)
+                co_return Outcome{false, fmt::format("echo: {}", to_string(r.error()))};
+            co_return Outcome{true, "ok"};
+        }
         if (cmd != "cat" && cmd != "write" && cmd != "append" && cmd != "mkdir" && cmd != "rm" &&
             cmd != "stat" && cmd != "mv")
             co_return Outcome{false, fmt::format("unknown command '{}' (help)", cmd)};
@@ -381,6 +449,8 @@ class Shell final : public Module {
     Env& m_env;
     ModuleId m_fs;
     ModuleId m_kv;
+    ModuleId m_clock = k_no_module;
+    ModuleId m_console = k_no_module;
     Requester m_calls;
     std::deque<Pending> m_queue;
     bool m_serving = false;
@@ -398,7 +468,11 @@ void add_shell(Registry& registry) {
         Role::leaf,
         {ConfigKey("fs", ConfigType::path, std::string("/fs"), "the file system"),
          ConfigKey("kv", ConfigType::string, std::string("/apps/app1"),
-                   "the key-value store (none if no such module)")});
+                   "the key-value store (none if no such module)"),
+         ConfigKey("clock", ConfigType::string, std::string("/clock"),
+                   "the kernel's clock (none if no such module)"),
+         ConfigKey("console", ConfigType::string, std::string("/drivers/console"),
+                   "the console driver (none if no such module)")});
 }
 
 }  // namespace hmk::services

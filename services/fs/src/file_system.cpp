@@ -242,6 +242,31 @@ Task<Result<void, IoError>> BlockIo::write_all(
     co_return first;
 }
 
+Task<Result<void, IoError>> BlockIo::read_all(
+    const std::vector<std::pair<std::uint64_t, std::span<std::byte>>>& blocks) {
+    std::vector<BlockOp> ops(blocks.size());
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+        ops[i].kind = BlockOp::Kind::read;
+        ops[i].block = blocks[i].first;
+        ops[i].read_into = blocks[i].second;
+        submit(ops[i]);
+    }
+    Result<void, IoError> first;
+    for (BlockOp& op : ops) {
+        if (!op.done) {
+            struct Wait {
+                BlockOp& op;
+                bool await_ready() const { return op.done; }
+                void await_suspend(std::coroutine_handle<> h) { op.waiter = h; }
+                void await_resume() {}
+            };
+            co_await Wait{op};
+        }
+        if (!op.result && first) first = op.result;
+    }
+    co_return first;
+}
+
 // --- mkfs -----------------------------------------------------------------
 
 Task<Result<Geometry, FsError>> mkfs(BlockIo& io, std::uint32_t inodes) {
@@ -351,6 +376,26 @@ Task<Result<const FileSystem::Block*, FsError>> FileSystem::get(std::uint64_t b)
     if (m_cache.size() >= 8192) m_cache.clear();
     auto [it, added] = m_cache.emplace(b, std::move(block));
     co_return &it->second;
+}
+
+Task<Result<void, FsError>> FileSystem::prefetch(std::uint64_t first, std::uint64_t count) {
+    // In pieces, all of a piece in flight at once (a cold check of a large
+    // inode table is otherwise one round trip to the disk per block).
+    constexpr std::uint64_t k_piece = 256;
+    for (std::uint64_t at = first; at < first + count; at += k_piece) {
+        std::vector<std::uint64_t> want;
+        for (std::uint64_t b = at; b < std::min(first + count, at + k_piece); ++b) {
+            if (b < m_geo.blocks && m_tx.count(b) == 0 && m_cache.count(b) == 0) want.push_back(b);
+        }
+        if (want.empty()) continue;
+        std::vector<Block> blocks(want.size(), Block(k_block_size));
+        std::vector<std::pair<std::uint64_t, std::span<std::byte>>> reads;
+        for (std::size_t i = 0; i < want.size(); ++i) reads.emplace_back(want[i], blocks[i]);
+        if (auto r = co_await m_io.read_all(reads); !r) co_return Err{FsError::io_error};
+        if (m_cache.size() + want.size() >= 8192) m_cache.clear();
+        for (std::size_t i = 0; i < want.size(); ++i) m_cache[want[i]] = std::move(blocks[i]);
+    }
+    co_return Result<void, FsError>{};
 }
 
 Task<Result<FileSystem::Block*, FsError>> FileSystem::change(std::uint64_t b, bool fresh) {
@@ -998,6 +1043,8 @@ Task<FsckReport> FileSystem::check() {
         return true;
     };
     std::vector<std::uint8_t> seen(g.inodes, 0);
+    (void)co_await prefetch(g.bitmap_start, g.bitmap_blocks);
+    (void)co_await prefetch(g.inode_start, std::min<std::uint64_t>(g.inode_blocks, 4096));
     // Walk the tree from the root; every reachable inode once.
     std::vector<std::pair<std::uint32_t, std::string>> todo{{k_root, "/"}};
     seen[k_root] = 1;

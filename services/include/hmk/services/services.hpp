@@ -22,6 +22,11 @@ void add_shell(Registry& registry);
 /// `logsink`: the kernel's log file.
 void add_log_sink(Registry& registry);
 
+/// `console` (the kernel's) and `consoledrv` (the console driver).
+void add_console(Registry& registry);
+/// `clock`: the kernel's clock and alarms.
+void add_clock(Registry& registry);
+
 /// Every service kind.
 void register_service_modules(Registry& registry);
 

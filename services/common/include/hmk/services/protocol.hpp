@@ -16,6 +16,8 @@ inline constexpr std::uint32_t k_fs_type = 0x2001;     ///< schemas/fs.fbs
 inline constexpr std::uint32_t k_kv_type = 0x2002;     ///< schemas/kv.fbs
 /// The shell service: a command line in, text out (docs/shell.md).
 inline constexpr std::uint32_t k_shell_type = 0x2003;
+inline constexpr std::uint32_t k_console_type = 0x2004;  ///< schemas/console.fbs
+inline constexpr std::uint32_t k_clock_type = 0x2005;    ///< schemas/clock.fbs
 
 /// The root table of `payload` if it verifies as a `T` (every offset and
 /// length inside the buffer, bounded depth and table count), else nullptr.

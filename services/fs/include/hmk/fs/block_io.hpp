@@ -81,6 +81,9 @@ class BlockIo {
     /// the first error, once all are finished.
     services::Task<Result<void, IoError>> write_all(
         const std::vector<std::pair<std::uint64_t, std::span<const std::byte>>>& blocks);
+    /// Reads every block of `blocks` (number, buffer), all in flight at once.
+    services::Task<Result<void, IoError>> read_all(
+        const std::vector<std::pair<std::uint64_t, std::span<std::byte>>>& blocks);
 };
 
 /// An image file, read and written with pread/pwrite (mkfs, fsck, tests,

@@ -142,6 +142,8 @@ class FileSystem {
     // A block the transaction changes (read first unless `fresh`: zeros).
     services::Task<Result<Block*, FsError>> change(std::uint64_t b, bool fresh = false);
     services::Task<Result<void, FsError>> commit();
+    // Reads blocks first..first+count into the cache, many at a time.
+    services::Task<Result<void, FsError>> prefetch(std::uint64_t first, std::uint64_t count);
     void abort() { m_tx.clear(); }
 
     services::Task<Result<Inode, FsError>> load_inode(std::uint32_t ino);
