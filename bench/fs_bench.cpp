@@ -6,7 +6,7 @@
 // host's file system in the same run (pwrite/pread of the same chunks, no
 // fsync on either side: hmk's `durable` is off, as the host's page cache).
 //
-//   hmk_fs_bench [--mib N] [--files N]
+//   hmk_fs_bench [--mib N] [--files N] [--keys N]
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <stdlib.h>
@@ -15,10 +15,12 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "hmk/proto/fs_generated.h"
+#include "hmk/proto/kv_generated.h"
 #include "hmk/runtime/config.hpp"
 #include "hmk/runtime/system.hpp"
 #include "hmk/services/protocol.hpp"
@@ -27,6 +29,8 @@ namespace {
 
 using namespace hmk;
 namespace pf = hmk::proto::fs;
+namespace pk = hmk::proto::kv;
+using services::k_kv_type;
 constexpr std::uint32_t k_chunk = 4096;
 
 /// `fsclient`: on `start` with "MODE COUNT", runs COUNT requests to /fs one
@@ -55,7 +59,21 @@ class FsClient final : public Module {
             next();
             return;
         }
-        if (h.type != services::k_fs_type || !h.is_reply() || h.correlation != m_waiting) return;
+        if (!h.is_reply() || h.correlation != m_waiting) return;
+        if (h.type == services::k_kv_type) {
+            const pk::Reply* kr = services::verified<pk::Reply>(m.payload);
+            if (kr == nullptr || kr->status() != pk::Status::Ok) {
+                finish(fmt::format("error at kv request {}", m_done));
+                return;
+            }
+            if (++m_done == m_count) {
+                finish(fmt::format("ok {}", m_env.now_ns() - m_start_ns));
+                return;
+            }
+            next();
+            return;
+        }
+        if (h.type != services::k_fs_type) return;
         const pf::Reply* r = services::verified<pf::Reply>(m.payload);
         if (r == nullptr || r->status() != pf::Status::Ok) {
             finish(fmt::format(
@@ -75,7 +93,10 @@ class FsClient final : public Module {
     }
 
   private:
-    explicit FsClient(Env& env) : m_env(env), m_fs(env.topology().find("/fs")->id) {}
+    explicit FsClient(Env& env)
+        : m_env(env),
+          m_fs(env.topology().find("/fs")->id),
+          m_kv(env.topology().find("/apps/kv")->id) {}
 
     void next() {
         m_builder.Clear();
@@ -88,15 +109,26 @@ class FsClient final : public Module {
             const auto path = m_builder.CreateString("/bench/seq");
             m_builder.Finish(pf::CreateRequest(m_builder, pf::Op::Read, path, 0,
                                                std::uint64_t{k_chunk} * m_done, k_chunk));
+        } else if (m_mode == "kvput" || m_mode == "kvget") {
+            const auto key = m_builder.CreateString(fmt::format("key{:08}", m_done));
+            const auto value = m_builder.CreateString(std::string(100, 'v'));
+            m_builder.Finish(pk::CreateRequest(
+                m_builder, m_mode == "kvput" ? pk::Op::Put : pk::Op::Get, key, value));
+            send_to(m_kv, k_kv_type);
+            return;
         } else {
             const auto path = m_builder.CreateString(fmt::format("/bench/small/f{}", m_done));
             const auto data = m_builder.CreateVector(m_block.data(), 100);
             m_builder.Finish(
                 pf::CreateRequest(m_builder, pf::Op::Write, path, 0, 0, 0, 0, data, true));
         }
+        send_to(m_fs, services::k_fs_type);
+    }
+
+    void send_to(ModuleId to, std::uint32_t type) {
         Outgoing out;
-        out.destination = m_fs;
-        out.type = services::k_fs_type;
+        out.destination = to;
+        out.type = type;
         out.correlation = m_env.next_correlation();
         out.payload = services::bytes_of(m_builder);
         m_waiting = out.correlation;
@@ -116,6 +148,7 @@ class FsClient final : public Module {
 
     Env& m_env;
     ModuleId m_fs;
+    ModuleId m_kv;
     std::string m_mode;
     std::uint64_t m_count = 0;
     std::uint64_t m_done = 0;
@@ -151,6 +184,18 @@ bus = {{ capacity = 4096, max_payload = 8192 }}
 path = "/apps/app1/client"
 kind = "fsclient"
 isolation = "inproc"
+[[module]]
+path = "/apps/kv"
+kind = "kv"
+bus = {{ capacity = 4096, max_payload = 8192 }}
+[[module]]
+path = "/apps/kv/shard0"
+kind = "kvshard"
+isolation = "{isolation}"
+[[module]]
+path = "/apps/kv/shard1"
+kind = "kvshard"
+isolation = "{isolation}"
 [[module]]
 path = "/fs"
 kind = "fs"
@@ -214,10 +259,36 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 // The host's file system: the same chunks, the same files.
 struct HostRun {
-    double write_s = 0, read_s = 0, create_s = 0;
+    double write_s = 0, read_s = 0, create_s = 0, put_s = 0, get_s = 0;
 };
-HostRun host(const std::string& dir, std::uint64_t chunks, std::uint64_t files) {
+HostRun host(const std::string& dir, std::uint64_t chunks, std::uint64_t files,
+             std::uint64_t keys) {
     HostRun h;
+    {
+        // A shard without the OS: the same log records appended to a host
+        // file (no fsync, as hmk's), the pairs in a map.
+        std::map<std::string, std::string> pairs;
+        const std::string log = dir + "/kv.log";
+        const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const std::string value(100, 'v');
+        auto t = std::chrono::steady_clock::now();
+        off_t at = 0;
+        for (std::uint64_t i = 0; i < keys; ++i) {
+            const std::string key = fmt::format("key{:08}", i);
+            const std::string rec =
+                fmt::format("{:08x}{:08x}1{}{}", key.size() + value.size(), 0, key, value);
+            if (::pwrite(fd, rec.data(), rec.size(), at) != static_cast<ssize_t>(rec.size())) break;
+            at += static_cast<off_t>(rec.size());
+            pairs[key] = value;
+        }
+        h.put_s = seconds_since(t);
+        ::close(fd);
+        t = std::chrono::steady_clock::now();
+        std::size_t found = 0;
+        for (std::uint64_t i = 0; i < keys; ++i) found += pairs.count(fmt::format("key{:08}", i));
+        h.get_s = seconds_since(t);
+        if (found != keys) h.get_s = 0;
+    }
     std::vector<char> block(k_chunk, 0x5a);
     const std::string file = dir + "/seq";
     int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
@@ -249,14 +320,17 @@ HostRun host(const std::string& dir, std::uint64_t chunks, std::uint64_t files) 
 int main(int argc, char** argv) {
     std::uint64_t mib = 16;
     std::uint64_t files = 2000;
+    std::uint64_t keys = 2000;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--mib") mib = std::stoull(argv[i + 1]);
         if (a == "--files") files = std::stoull(argv[i + 1]);
+        if (a == "--keys") keys = std::stoull(argv[i + 1]);
     }
     if (argc > 1 && std::string(argv[1]) == "--help") {
         fmt::print(
-            "hmk_fs_bench [--mib N] [--files N]: fs throughput through the stack vs the host\n");
+            "hmk_fs_bench [--mib N] [--files N] [--keys N]: fs and kv throughput through the stack "
+            "vs the host\n");
         return 0;
     }
     const std::uint64_t chunks = mib * (1 << 20) / k_chunk;
@@ -269,11 +343,14 @@ int main(int argc, char** argv) {
         "/drivers -> /drivers/disk -> Bus 0 -> /block (an image file)\n");
     fmt::print("{} MiB in 4 KiB requests, {} files of 100 bytes; one request at a time\n\n", mib,
                files);
-    fmt::print("{:<26} {:>12} {:>12} {:>14}\n", "", "write MB/s", "read MB/s", "creates/s");
-    const HostRun h = host(dir, chunks, files);
+    fmt::print("{:<26} {:>12} {:>12} {:>14} {:>12} {:>12}\n", "", "write MB/s", "read MB/s",
+               "creates/s", "kv put/s", "kv get/s");
+    const HostRun h = host(dir, chunks, files, keys);
     const double mb = static_cast<double>(chunks * k_chunk) / 1e6;
-    fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>14.0f}\n", "host file system", mb / h.write_s,
-               mb / h.read_s, static_cast<double>(files) / h.create_s);
+    const double nk = static_cast<double>(keys);
+    fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>14.0f} {:>12.0f} {:>12.0f}\n", "host (file, map)",
+               mb / h.write_s, mb / h.read_s, static_cast<double>(files) / h.create_s, nk / h.put_s,
+               nk / h.get_s);
     int rc = 0;
     for (const char* isolation : {"inproc", "process"}) {
         Registry registry;
@@ -297,14 +374,15 @@ int main(int argc, char** argv) {
         const Run w = ask(s, client, "seqwrite", chunks);
         const Run r = ask(s, client, "seqread", chunks);
         const Run c = ask(s, client, "create", files);
-        if (!w.ok || !r.ok || !c.ok) rc = 1;
-        fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>14.0f}\n",
-                   fmt::format("hmk fs+driver {}", isolation), mb / w.seconds, mb / r.seconds,
-                   static_cast<double>(files) / c.seconds);
-        fmt::print(
-            "{:<26} {:>12.2f} {:>12.2f} {:>14.2f}\n", "  ratio host / hmk",
-            (mb / h.write_s) / (mb / w.seconds), (mb / h.read_s) / (mb / r.seconds),
-            (static_cast<double>(files) / h.create_s) / (static_cast<double>(files) / c.seconds));
+        const Run kp = ask(s, client, "kvput", keys);
+        const Run kg = ask(s, client, "kvget", keys);
+        if (!w.ok || !r.ok || !c.ok || !kp.ok || !kg.ok) rc = 1;
+        fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>14.0f} {:>12.0f} {:>12.0f}\n",
+                   fmt::format("hmk, services {}", isolation), mb / w.seconds, mb / r.seconds,
+                   static_cast<double>(files) / c.seconds, nk / kp.seconds, nk / kg.seconds);
+        fmt::print("{:<26} {:>12.1f} {:>12.1f} {:>14.1f} {:>12.1f} {:>12.1f}\n",
+                   "  ratio host / hmk", w.seconds / h.write_s, r.seconds / h.read_s,
+                   c.seconds / h.create_s, kp.seconds / h.put_s, kg.seconds / h.get_s);
     }
     std::filesystem::remove_all(dir);
     return rc;

@@ -61,7 +61,7 @@ class BlockDevice final : public Module {
         op.block = req->block();
         switch (req->op()) {
             case pb::Op::Info:
-                answer(m, pb::Status::Ok, {}, 0, m_io->blocks());
+                answer(m, pb::Status::Ok, {}, 0, m_io->blocks(), {}, m_io->durable());
                 return;
             case pb::Op::Read:
                 op.kind = fs::BlockOp::Kind::read;
@@ -103,7 +103,8 @@ class BlockDevice final : public Module {
         : m_env(env), m_io(std::move(io)), m_buffer(fs::k_block_size), m_builder(8192) {}
 
     void answer(const Message& m, pb::Status status, std::string_view why, std::uint64_t block = 0,
-                std::uint64_t blocks = 0, std::span<const std::byte> data = {}) {
+                std::uint64_t blocks = 0, std::span<const std::byte> data = {},
+                bool durable = false) {
         m_builder.Clear();
         const auto message = why.empty() ? 0 : m_builder.CreateString(why.data(), why.size());
         const auto bytes =
@@ -117,6 +118,7 @@ class BlockDevice final : public Module {
         r.add_block_size(fs::k_block_size);
         r.add_blocks(blocks);
         if (!data.empty()) r.add_data(bytes);
+        r.add_durable(durable);
         m_builder.Finish(r.Finish());
         (void)m_env.reply(m, bytes_of(m_builder), status == pb::Status::Ok ? 0 : k_flag_error);
     }

@@ -86,7 +86,10 @@ bool BusBlockIo::on_reply(const Message& m) {
             op.complete(Err{fs::IoError::io_error});
             return true;
     }
-    if (op.kind == fs::BlockOp::Kind::info) op.info_blocks = reply->blocks();
+    if (op.kind == fs::BlockOp::Kind::info) {
+        op.info_blocks = reply->blocks();
+        m_durable = reply->durable();
+    }
     if (op.kind == fs::BlockOp::Kind::read) {
         if (reply->data() == nullptr || reply->data()->size() != fs::k_block_size ||
             op.read_into.size() != fs::k_block_size) {

@@ -23,6 +23,7 @@ class BusBlockIo final : public fs::BlockIo {
     ~BusBlockIo() override;
 
     void set_blocks(std::uint64_t blocks) { m_blocks = blocks; }
+    bool flushes() const override { return m_durable; }
     std::uint64_t blocks() const override { return m_blocks; }
     void submit(fs::BlockOp& op) override;
 
@@ -48,6 +49,7 @@ class BusBlockIo final : public fs::BlockIo {
     std::uint64_t m_timeout_ns;
     std::uint32_t m_tries;
     std::uint64_t m_blocks = 0;
+    bool m_durable = true;  // until the device says otherwise
     std::uint64_t m_resent = 0;
     std::unordered_map<std::uint64_t, Out> m_out;
     flatbuffers::FlatBufferBuilder m_builder{8192};

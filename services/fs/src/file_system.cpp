@@ -448,14 +448,23 @@ Task<Result<void, FsError>> FileSystem::commit() {
         m_cache.clear();
         return Err{FsError::io_error};
     };
+    // (Waiting for each step's writes orders them; a flush also makes them
+    // durable, where the device can.)
+    const bool flushes = m_io.flushes();
     if (auto r = co_await m_io.write_all(journal); !r) co_return failed();
-    if (auto r = co_await m_io.flush(); !r) co_return failed();
+    if (flushes) {
+        if (auto r = co_await m_io.flush(); !r) co_return failed();
+    }
     if (auto r = co_await m_io.write(g.journal_start + 1 + count, commit); !r) co_return failed();
-    if (auto r = co_await m_io.flush(); !r) co_return failed();
+    if (flushes) {
+        if (auto r = co_await m_io.flush(); !r) co_return failed();
+    }
     std::vector<std::pair<std::uint64_t, std::span<const std::byte>>> home;
     for (const auto& [b, data] : m_tx) home.emplace_back(b, data);
     if (auto r = co_await m_io.write_all(home); !r) co_return failed();
-    if (auto r = co_await m_io.flush(); !r) co_return failed();
+    if (flushes) {
+        if (auto r = co_await m_io.flush(); !r) co_return failed();
+    }
     ++m_seq;
     for (auto& [b, data] : m_tx) {
         if (m_cache.size() >= 8192) m_cache.clear();

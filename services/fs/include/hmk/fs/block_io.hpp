@@ -77,6 +77,10 @@ class BlockIo {
     services::Task<Result<void, IoError>> flush();
     /// The device's size in blocks, as the device says.
     services::Task<Result<std::uint64_t, IoError>> info();
+    /// False if a flush does nothing on this device (a write that is done
+    /// survives any crash but the host's): the file system then orders its
+    /// writes by waiting for them and sends no flushes. Known after info().
+    virtual bool flushes() const { return true; }
     /// Writes every block of `blocks` (number, data), all in flight at once;
     /// the first error, once all are finished.
     services::Task<Result<void, IoError>> write_all(
@@ -104,6 +108,7 @@ class FileBlockIo final : public BlockIo {
     /// flush() calls fdatasync when true (default false: a process crash
     /// keeps what was written; power loss needs it).
     void set_durable(bool durable) { m_durable = durable; }
+    bool durable() const { return m_durable; }
 
   private:
     FileBlockIo(int fd, std::uint64_t blocks) : m_fd(fd), m_blocks(blocks) {}
