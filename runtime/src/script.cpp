@@ -364,6 +364,19 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
                                         word == "kill" ? "killed" : "snapshotted"));
             }
             consumed = 2;
+        } else if (word == "tap") {
+            HMK_TRY(need(2, "tap BUS-OWNER [COUNT]"));
+            c.op = Op::tap;
+            c.path = HMK_TRY(module_path(tokens[1]));
+            c.number = 20;
+            consumed = 2;
+            if (tokens.size() > 2) {
+                const auto n = parse_number(tokens[2].text);
+                if (!n || *n == 0 || *n > 10000)
+                    return fail(file, line_no, tokens[2].column, "COUNT is 1 to 10000");
+                c.number = *n;
+                consumed = 3;
+            }
         } else if (word == "swap") {
             static constexpr const char* usage =
                 "swap PATH --kind KIND [--version N] [--deadline MS]";
@@ -441,7 +454,7 @@ Result<Script, ConfigError> parse_script(std::string_view text, const std::strin
         } else {
             return fail(file, line_no, tokens[0].column,
                         fmt::format("unknown command '{}' (send, expect, wait, timeout, stats, "
-                                    "tree, print, kill, snapshot, swap, move, call)",
+                                    "tree, print, kill, snapshot, swap, move, call, tap)",
                                     word));
         }
         if (consumed < tokens.size()) {
@@ -612,6 +625,34 @@ CommandOutcome CommandSession::run(const ScriptCommand& c) {
             return CommandOutcome{true, {}, format_stats(system)};
         case Op::tree:
             return CommandOutcome{true, {}, format_tree(system)};
+        case Op::tap: {
+            if (node->role != Role::gateway && node->id != k_root_id)
+                return failed(fmt::format("{} owns no bus", c.path));
+            std::string out;
+            auto name = [&](ModuleId id) {
+                const TopologyNode* n = topo.find(id);
+                return n != nullptr ? n->path : fmt::format("#{}", id);
+            };
+            for (const OwnedMessage& m : system.bus_tail(node->id, c.number)) {
+                const Header& h = m.header;
+                const std::string_view tn = msg::type_name(h.type);
+                std::string payload;
+                for (std::size_t i = 0; i < std::min<std::size_t>(m.payload.size(), 60); ++i) {
+                    const auto ch = static_cast<unsigned char>(m.payload[i]);
+                    payload += ch >= 0x20 && ch < 0x7f ? std::string(1, static_cast<char>(ch))
+                                                       : fmt::format("\\x{:02x}", ch);
+                }
+                if (m.payload.size() > 60)
+                    payload += fmt::format("...({} bytes)", m.payload.size());
+                out += fmt::format("seq={} {} -> {} {}{} \"{}\"\n", h.seq, name(h.sender),
+                                   h.is_broadcast() ? fmt::format("*({})", to_string(h.scope))
+                                                    : name(h.destination),
+                                   tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
+                                   h.is_reply() ? " reply" : "", payload);
+            }
+            if (!out.empty()) out.pop_back();
+            return CommandOutcome{true, {}, out.empty() ? std::string("(no messages)") : out};
+        }
         case Op::print:
             return CommandOutcome{true, {}, c.payload};
         case Op::kill: {

@@ -620,6 +620,32 @@ std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_re
     return out;
 }
 
+std::vector<OwnedMessage> System::bus_tail(ModuleId owner, std::size_t count) const {
+    std::vector<OwnedMessage> out;
+    const auto it = m_impl->m_buses.find(owner);
+    if (it == m_impl->m_buses.end() || count == 0) return out;
+    const BroadcastRing& ring = it->second->ring();
+    const std::uint64_t head = ring.head();
+    std::uint64_t cursor = head + 1 > count ? head + 1 - count : 0;
+    cursor = std::max(cursor, ring.first());
+    std::vector<std::byte> record(ring.max_message());
+    while (cursor <= head) {
+        const ReadResult r = ring.read(cursor, record);
+        if (r.status == ReadStatus::lost) {
+            cursor = r.lost_last + 1;  // overwritten meanwhile: the newer ones
+            continue;
+        }
+        if (r.status != ReadStatus::ok) break;
+        const auto header = decode_header(std::span<const std::byte>(record.data(), r.size),
+                                          k_max_payload, Framing::exact);
+        if (!header) continue;
+        out.push_back(OwnedMessage{*header,
+                                   {record.begin() + k_header_size,
+                                    record.begin() + static_cast<std::ptrdiff_t>(r.size)}});
+    }
+    return out;
+}
+
 std::vector<BusStats> System::bus_stats() const {
     std::vector<BusStats> out;
     for (const auto& n : m_impl->spec().topology.nodes()) {

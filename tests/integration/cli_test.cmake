@@ -147,7 +147,7 @@ require("${OUT_TEXT}" "replied=10000 outstanding=0 lost=0 dup=0 late=0 count_err
 run_hmk(1 ctl --socket ${SOCK} --timeout 100 expect stat /drivers/app2/load rx >= 99999999)
 require("${ERR_TEXT}" ", wanted >= 99999999")
 # hmk shell on the running system, commands on stdin.
-file(WRITE ${OUT}/shell.in "mkdir /cli\nwrite /cli/t.txt written by the cli test\ncat /cli/t.txt\nkv put cli:key its value\nkv get cli:key\nbuses\n")
+file(WRITE ${OUT}/shell.in "mkdir /cli\nwrite /cli/t.txt written by the cli test\ncat /cli/t.txt\nkv put cli:key its value\nkv get cli:key\nbuses\ntap / 50\njournal verify ${OUT}/ctl-fig/journal/drivers\n")
 execute_process(COMMAND sh -c "'${HMK}' shell --socket '${SOCK}' < '${OUT}/shell.in'"
     RESULT_VARIABLE shell_rc OUTPUT_VARIABLE shell_out ERROR_VARIABLE shell_err)
 if(NOT shell_rc EQUAL 0)
@@ -156,6 +156,8 @@ endif()
 require("${shell_out}" "written by the cli test")
 require("${shell_out}" "its value")
 require("${shell_out}" "Bus 0")
+require("${shell_out}" " -> /fs fs ")
+require("${shell_out}" " records in ")
 file(WRITE ${OUT}/shell-bad.in "bogus\n")
 execute_process(COMMAND sh -c "'${HMK}' shell --socket '${SOCK}' < '${OUT}/shell-bad.in'"
     RESULT_VARIABLE shell_rc OUTPUT_VARIABLE shell_out ERROR_VARIABLE shell_err)

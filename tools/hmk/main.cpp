@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 
@@ -235,6 +236,7 @@ struct RunOptions {
     std::string control;  ///< socket path; "" = the default for the system's name
     bool no_control = false;
     bool shell = false;  ///< once booted (and after the script), an interactive shell
+    std::function<int(const std::vector<std::string>&)> journal;  ///< the shell's `journal`
 };
 
 int cmd_run(const RunOptions& o, hmk::Registry& registry) {
@@ -303,6 +305,7 @@ int cmd_run(const RunOptions& o, hmk::Registry& registry) {
         if (rc == k_exit_ok && control) {
             hmk::tools::ShellOptions so;
             so.socket = control->path();
+            so.journal = o.journal;
             rc = hmk::tools::run_shell(so) == 0 ? k_exit_ok : k_exit_failed;
         }
     } else if (script) {
@@ -505,9 +508,29 @@ int main(int argc, char** argv) {
         const int rc = app.exit(e);
         return rc == 0 ? k_exit_ok : k_exit_invalid;
     }
+    // The shell's `journal` runs hmk journal's commands here.
+    const auto journal_words = [](const std::vector<std::string>& w) {
+        const std::string& sub = w[0];
+        if (sub == "verify") return cmd_journal_verify(w[1]);
+        if (sub == "stats") return cmd_journal_stats(w[1]);
+        if (sub == "snapshots") return cmd_journal_snapshots(w[1]);
+        if (sub == "dump") {
+            std::uint64_t first = 0;
+            std::uint64_t last = UINT64_MAX;
+            if (w.size() > 2) first = std::strtoull(w[2].c_str(), nullptr, 10);
+            if (w.size() > 3) last = std::strtoull(w[3].c_str(), nullptr, 10);
+            return cmd_journal_dump(w[1], first, last);
+        }
+        fmt::print(stderr, "journal verify|dump|stats|snapshots DIR\n");
+        return k_exit_invalid;
+    };
+    shell_opts.journal = journal_words;
     if (check->parsed()) return cmd_check(file, registry);
     if (tree->parsed()) return cmd_tree(file, registry);
-    if (run->parsed()) return cmd_run(run_opts, registry);
+    if (run->parsed()) {
+        run_opts.journal = journal_words;
+        return cmd_run(run_opts, registry);
+    }
     if (ctl->parsed()) {
         ctl_opts.words = ctl->remaining();
         if (ctl_opts.words.empty()) {

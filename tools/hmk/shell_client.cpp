@@ -25,6 +25,7 @@ constexpr const char* k_help = R"(The system (through its control socket):
   tree                      the modules as they are attached now
   stats                     module and bus counters
   buses                     the bus counters only
+  tap BUS [N]               the last N messages on the bus owned by BUS (/ for Bus 0)
   kill PATH                 the operator's kill (its parent restarts it, if it should)
   snapshot PATH             ask a module for a snapshot now
   swap PATH --kind KIND     hot swap (docs/swap.md)
@@ -68,11 +69,25 @@ class ShellClient {
             return true;
         }
         if (cmd == "journal") {
-            fmt::print(stderr, "journal: run `hmk journal ...` (it reads files on this machine)\n");
+            std::vector<std::string> words;
+            std::size_t at = line.find("journal") + 7;
+            while (at < line.size()) {
+                const std::size_t start = line.find_first_not_of(' ', at);
+                if (start == std::string::npos) break;
+                const std::size_t end = std::min(line.find(' ', start), line.size());
+                words.push_back(line.substr(start, end - start));
+                at = end;
+            }
+            if (words.size() < 2 || !m_o.journal) {
+                fmt::print(stderr, "journal verify|dump|stats|snapshots DIR\n");
+                ++m_failures;
+            } else if (m_o.journal(words) != 0) {
+                ++m_failures;
+            }
             return true;
         }
         if (cmd == "tree" || cmd == "stats" || cmd == "kill" || cmd == "snapshot" ||
-            cmd == "swap" || cmd == "move" || cmd == "send") {
+            cmd == "swap" || cmd == "move" || cmd == "send" || cmd == "tap") {
             ctl(line, false);
             return true;
         }

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace hmk::tools {
 
@@ -11,6 +13,9 @@ struct ShellOptions {
     std::string socket;                ///< the system's control socket
     std::string service;               ///< the shell service's path ("": found by kind)
     std::uint32_t timeout_ms = 10000;  ///< how long a command waits for its answer
+    /// `journal verify|dump|stats|snapshots DIR [...]`: the words after
+    /// `journal`; its exit status (hmk journal, run in this process).
+    std::function<int(const std::vector<std::string>&)> journal;
 };
 
 /// Interactive on a terminal (readline, history in ~/.hmk_history); reads

@@ -34,6 +34,7 @@ struct ScriptCommand {
         tree,
         swap,
         move,
+        tap,
     };
     Op op{};
     std::uint32_t line = 0;

@@ -142,6 +142,10 @@ class System {
     const Topology& topology() const;
     ModuleStats module_stats(ModuleId id) const;
     std::vector<BusStats> bus_stats() const;
+    /// Any thread. The last `count` messages on the bus owned by `owner` (the
+    /// root for Bus 0) that are still in its ring, oldest first; none if
+    /// `owner` owns no bus.
+    std::vector<OwnedMessage> bus_tail(ModuleId owner, std::size_t count) const;
     /// Set once the microkernel's own supervision gave up (a failure escalated
     /// to the root past its restart intensity): why. The modules are stopped.
     std::optional<std::string> failure() const;
