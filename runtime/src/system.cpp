@@ -535,6 +535,13 @@ StartPlan SystemImpl::plan(const ModuleSpec& spec, std::uint64_t epoch) {
 System::System(std::unique_ptr<detail::SystemImpl> impl) : m_impl(std::move(impl)) {}
 System::~System() {
     stop();
+    // A runner abandoned in a hung handler still refers to the system (its
+    // host): the whole of it is kept for the life of the process, so that
+    // nothing it may touch is ever freed (ThreadSanitizer saw the host's
+    // memory freed under such a thread).
+    bool abandoned = false;
+    for (const auto& slot : m_impl->m_slots) abandoned = abandoned || !slot->abandoned.empty();
+    if (abandoned) detail::keep_for_good(m_impl.release());
 }
 
 RuntimeOptions RuntimeOptions::beside_executable() {
