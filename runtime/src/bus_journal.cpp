@@ -91,6 +91,11 @@ JournalCatchUp::JournalCatchUp(const BusJournal& journal, const InprocBus& bus, 
 
 CatchUp::Status JournalCatchUp::read(std::uint64_t seq, std::span<std::byte> out,
                                      std::uint32_t& size, std::uint64_t& missing_last) {
+    // Asked before the read: the monitor writes a record before it
+    // acknowledges it, so a journal that ends before seq although the
+    // monitor had passed it by then has lost it. Asked after the read, a
+    // record written in between would count as lost.
+    const bool may_still_write = m_bus.journal_may_still_write(seq);
     m_reader.seek(seq);
     JournalRecord record;
     switch (m_reader.next(record)) {
@@ -104,13 +109,13 @@ CatchUp::Status JournalCatchUp::read(std::uint64_t seq, std::span<std::byte> out
             return Status::ok;
         case JournalReader::Status::end:
             // Not written yet: worth waiting for only if the monitor may still write it.
-            if (m_bus.journal_may_still_write(seq)) return Status::pending;
+            if (may_still_write) return Status::pending;
             missing_last = seq;
             return Status::missing;
         case JournalReader::Status::missing:
             missing_last = m_reader.missing_last();
             if (missing_last >= seq) return Status::missing;
-            if (m_bus.journal_may_still_write(seq)) return Status::pending;
+            if (may_still_write) return Status::pending;
             missing_last = seq;
             return Status::missing;
         case JournalReader::Status::damaged:

@@ -835,10 +835,13 @@ bool UplinkPump::feed(ProcessChild& c) {
     while (n < k_batch && c.feed_next < enough &&
            feed.head() + 1 - std::min(taken, feed.head() + 1) < k_feed_slots) {
         JournalRecord r;
+        // Asked before the read (see JournalCatchUp::read): after it, a
+        // record the monitor wrote in between would count as lost.
+        const bool may_still_write = m_bus.journal_may_still_write(c.feed_next);
         auto st = c.reader->next(r);
         if (st == JournalReader::Status::end) {
             // Not written yet: wait for it while the monitor may still write it.
-            if (m_bus.journal_may_still_write(c.feed_next)) break;
+            if (may_still_write) break;
             st = JournalReader::Status::missing;
         }
         Header h;
