@@ -4,11 +4,13 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <tuple>
 #include <vector>
 
 #include "hmk/detail/endian.hpp"
+#include "hmk/platform/clock.hpp"
 #include "hmk/platform/futex.hpp"
 #include "hmk/platform/sandbox.hpp"
 #include "hmk/platform/shm.hpp"
@@ -38,10 +40,8 @@ class RemoteBus final : public detail::BusPort {
         h.payload_size = static_cast<std::uint32_t>(payload.size());
         encode_header(h, std::span<std::byte, k_header_size>(m_buffer.data(), k_header_size));
         std::copy(payload.begin(), payload.end(), m_buffer.begin() + k_header_size);
-        if (!m_uplink.try_push(
-                std::span<const std::byte>(m_buffer.data(), k_header_size + payload.size()))) {
-            return Err{SendError::full};
-        }
+        const std::span<const std::byte> record(m_buffer.data(), k_header_size + payload.size());
+        if (!m_uplink.try_push(record) && !wait_for_room(record)) return Err{SendError::full};
         signal_owner();
         return std::uint64_t{0};  // the sequence number is known once the owner publishes it
     }
@@ -57,6 +57,23 @@ class RemoteBus final : public detail::BusPort {
     }
 
   private:
+    /// The uplink is full: the parent is behind (a busy pump) or throttles
+    /// this module. A child may wait for its parent, never the reverse: the
+    /// message waits for room, in growing sleeps, up to k_full_wait_ns;
+    /// dropping it would lose a reply the module thinks it gave.
+    bool wait_for_room(std::span<const std::byte> record) {
+        constexpr std::uint64_t k_full_wait_ns = 1'000'000'000;
+        const std::uint64_t deadline = platform::monotonic_ns() + k_full_wait_ns;
+        std::uint32_t sleep_us = 20;
+        do {
+            signal_owner();
+            ::usleep(sleep_us);
+            sleep_us = std::min<std::uint32_t>(sleep_us * 2, 1000);
+            if (m_uplink.try_push(record)) return true;
+        } while (platform::monotonic_ns() < deadline);
+        return false;
+    }
+
     BroadcastRing m_ring;
     UplinkRing m_uplink;
     int m_event;
