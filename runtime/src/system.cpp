@@ -464,19 +464,26 @@ Result<void, std::string> SystemImpl::kill(ModuleId id) {
     if (s->state.load() != ModuleState::running)
         return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};
     const std::shared_lock lock(m_instances);
-    if (s->process) {
-        const ModuleStats st = s->pump->stats(id);
+    if (s->process || s->runner != nullptr) {
+        const ModuleStats st = s->process ? s->pump->stats(id) : s->runner->stats();
         if (st.state != ModuleState::running && st.state != ModuleState::recovering)
             return Err{fmt::format("{} is {}", s->spec->path, to_string(st.state))};
-        s->pump->kill(id, "killed by the operator", st.epoch);
+        // One kill per instance: one that is dying already looks up a moment
+        // longer, and a second kill of it would do nothing.
+        std::uint64_t last = s->killed_epoch.load();
+        do {
+            if (last == st.epoch)
+                return Err{fmt::format("{} (instance {}) is being stopped already", s->spec->path,
+                                       st.epoch)};
+        } while (!s->killed_epoch.compare_exchange_weak(last, st.epoch));
+        if (s->process) {
+            s->pump->kill(id, "killed by the operator", st.epoch);
+        } else {
+            s->runner->crash("killed by the operator");
+        }
         return {};
     }
-    if (s->runner == nullptr) return Err{s->spec->path + " has no instance"};
-    const ModuleState st = s->runner->stats().state;
-    if (st != ModuleState::running && st != ModuleState::recovering)
-        return Err{fmt::format("{} is {}", s->spec->path, to_string(st))};
-    s->runner->crash("killed by the operator");
-    return {};
+    return Err{s->spec->path + " has no instance"};
 }
 
 std::optional<std::string> SystemImpl::failure() const {

@@ -75,6 +75,9 @@ struct ModuleSlot {
     std::atomic<std::uint64_t> epoch{0};
     std::uint64_t last_epoch = 0;  // the highest instance number given out
     std::atomic<std::uint64_t> restarts{0};
+    /// The instance an operator kill was last sent to: a second kill of it
+    /// (still dying, not yet seen to) would be a kill that does nothing.
+    std::atomic<std::uint64_t> killed_epoch{0};
     /// running: the instance's own state counts; restarting, failed, stopped:
     /// the supervisor's.
     std::atomic<ModuleState> state{ModuleState::created};
