@@ -55,8 +55,8 @@ enum class SendError : std::uint8_t {
     no_child_bus,           ///< send_child() from a module that is not a gateway
     rejected,               ///< the bus owner refused it (forged sender, hop limit, a runtime type)
     stopped,                ///< the system is shutting down
-    full,                   ///< uplink full (the parent is behind or throttling this module),
-                            ///< or the bus waits for its journal
+    full,                   ///< uplink full for a second (the parent is behind or throttling
+                            ///< this module), or the bus waits for its journal
 };
 const char* to_string(SendError error);
 
