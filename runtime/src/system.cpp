@@ -634,6 +634,13 @@ std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_re
     return out;
 }
 
+std::size_t System::abandoned() const {
+    const std::shared_lock lock(m_impl->m_instances);
+    std::size_t n = 0;
+    for (const auto& s : m_impl->m_slots) n += s->abandoned.size();
+    return n;
+}
+
 std::vector<OwnedMessage> System::bus_tail(ModuleId owner, std::size_t count) const {
     std::vector<OwnedMessage> out;
     const auto it = m_impl->m_buses.find(owner);

@@ -6,7 +6,7 @@ file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
 
 function(run_hmk expected_rc)
-    execute_process(COMMAND ${HMK} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+    execute_process(COMMAND ${HMK} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
     if(NOT rc STREQUAL "${expected_rc}")
         message(FATAL_ERROR "hmk ${ARGN}: exit ${rc}, wanted ${expected_rc}\nstdout:\n${out}\nstderr:\n${err}")
     endif()
@@ -48,7 +48,22 @@ require("${OUT_TEXT}" "\n  fs [fs] id=16 level=1 on Bus 0 process")
 require("${OUT_TEXT}" "\n  block [blockdev] id=2 level=1 on Bus 0 inproc")
 
 # run: the Figure-1 demo passes; a failing expectation exits 1 naming its line.
-run_hmk(0 run ${FIG} --script ${SRC}/examples/figure1/demo.hmks --stats)
+# Under ThreadSanitizer (5-15 times slower) its load of 5000 requests/s
+# outruns the 2048-slot buses it crosses, which have no journal: their slow
+# readers lose messages, as designed. There it runs on a copy of the system
+# with 1000 requests/s and four times the slots.
+set(FIG_RUN ${FIG})
+set(CTL_FOR 12)
+if(SANITIZE STREQUAL "thread")
+    set(CTL_FOR 40)
+    file(READ ${FIG} text)
+    string(REPLACE "rate = 5000.0" "rate = 1000.0" text "${text}")
+    string(REPLACE "capacity = 2048" "capacity = 8192" text "${text}")
+    file(MAKE_DIRECTORY ${OUT}/figure1)
+    file(WRITE ${OUT}/figure1/system.toml "${text}")
+    set(FIG_RUN ${OUT}/figure1/system.toml)
+endif()
+run_hmk(0 run ${FIG_RUN} --script ${SRC}/examples/figure1/demo.hmks --stats)
 require("${OUT_TEXT}" "Bus 0")
 require("${ERR_TEXT}" "reply from /apps/app1/worker: \"hello app1\" (ok)")
 # The storage part: files and pairs through the shell, fsck clean after the crashes.
@@ -116,8 +131,8 @@ require("${ERR_TEXT}" "badkill.hmks:1:6: error: the microkernel cannot be killed
 # move under load, and clear errors (exit 1) or no system (exit 2).
 # (A copy of Figure 1, so that its journal is its own.)
 set(SOCK ${OUT}/ctl.sock)
-file(COPY ${FIG} DESTINATION ${OUT}/ctl-fig)
-execute_process(COMMAND sh -c "'${HMK}' run '${OUT}/ctl-fig/system.toml' --for 12 --control '${SOCK}' --log-level info > '${OUT}/ctl-run.log' 2>&1 &")
+file(COPY ${FIG_RUN} DESTINATION ${OUT}/ctl-fig)
+execute_process(COMMAND sh -c "'${HMK}' run '${OUT}/ctl-fig/system.toml' --for ${CTL_FOR} --control '${SOCK}' --log-level info > '${OUT}/ctl-run.log' 2>&1 &")
 foreach(i RANGE 100)
     if(EXISTS ${SOCK})
         break()
@@ -166,7 +181,7 @@ if(NOT shell_rc EQUAL 1)
 endif()
 require("${shell_out}${shell_err}" "unknown command 'bogus' (help)")
 run_hmk(2 ctl --socket ${OUT}/nobody.sock tree)
-foreach(i RANGE 400)
+foreach(i RANGE 1000)
     file(READ ${OUT}/ctl-run.log run_log)
     string(FIND "${run_log}" "hmk: stopped" stopped)
     if(NOT stopped EQUAL -1)

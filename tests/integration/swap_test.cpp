@@ -103,6 +103,9 @@ TEST_P(SwapTest, ManySwapsInARowLoseNothing) {
     for (std::uint32_t v : {2u, 2u, 1u, 2u}) {
         // Swapping back to version 1 cannot read format 2: that one rolls back.
         wait_replies(at);
+        // The last replica has taken over; a swap needs it to say it runs.
+        ASSERT_TRUE(testing::eventually(
+            [&] { return booted->system->module_stats(tally()).state == ModuleState::running; }));
         auto r = booted->system->swap(tally(), "tally", v);
         if (v == 1) {
             ASSERT_FALSE(r.has_value());

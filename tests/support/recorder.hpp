@@ -151,8 +151,24 @@ bool eventually(F&& done, std::chrono::milliseconds limit = std::chrono::seconds
 /// A booted system from TOML text; fails the test on any error.
 struct Booted {
     explicit Booted(std::FILE* log = stderr, LogLevel level = LogLevel::warn)
-        : logger(log, level) {}
-    Logger logger;
+        : logger(*new Logger(log, level)) {}
+    ~Booted() {
+        if (system) system->stop();
+        // A module left behind hung in a handler may still log: its logger
+        // then stays for the life of the process (System::abandoned).
+        const bool keep = system && system->abandoned() != 0;
+        system.reset();
+        if (keep) {
+            // Reachable from here, and never destroyed (not even at exit).
+            static auto* kept = new std::vector<Logger*>();
+            kept->push_back(&logger);
+        } else {
+            delete &logger;
+        }
+    }
+    Booted(const Booted&) = delete;
+    Booted& operator=(const Booted&) = delete;
+    Logger& logger;
     std::unique_ptr<System> system;
     const Topology& topology() const { return system->topology(); }
     ModuleId id(const std::string& path) const { return topology().find(path)->id; }

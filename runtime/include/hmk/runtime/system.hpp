@@ -153,6 +153,11 @@ class System {
     bool wait_failure(std::chrono::milliseconds timeout);
     /// For each module in a process of its own: the isolation layers around it.
     std::vector<std::pair<std::string, std::vector<std::string>>> sandbox_report() const;
+    /// Any thread. In-process instances left behind hung in a handler (a
+    /// stop, restart, swap or move gave up on them). Their threads live as
+    /// long as the process: a system with any keeps its own memory for good
+    /// when destroyed, and whoever owns the Logger it was given must too.
+    std::size_t abandoned() const;
 
   private:
     explicit System(std::unique_ptr<detail::SystemImpl> impl);
