@@ -978,23 +978,33 @@ void UplinkPump::stop() {
     // Replicas go at once (they take no 'stop': they are not the module).
     drop_all_replicas();
     // A 'stop' from the parent (the bus owner) to each child, then a little time.
+    // (Roles change on the pump thread, under the seat lock.)
     const ModuleId owner = m_bus.id();
-    for (auto& c : m_children) {
-        if (c->state.load() != ModuleState::running || c->role != ProcessChild::Role::primary)
-            continue;
+    std::vector<ModuleId> running;
+    {
+        const std::shared_lock lock(m_seats);
+        for (const auto& c : m_children) {
+            if (c->state.load() == ModuleState::running && c->role == ProcessChild::Role::primary)
+                running.push_back(c->spec->id);
+        }
+    }
+    for (const ModuleId id : running) {
         Header h;
         h.sender = owner;
-        h.destination = c->spec->id;
+        h.destination = id;
         h.type = msg::k_stop;
         (void)m_bus.publish(h, {}, owner);
     }
+    auto any_up = [&] {
+        const std::shared_lock lock(m_seats);
+        return std::any_of(m_children.begin(), m_children.end(), [](const auto& c) {
+            const ModuleState s = c->state.load();
+            return c->role == ProcessChild::Role::primary &&
+                   (s == ModuleState::running || s == ModuleState::created);
+        });
+    };
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    while (std::chrono::steady_clock::now() < deadline &&
-           std::any_of(m_children.begin(), m_children.end(), [](const auto& c) {
-               const ModuleState s = c->state.load();
-               return c->role == ProcessChild::Role::primary &&
-                      (s == ModuleState::running || s == ModuleState::created);
-           })) {
+    while (std::chrono::steady_clock::now() < deadline && any_up()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     m_stop.store(true);

@@ -133,7 +133,7 @@ require("${ERR_TEXT}" "badkill.hmks:1:6: error: the microkernel cannot be killed
 set(SOCK ${OUT}/ctl.sock)
 file(COPY ${FIG_RUN} DESTINATION ${OUT}/ctl-fig)
 execute_process(COMMAND sh -c "'${HMK}' run '${OUT}/ctl-fig/system.toml' --for ${CTL_FOR} --control '${SOCK}' --log-level info > '${OUT}/ctl-run.log' 2>&1 &")
-foreach(i RANGE 100)
+foreach(i RANGE 600)
     if(EXISTS ${SOCK})
         break()
     endif()
