@@ -457,8 +457,14 @@ void UplinkPump::reset_seat(ProcessChild& c, std::uint64_t epoch) {
     c.run_start = 0;
     c.feed_next = 0;
     c.reader.reset();
-    c.epoch.store(epoch);
-    c.state.store(ModuleState::created);
+    {
+        // Readers pair a seat's epoch with its state under the seat lock: a
+        // new instance never shows with the state its seat's last one left
+        // (a swap took a failed replica's state for its new replica's).
+        const std::unique_lock lock(m_seats);
+        c.state.store(ModuleState::created);
+        c.epoch.store(epoch);
+    }
     c.fenced.store(0);
     c.retired_ns = 0;
     c.handed_over.store(false);
