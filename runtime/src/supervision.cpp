@@ -399,10 +399,20 @@ void SystemImpl::heartbeats(std::uint64_t now) {
                 child->hb_cursor = 0;
                 continue;
             }
+            if (st.epoch != child->hb_epoch) {
+                // A new instance never saw the heartbeats before it: it is
+                // judged on those from its first sight here on (a process
+                // restarted late, after a slow stop of a sibling, was found
+                // hung before it had read a thing).
+                child->hb_epoch = st.epoch;
+                child->hb_since = *seq;
+                child->hb_cursor = st.cursor;
+                continue;
+            }
             // Hung: it has not handled a heartbeat `misses` periods old, and
             // it did not read a single message since the last one.
-            const bool hung =
-                visible && st.heartbeat < due && st.cursor <= due && st.cursor == child->hb_cursor;
+            const bool hung = visible && due >= child->hb_since && st.heartbeat < due &&
+                              st.cursor <= due && st.cursor == child->hb_cursor;
             child->hb_cursor = st.cursor;
             if (!hung) continue;
             const std::string why =

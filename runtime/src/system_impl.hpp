@@ -90,6 +90,8 @@ struct ModuleSlot {
     std::uint64_t resume_parent = 0;  // gateways: cursors of the last instance
     std::uint64_t resume_child = 0;
     std::uint64_t hb_cursor = 0;         // hang detection: input cursor at the last heartbeat
+    std::uint64_t hb_epoch = 0;          // the instance hb_cursor is of
+    std::uint64_t hb_since = 0;          // the heartbeat at which that instance was first seen
     std::optional<StartPlan> boot_plan;  // the first instance's, made before any module runs
 };
 

@@ -321,8 +321,8 @@ restart = "permanent"
     f.poke("/g/i");
     ASSERT_TRUE(f.restarted("/g/p", 1)) << f.text();
     ASSERT_TRUE(f.restarted("/g/i", 1)) << f.text();
-    EXPECT_TRUE(f.ping("/g/p"));
-    EXPECT_TRUE(f.ping("/g/i"));
+    EXPECT_TRUE(f.ping("/g/p")) << f.text();
+    EXPECT_TRUE(f.ping("/g/i")) << f.text();
     EXPECT_EQ(f.stats("/g/ok").restarts, 0u);
     EXPECT_GT(f.stats("/g/ok").heartbeat, 0u);
     const std::string text = f.text();
