@@ -546,9 +546,7 @@ System::~System() {
     // host): the whole of it is kept for the life of the process, so that
     // nothing it may touch is ever freed (ThreadSanitizer saw the host's
     // memory freed under such a thread).
-    bool abandoned = false;
-    for (const auto& slot : m_impl->m_slots) abandoned = abandoned || !slot->abandoned.empty();
-    if (abandoned) detail::keep_for_good(m_impl.release());
+    if (abandoned() != 0) detail::keep_for_good(m_impl.release());
 }
 
 RuntimeOptions RuntimeOptions::beside_executable() {
