@@ -255,10 +255,10 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
     const toml::table* t = node.as_table();
     if (t == nullptr)
         return ld.fail(node, fmt::format("'supervisor' must be a table, not {}", type_name(node)));
-    HMK_TRY(only_keys(
-        ld, *t,
-        {"strategy", "intensity", "period_ms", "backoff_ms", "heartbeat_ms", "heartbeat_misses"},
-        "a 'supervisor' table"));
+    HMK_TRY(only_keys(ld, *t,
+                      {"strategy", "intensity", "period_ms", "backoff_ms", "heartbeat_ms",
+                       "heartbeat_misses", "stop_grace_ms"},
+                      "a 'supervisor' table"));
     SupervisorSpec s;
     if (const toml::node* v = t->get("strategy")) {
         const auto text = HMK_TRY(get_as<std::string>(ld, *v, "strategy", "a string"));
@@ -284,6 +284,8 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
         s.period_ms = HMK_TRY(get_u32(ld, *v, "period_ms", 1, 86400000));
     if (const toml::node* v = t->get("backoff_ms"))
         s.backoff_ms = HMK_TRY(get_u32(ld, *v, "backoff_ms", 0, 60000));
+    if (const toml::node* v = t->get("stop_grace_ms"))
+        s.stop_grace_ms = HMK_TRY(get_u32(ld, *v, "stop_grace_ms", 0, 600'000));
     return s;
 }
 

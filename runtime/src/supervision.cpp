@@ -16,8 +16,13 @@ namespace {
 
 constexpr std::uint64_t k_ms = 1'000'000;
 constexpr std::uint64_t k_max_backoff_ms = 10'000;
-// How long a stopping in-process module may take before it counts as hung.
+// How long an old instance retiring after a swap may take to stop.
 constexpr std::chrono::milliseconds k_stop_grace{2000};
+// How long the supervision thread waits for an in-process instance asked to
+// stop; one still in a handler then is waited for without blocking the thread.
+constexpr std::chrono::milliseconds k_quick_stop{5};
+// How often it looks whether such an instance has left its handler.
+constexpr std::uint64_t k_stop_poll_ns = 1'000'000;
 // How often the supervision thread looks at a handoff under way.
 constexpr std::uint64_t k_job_poll_ns = 200'000;
 
@@ -41,10 +46,11 @@ void SystemImpl::post(FailureEvent event) {
     m_sup_cv.notify_all();
 }
 
-std::uint64_t SystemImpl::next_due() const {
+std::uint64_t SystemImpl::next_due(std::uint64_t now) const {
     std::uint64_t due = UINT64_MAX;
     for (const auto& s : m_slots) {
-        if (s->restart_pending) due = std::min(due, s->restart_at_ns);
+        if (!s->stopping.empty()) due = std::min(due, now + k_stop_poll_ns);
+        if (s->restart_pending && !restart_held(*s)) due = std::min(due, s->restart_at_ns);
     }
     for (const auto& [id, sup] : m_supervisors) {
         if (sup->spec.heartbeat_ms != 0 && sup->owner->state.load() == ModuleState::running)
@@ -57,8 +63,8 @@ void SystemImpl::supervise_loop() {
     std::unique_lock lock(m_sup_mutex);
     while (!m_sup_stop) {
         const bool booted = m_booted.load();
-        std::uint64_t due = booted ? next_due() : UINT64_MAX;
         const std::uint64_t now = platform::monotonic_ns();
+        std::uint64_t due = booted ? next_due(now) : UINT64_MAX;
         // A handoff under way is watched closely.
         if (m_job != nullptr) due = std::min(due, now + k_job_poll_ns);
         auto ready = [&] {
@@ -87,6 +93,7 @@ void SystemImpl::supervise_loop() {
         }
         for (const FailureEvent& e : events) handle(e);
         const std::uint64_t t = platform::monotonic_ns();
+        reap_stopping(t);
         run_due_restarts(t);
         heartbeats(t);
         if (m_job != nullptr) advance_job();
@@ -284,14 +291,69 @@ void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
         slot.resume_child = old->child_cursor();
     }
     old->request_stop();
-    if (!old->join(k_stop_grace)) {
-        m_logger.log(LogLevel::error, path_of(slot),
-                     fmt::format("does not stop ({}): it hangs in a handler; abandoned on its "
-                                 "thread",
-                                 why));
-        old->abandon();
-        slot.abandoned.push_back(std::move(old));
+    // Most instances leave their handler at once. One that does not is
+    // waited for by its next instance (and a gateway's next instance waits
+    // for its subtree's), not by this thread: its siblings, and the rest of
+    // the system, are restarted meanwhile (reap_stopping).
+    if (old->join(k_quick_stop)) return;
+    const std::uint32_t grace_ms =
+        slot.parent_sup != nullptr ? slot.parent_sup->spec.stop_grace_ms : 2000;
+    slot.stopping.push_back(
+        {std::move(old), platform::monotonic_ns() + std::uint64_t{grace_ms} * k_ms, why});
+}
+
+bool SystemImpl::still_stopping(const ModuleSlot& slot) const {
+    if (!slot.stopping.empty()) return true;
+    if (slot.own_sup == nullptr) return false;
+    return std::any_of(slot.own_sup->children.begin(), slot.own_sup->children.end(),
+                       [&](const ModuleSlot* c) { return still_stopping(*c); });
+}
+
+bool SystemImpl::restart_held(const ModuleSlot& slot) const {
+    if (still_stopping(slot)) return true;
+    // Restarted together (one_for_all, rest_for_one): in declaration order,
+    // so a child waits for an earlier sibling still leaving its handler.
+    const Supervisor* sup = slot.parent_sup;
+    if (sup == nullptr || sup->spec.strategy == Strategy::one_for_one) return false;
+    for (const ModuleSlot* c : sup->children) {
+        if (c == &slot) break;
+        if (c->restart_pending && still_stopping(*c)) return true;
     }
+    return false;
+}
+
+void SystemImpl::abandon_stopping(ModuleSlot& slot, ModuleSlot::Stopping& st) {
+    m_logger.log(
+        LogLevel::error, path_of(slot),
+        fmt::format("does not stop ({}): it hangs in a handler; abandoned on its thread", st.why));
+    st.runner->abandon();
+    const std::unique_lock lock(m_instances);
+    slot.abandoned.push_back(std::move(st.runner));
+}
+
+void SystemImpl::reap_stopping(std::uint64_t now) {
+    for (auto& s : m_slots) {
+        auto& list = s->stopping;
+        for (auto it = list.begin(); it != list.end();) {
+            if (it->runner->join(std::chrono::milliseconds(0))) {
+                it = list.erase(it);
+            } else if (now >= it->deadline_ns) {
+                abandon_stopping(*s, *it);
+                it = list.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+}
+
+void SystemImpl::await_stopped(ModuleSlot& slot) {
+    for (auto& st : slot.stopping) {
+        const std::uint64_t now = platform::monotonic_ns();
+        const std::uint64_t left_ms = st.deadline_ns > now ? (st.deadline_ns - now) / k_ms : 0;
+        if (!st.runner->join(std::chrono::milliseconds(left_ms))) abandon_stopping(slot, st);
+    }
+    slot.stopping.clear();
 }
 
 void SystemImpl::start_instance(ModuleSlot& slot) {
@@ -343,7 +405,7 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
 void SystemImpl::run_due_restarts(std::uint64_t now) {
     // Preorder: a gateway before its children, siblings in declaration order.
     for (auto& s : m_slots) {
-        if (!s->restart_pending || s->restart_at_ns > now) continue;
+        if (!s->restart_pending || s->restart_at_ns > now || restart_held(*s)) continue;
         s->restart_pending = false;
         s->restarts.fetch_add(1);
         if (s->own_sup != nullptr) s->own_sup->restarts.clear();

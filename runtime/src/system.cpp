@@ -326,6 +326,7 @@ Result<void, std::string> SystemImpl::start() {
                     s.pump->restart(id, s.epoch.load());
                 } else {
                     stop_instance(s, "could not restore its snapshot");
+                    await_stopped(s);
                     start_instance(s);
                 }
             }
@@ -378,6 +379,7 @@ void SystemImpl::stop() {
     // nothing publishes on their buses any more, and take in the rest first.
     for (auto& [bus, pump] : m_pumps) pump->stop();
     auto stop_runner = [&](ModuleSlot& s) {
+        await_stopped(s);
         if (s.retiring != nullptr) {
             s.retiring->request_stop();
             if (s.retiring->join(std::chrono::seconds(2))) {

@@ -69,6 +69,15 @@ struct ModuleSlot {
     Bell own_bell;
     Bell* bell = &own_bell;                          // the running in-process instance's
     std::vector<std::unique_ptr<Runner>> abandoned;  // hung: kept alive for good
+    /// In-process instances asked to stop that are still in a handler. The
+    /// next instance waits for them to leave, or to be abandoned at their
+    /// deadline; the supervision thread does not (supervision.cpp).
+    struct Stopping {
+        std::unique_ptr<Runner> runner;
+        std::uint64_t deadline_ns = 0;
+        std::string why;
+    };
+    std::vector<Stopping> stopping;
     std::unique_ptr<Runner> retiring;  // after a swap's switch: the old instance, until it retires
 
     // Supervision (written by the supervision thread; atomics read by others).
@@ -235,7 +244,14 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     void stop_instance(ModuleSlot& slot, const std::string& why);
     void run_due_restarts(std::uint64_t now);
     void heartbeats(std::uint64_t now);
-    std::uint64_t next_due() const;
+    std::uint64_t next_due(std::uint64_t now) const;
+    // Instances still leaving a handler: looked at without waiting (reap),
+    // or waited for (await, for a start that cannot be put off, and stop).
+    bool still_stopping(const ModuleSlot& slot) const;
+    bool restart_held(const ModuleSlot& slot) const;
+    void reap_stopping(std::uint64_t now);
+    void await_stopped(ModuleSlot& slot);
+    void abandon_stopping(ModuleSlot& slot, ModuleSlot::Stopping& st);
     void announce_event(ModuleSlot& slot, LifecycleKind kind, const std::string& why);
     void fail_system(const std::string& why);
 

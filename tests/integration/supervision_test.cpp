@@ -7,7 +7,11 @@
 
 #include <fmt/core.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "recorder.hpp"
@@ -329,6 +333,57 @@ restart = "permanent"
     EXPECT_NE(text.find("/g/p: missed 3 heartbeats of 30 ms: hung"), std::string::npos) << text;
     EXPECT_NE(text.find("/g/i: missed 3 heartbeats of 30 ms: hung"), std::string::npos) << text;
     EXPECT_NE(text.find("/g/i: does not stop"), std::string::npos) << text;
+}
+
+// An in-process module that is slow to leave its handler holds up its own
+// restart, not its parent's supervision of the others: a sibling that fails
+// meanwhile is restarted at once, and the slow one, once it leaves within its
+// grace, is restarted, not abandoned.
+TEST(SupervisionTest, AStoppingModuleSlowToLeaveItsHandlerDoesNotHoldUpItsSiblings) {
+    const auto release = std::filesystem::temp_directory_path() /
+                         fmt::format("hmk-supervision-release-{}", ::getpid());
+    std::filesystem::remove(release);
+    Fixture f(fmt::format(R"(
+[system]
+plugins = ["{}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+supervisor = {{ heartbeat_ms = 30, heartbeat_misses = 3, backoff_ms = 1, stop_grace_ms = 600000 }}
+[[module]]
+path = "/g/slow"
+kind = "evil"
+restart = "permanent"
+config = {{ mode = "stall", release = "{}" }}
+[[module]]
+path = "/g/t"
+kind = "evil"
+restart = "permanent"
+config = {{ mode = "throw" }}
+[[module]]
+path = "/g/ok"
+kind = "echo"
+restart = "permanent"
+)",
+                          HMK_TEST_PLUGIN, release.string()));
+    f.poke("/g/slow");
+    ASSERT_TRUE(eventually([&] {
+        return f.text().find("/g/slow: missed 3 heartbeats") != std::string::npos;
+    })) << f.text();
+    // Found hung and asked to stop; it stays in its handler until released.
+    f.poke("/g/t");
+    ASSERT_TRUE(f.restarted("/g/t", 1)) << f.text();
+    EXPECT_TRUE(f.ping("/g/t")) << f.text();
+    EXPECT_TRUE(f.ping("/g/ok")) << f.text();
+    EXPECT_EQ(f.stats("/g/slow").restarts, 0u) << f.text();
+    EXPECT_NE(f.stats("/g/slow").state, ModuleState::running) << f.text();
+    { std::ofstream(release.string()) << "go\n"; }
+    ASSERT_TRUE(f.restarted("/g/slow", 1)) << f.text();
+    std::filesystem::remove(release);
+    EXPECT_TRUE(f.ping("/g/slow")) << f.text();
+    EXPECT_EQ(f.stats("/g/ok").restarts, 0u);
+    EXPECT_EQ(f.text().find("does not stop"), std::string::npos) << f.text();
+    EXPECT_EQ(f.b->system->abandoned(), 0u);
 }
 
 }  // namespace

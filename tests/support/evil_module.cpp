@@ -46,6 +46,10 @@ class Evil final : public Module {
             std::_Exit(0);
         } else if (mode == "sleep") {
             for (;;) usleep(100000);  // hangs without burning a core
+        } else if (mode == "stall") {
+            // Slow, not dead: it leaves once the test lets it.
+            const std::string& release = m_env.config().string("release");
+            while (::access(release.c_str(), F_OK) != 0) usleep(10000);
         } else if (mode == "throw") {
             throw std::runtime_error("evil throws");
         } else if (mode == "hang") {
@@ -170,6 +174,9 @@ extern "C" void hmk_register_modules(hmk::Registry& registry) {
                       "sleep",        "throw",          "hang",           "flood",
                       "forge_sender", "forge_forward",  "garbage",        "huge_length",
                       "scribble",     "write_bus",      "syscall_open",   "syscall_socket",
-                      "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc"}),
-         ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as")});
+                      "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc",
+                      "stall"}),
+         ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as"),
+         ConfigKey("release", ConfigType::string, std::string(),
+                   "stall: the handler returns once this file exists")});
 }

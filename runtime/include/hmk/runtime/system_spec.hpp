@@ -69,6 +69,8 @@ struct SupervisorSpec {
     std::uint32_t backoff_ms = 10;       ///< first delay; doubled for each recent restart
     std::uint32_t heartbeat_ms = 0;      ///< heartbeat period on its bus (0: no hang detection)
     std::uint32_t heartbeat_misses = 3;  ///< heartbeats a child may miss before it is hung
+    std::uint32_t stop_grace_ms = 2000;  ///< an in-process child asked to stop may take this
+                                         ///< long to leave its handler; then it is abandoned
 };
 
 struct ModuleSpec {
