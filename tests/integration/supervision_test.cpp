@@ -386,5 +386,47 @@ restart = "permanent"
     EXPECT_EQ(f.b->system->abandoned(), 0u);
 }
 
+// Restarted together, children start in declaration order: with
+// rest_for_one, the one after a slow child waits for it to leave its handler.
+TEST(SupervisionTest, RestForOneWaitsForTheSlowChildBeforeStartingThoseAfterIt) {
+    const auto release = std::filesystem::temp_directory_path() /
+                         fmt::format("hmk-supervision-order-{}", ::getpid());
+    std::filesystem::remove(release);
+    Fixture f(fmt::format(R"(
+[system]
+plugins = ["{}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+supervisor = {{ strategy = "rest_for_one", heartbeat_ms = 30, backoff_ms = 1, stop_grace_ms = 600000 }}
+[[module]]
+path = "/g/slow"
+kind = "evil"
+restart = "permanent"
+config = {{ mode = "stall", release = "{}" }}
+[[module]]
+path = "/g/after"
+kind = "echo"
+restart = "permanent"
+)",
+                          HMK_TEST_PLUGIN, release.string()));
+    f.poke("/g/slow");
+    ASSERT_TRUE(eventually([&] { return f.stats("/g/after").state == ModuleState::restarting; }))
+        << f.text();
+    EXPECT_TRUE(f.ping("/g")) << f.text();
+    EXPECT_EQ(f.stats("/g/after").restarts, 0u) << f.text();
+    { std::ofstream(release.string()) << "go\n"; }
+    ASSERT_TRUE(f.restarted("/g/slow", 1)) << f.text();
+    ASSERT_TRUE(f.restarted("/g/after", 1)) << f.text();
+    std::filesystem::remove(release);
+    EXPECT_TRUE(f.ping("/g/after")) << f.text();
+    const std::string text = f.text();
+    const auto slow = text.find("/g/slow: restarted");
+    const auto after = text.find("/g/after: restarted");
+    ASSERT_NE(slow, std::string::npos) << text;
+    ASSERT_NE(after, std::string::npos) << text;
+    EXPECT_LT(slow, after) << text;
+}
+
 }  // namespace
 }  // namespace hmk

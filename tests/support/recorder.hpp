@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -129,12 +131,11 @@ inline Registry test_registry(RecordBook& book) {
 /// Everything written to `f` so far (a log in a tmpfile).
 inline std::string read_all(std::FILE* f) {
     std::fflush(f);
-    std::rewind(f);
-    std::string text;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-    return text;
+    // Read through a file description of its own: the log's writers (module
+    // processes too) share the stream's offset, and a rewind here would put
+    // their next lines over the first ones.
+    std::ifstream in("/proc/self/fd/" + std::to_string(::fileno(f)), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 /// Waits until `done()` holds, polling; false after `limit`.
