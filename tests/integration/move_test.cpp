@@ -201,6 +201,54 @@ TEST_P(MoveTest, AGatewayTakesItsChildrenAlong) {
     EXPECT_EQ(testing::ask_stats(system(), mark), "total=0 version=1 upgraded=0");
 }
 
+// The other way round: the gateway that moves holds the client, and it moves
+// onto the bus of the module it sends to, and back. Its child bus stays, so
+// the requests in flight at the cut went up through the old place, and the
+// replies to them come back down through it: each is handled once.
+TEST_P(MoveTest, AGatewayHoldingAClientMovesNextToItsServerAndBack) {
+    char tmpl[] = "/tmp/hmk-move-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    m_dir = tmpl;
+    booted = testing::boot(
+        fmt::format(R"(
+[system]
+name = "move-client-test"
+plugins = ["{plugin}"]
+[[module]]
+path = "/svc"
+kind = "gateway"
+bus = {{ capacity = 32768, max_payload = 256 }}
+[[module]]
+path = "/svc/tally"
+kind = "tally"
+version = 1
+isolation = "{isolation}"
+quota = {{ uplink_slots = 16384 }}
+[[module]]
+path = "/client"
+kind = "gateway"
+bus = {{ capacity = 32768, max_payload = 256 }}
+[[module]]
+path = "/client/probe"
+kind = "prober"
+config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
+)",
+                    fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("isolation", GetParam()),
+                    fmt::arg("rate", k_rate), fmt::arg("count", k_count)),
+        registry);
+    probe = booted->id("/client/probe");
+    const ModuleId client = booted->id("/client");
+    wait_replies(1500);
+    const auto there = move(client, "/svc");
+    ASSERT_TRUE(there.has_value()) << there.error();
+    EXPECT_EQ(path_of(probe), "/svc/client/probe");
+    wait_replies(4000);
+    const auto back = move(client, "/");
+    ASSERT_TRUE(back.has_value()) << back.error();
+    EXPECT_EQ(path_of(probe), "/client/probe");
+    testing::expect_nothing_lost(wait_replies(k_count), k_count);
+}
+
 TEST_P(MoveTest, AModuleHungInAHandlerIsLeftBehindAndTheMoveCompletes) {
     boot();
     const ModuleId sleeper = booted->id("/other/sleeper");

@@ -6,6 +6,8 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "load_check.hpp"
 #include "tally_module.hpp"
 
@@ -157,6 +159,57 @@ TEST_P(SwapTest, ReplicaThatCannotKeepUpIsDroppedAtTheDeadline) {
     EXPECT_NE(r.error().find("was not ready within 300 ms"), std::string::npos) << r.error();
     testing::expect_nothing_lost(wait_replies(k_long_count), k_long_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=1 upgraded=0", k_long_count));
+}
+
+// On a journaled bus with a small ring, as drivers have: the module
+// recovers from the journal and sends snapshots while it is swapped twice.
+TEST_P(SwapTest, OnAJournaledBusWithSnapshotsNothingIsLostOrRepeated) {
+    char tmpl[] = "/tmp/hmk-swap-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    booted = testing::boot(fmt::format(R"(
+[system]
+name = "swap-journal-test"
+plugins = ["{plugin}"]
+[[module]]
+path = "/svc"
+kind = "gateway"
+bus = {{ capacity = 1024, max_payload = 256 }}
+[[module]]
+path = "/svc/monitor"
+kind = "monitor"
+config = {{ dir = "{dir}", fsync = "none" }}
+[[module]]
+path = "/svc/tally"
+kind = "tally"
+version = 1
+isolation = "{isolation}"
+quota = {{ uplink_slots = 16384 }}
+restart = "permanent"
+recover = "journal"
+snapshot_every = 100
+[[module]]
+path = "/svc/probe"
+kind = "prober"
+config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
+)",
+                                       fmt::arg("plugin", HMK_TEST_PLUGIN),
+                                       fmt::arg("isolation", GetParam()), fmt::arg("dir", dir),
+                                       fmt::arg("rate", k_rate), fmt::arg("count", k_long_count)),
+                           registry);
+    std::uint64_t at = 1500;
+    for (std::uint32_t v : {1u, 2u}) {
+        wait_replies(at);
+        ASSERT_TRUE(testing::eventually(
+            [&] { return booted->system->module_stats(tally()).state == ModuleState::running; }));
+        auto r = booted->system->swap(tally(), "tally", v);
+        ASSERT_TRUE(r.has_value()) << r.error();
+        at += 6000;
+    }
+    testing::expect_nothing_lost(wait_replies(k_long_count), k_long_count);
+    EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=2 upgraded=1", k_long_count));
+    booted.reset();
+    std::filesystem::remove_all(dir);
 }
 
 TEST_P(SwapTest, BadRequestsAreRefusedWithTheReason) {
