@@ -19,20 +19,14 @@
 #include <set>
 
 #include "ledger_reference.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    TempDir() {
-        char tmpl[] = "/tmp/hmk-crash-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string path;
-};
+using testing::TempDir;
 
 constexpr ModuleId k_ledger = 50;
 constexpr BusId k_bus = 10;

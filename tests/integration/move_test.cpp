@@ -6,13 +6,9 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
-#include <stdlib.h>
-
-#include <filesystem>
-#include <stdexcept>
-
 #include "load_check.hpp"
 #include "tally_module.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
@@ -90,16 +86,11 @@ class MoveTest : public ::testing::TestWithParam<const char*> {
   protected:
     testing::RecordBook book;
     Registry registry = make_registry();
+    testing::TempDir m_dir{"hmk-move-test"};  // outlives the system that journals in it
     std::unique_ptr<testing::Booted> booted;
     ModuleId tally = k_no_module;
     ModuleId sub = k_no_module;
     ModuleId probe = k_no_module;
-    std::string m_dir;
-
-    ~MoveTest() override {
-        booted.reset();
-        if (!m_dir.empty()) std::filesystem::remove_all(m_dir);
-    }
 
     Registry make_registry() {
         Registry r = testing::test_registry(book);
@@ -107,11 +98,7 @@ class MoveTest : public ::testing::TestWithParam<const char*> {
         return r;
     }
     void boot() {
-        // (A directory of its own: ctest runs the cases in parallel processes.)
-        char tmpl[] = "/tmp/hmk-move-test-XXXXXX";
-        if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
-        m_dir = tmpl;
-        booted = testing::boot(system_toml(GetParam(), m_dir), registry);
+        booted = testing::boot(system_toml(GetParam(), m_dir.path), registry);
         tally = booted->id("/svc/sub/tally");
         sub = booted->id("/svc/sub");
         probe = booted->id("/svc/probe");
@@ -206,9 +193,6 @@ TEST_P(MoveTest, AGatewayTakesItsChildrenAlong) {
 // the requests in flight at the cut went up through the old place, and the
 // replies to them come back down through it: each is handled once.
 TEST_P(MoveTest, AGatewayHoldingAClientMovesNextToItsServerAndBack) {
-    char tmpl[] = "/tmp/hmk-move-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    m_dir = tmpl;
     booted = testing::boot(
         fmt::format(R"(
 [system]

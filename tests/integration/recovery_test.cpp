@@ -17,6 +17,7 @@
 #include "hmk/crc32c.hpp"
 #include "ledger_reference.hpp"
 #include "recorder.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
@@ -25,14 +26,7 @@ namespace fs = std::filesystem;
 using testing::eventually;
 using testing::read_all;
 
-struct TempDir {
-    TempDir() {
-        char tmpl[] = "/tmp/hmk-recovery-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string path;
-};
+using testing::TempDir;
 
 struct Case {
     const char* isolation;

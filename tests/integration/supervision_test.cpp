@@ -7,14 +7,12 @@
 
 #include <fmt/core.h>
 
-#include <unistd.h>
-
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "recorder.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
@@ -335,37 +333,47 @@ restart = "permanent"
     EXPECT_NE(text.find("/g/i: does not stop"), std::string::npos) << text;
 }
 
-// An in-process module that is slow to leave its handler holds up its own
-// restart, not its parent's supervision of the others: a sibling that fails
-// meanwhile is restarted at once, and the slow one, once it leaves within its
-// grace, is restarted, not abandoned.
-TEST(SupervisionTest, AStoppingModuleSlowToLeaveItsHandlerDoesNotHoldUpItsSiblings) {
-    const auto release = std::filesystem::temp_directory_path() /
-                         fmt::format("hmk-supervision-release-{}", ::getpid());
-    std::filesystem::remove(release);
-    Fixture f(fmt::format(R"(
+/// A system whose /g/slow, poked, stays in its handler until the test
+/// releases it: stopped while in there, it is slow to leave, not hung for good.
+struct Stall {
+    explicit Stall(const std::string& supervisor, const std::string& siblings)
+        : f(fmt::format(R"(
 [system]
 plugins = ["{}"]
 [[module]]
 path = "/g"
 kind = "gateway"
-supervisor = {{ heartbeat_ms = 30, heartbeat_misses = 3, backoff_ms = 1, stop_grace_ms = 600000 }}
+supervisor = {{ {}, heartbeat_ms = 30, backoff_ms = 1, stop_grace_ms = 600000 }}
 [[module]]
 path = "/g/slow"
 kind = "evil"
 restart = "permanent"
 config = {{ mode = "stall", release = "{}" }}
+{})",
+                        HMK_TEST_PLUGIN, supervisor, dir.file("release"), siblings)) {}
+    void release() const { std::ofstream(dir.file("release")) << "go\n"; }
+
+    testing::TempDir dir{"hmk-supervision"};
+    Fixture f;
+};
+
+// An in-process module that is slow to leave its handler holds up its own
+// restart, not its parent's supervision of the others: a sibling that fails
+// meanwhile is restarted at once, and the slow one, once it leaves within its
+// grace, is restarted, not abandoned.
+TEST(SupervisionTest, AStoppingModuleSlowToLeaveItsHandlerDoesNotHoldUpItsSiblings) {
+    Stall st(R"(strategy = "one_for_one")", R"(
 [[module]]
 path = "/g/t"
 kind = "evil"
 restart = "permanent"
-config = {{ mode = "throw" }}
+config = { mode = "throw" }
 [[module]]
 path = "/g/ok"
 kind = "echo"
 restart = "permanent"
-)",
-                          HMK_TEST_PLUGIN, release.string()));
+)");
+    Fixture& f = st.f;
     f.poke("/g/slow");
     ASSERT_TRUE(eventually([&] {
         return f.text().find("/g/slow: missed 3 heartbeats") != std::string::npos;
@@ -377,9 +385,8 @@ restart = "permanent"
     EXPECT_TRUE(f.ping("/g/ok")) << f.text();
     EXPECT_EQ(f.stats("/g/slow").restarts, 0u) << f.text();
     EXPECT_NE(f.stats("/g/slow").state, ModuleState::running) << f.text();
-    { std::ofstream(release.string()) << "go\n"; }
+    st.release();
     ASSERT_TRUE(f.restarted("/g/slow", 1)) << f.text();
-    std::filesystem::remove(release);
     EXPECT_TRUE(f.ping("/g/slow")) << f.text();
     EXPECT_EQ(f.stats("/g/ok").restarts, 0u);
     EXPECT_EQ(f.text().find("does not stop"), std::string::npos) << f.text();
@@ -389,36 +396,21 @@ restart = "permanent"
 // Restarted together, children start in declaration order: with
 // rest_for_one, the one after a slow child waits for it to leave its handler.
 TEST(SupervisionTest, RestForOneWaitsForTheSlowChildBeforeStartingThoseAfterIt) {
-    const auto release = std::filesystem::temp_directory_path() /
-                         fmt::format("hmk-supervision-order-{}", ::getpid());
-    std::filesystem::remove(release);
-    Fixture f(fmt::format(R"(
-[system]
-plugins = ["{}"]
-[[module]]
-path = "/g"
-kind = "gateway"
-supervisor = {{ strategy = "rest_for_one", heartbeat_ms = 30, backoff_ms = 1, stop_grace_ms = 600000 }}
-[[module]]
-path = "/g/slow"
-kind = "evil"
-restart = "permanent"
-config = {{ mode = "stall", release = "{}" }}
+    Stall st(R"(strategy = "rest_for_one")", R"(
 [[module]]
 path = "/g/after"
 kind = "echo"
 restart = "permanent"
-)",
-                          HMK_TEST_PLUGIN, release.string()));
+)");
+    Fixture& f = st.f;
     f.poke("/g/slow");
     ASSERT_TRUE(eventually([&] { return f.stats("/g/after").state == ModuleState::restarting; }))
         << f.text();
     EXPECT_TRUE(f.ping("/g")) << f.text();
     EXPECT_EQ(f.stats("/g/after").restarts, 0u) << f.text();
-    { std::ofstream(release.string()) << "go\n"; }
+    st.release();
     ASSERT_TRUE(f.restarted("/g/slow", 1)) << f.text();
     ASSERT_TRUE(f.restarted("/g/after", 1)) << f.text();
-    std::filesystem::remove(release);
     EXPECT_TRUE(f.ping("/g/after")) << f.text();
     const std::string text = f.text();
     const auto slow = text.find("/g/slow: restarted");

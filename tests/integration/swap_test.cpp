@@ -6,10 +6,9 @@
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
-
 #include "load_check.hpp"
 #include "tally_module.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
@@ -164,9 +163,7 @@ TEST_P(SwapTest, ReplicaThatCannotKeepUpIsDroppedAtTheDeadline) {
 // On a journaled bus with a small ring, as drivers have: the module
 // recovers from the journal and sends snapshots while it is swapped twice.
 TEST_P(SwapTest, OnAJournaledBusWithSnapshotsNothingIsLostOrRepeated) {
-    char tmpl[] = "/tmp/hmk-swap-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    const std::string dir = tmpl;
+    const testing::TempDir dir("hmk-swap-test");
     booted = testing::boot(fmt::format(R"(
 [system]
 name = "swap-journal-test"
@@ -194,7 +191,7 @@ kind = "prober"
 config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
 )",
                                        fmt::arg("plugin", HMK_TEST_PLUGIN),
-                                       fmt::arg("isolation", GetParam()), fmt::arg("dir", dir),
+                                       fmt::arg("isolation", GetParam()), fmt::arg("dir", dir.path),
                                        fmt::arg("rate", k_rate), fmt::arg("count", k_long_count)),
                            registry);
     std::uint64_t at = 1500;
@@ -208,8 +205,7 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
     }
     testing::expect_nothing_lost(wait_replies(k_long_count), k_long_count);
     EXPECT_EQ(ask("/svc/tally"), fmt::format("total={} version=2 upgraded=1", k_long_count));
-    booted.reset();
-    std::filesystem::remove_all(dir);
+    booted.reset();  // before its journal goes
 }
 
 TEST_P(SwapTest, BadRequestsAreRefusedWithTheReason) {

@@ -16,20 +16,14 @@
 #include <thread>
 
 #include "recorder.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    TempDir() {
-        char tmpl[] = "/tmp/hmk-journal-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string path;
-};
+using testing::TempDir;
 
 std::vector<std::byte> message(BusId bus, std::uint64_t seq, std::size_t payload = 40) {
     Header h;
