@@ -174,6 +174,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nsupervisor = { heartbeat_misses "
                   "= 0 }\n",
                   "bad.toml:4:35", "must be between 1 and 1000"},
+        BadConfig{"stop_grace_too_long",
+                  "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nsupervisor = { stop_grace_ms "
+                  "= 900000 }\n",
+                  "bad.toml:4:32", "must be between 0 and 600000"},
         BadConfig{"supervisor_on_leaf",
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nsupervisor = { intensity = 1 }\n",
                   "bad.toml:4:14", "has no children to supervise"},
