@@ -198,6 +198,10 @@ TEST_P(MoveTest, AGatewayHoldingAClientMovesNextToItsServerAndBack) {
 [system]
 name = "move-client-test"
 plugins = ["{plugin}"]
+# Bus 0 is on the way until the move: a window of seconds there too.
+[bus]
+capacity = 32768
+max_payload = 256
 [[module]]
 path = "/svc"
 kind = "gateway"
