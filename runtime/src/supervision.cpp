@@ -296,8 +296,8 @@ void SystemImpl::stop_instance(ModuleSlot& slot, const std::string& why) {
     // for its subtree's), not by this thread: its siblings, and the rest of
     // the system, are restarted meanwhile (reap_stopping).
     if (old->join(k_quick_stop)) return;
-    const std::uint32_t grace_ms =
-        slot.parent_sup != nullptr ? slot.parent_sup->spec.stop_grace_ms : 2000;
+    const std::uint32_t grace_ms = slot.parent_sup != nullptr ? slot.parent_sup->spec.stop_grace_ms
+                                                              : SupervisorSpec{}.stop_grace_ms;
     slot.stopping.push_back(
         {std::move(old), platform::monotonic_ns() + std::uint64_t{grace_ms} * k_ms, why});
 }
