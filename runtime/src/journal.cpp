@@ -363,7 +363,9 @@ JournalReader::JournalReader(JournalReader&& o) noexcept
       m_hint_segment(o.m_hint_segment),
       m_hint_offset(o.m_hint_offset),
       m_missing_last(o.m_missing_last),
-      m_problem(std::move(o.m_problem)) {}
+      m_reread(o.m_reread),
+      m_problem(std::move(o.m_problem)),
+      m_on_segment_end(std::move(o.m_on_segment_end)) {}
 
 JournalReader& JournalReader::operator=(JournalReader&& o) noexcept {
     if (this != &o) {
@@ -380,7 +382,9 @@ JournalReader& JournalReader::operator=(JournalReader&& o) noexcept {
         m_hint_segment = o.m_hint_segment;
         m_hint_offset = o.m_hint_offset;
         m_missing_last = o.m_missing_last;
+        m_reread = o.m_reread;
         m_problem = std::move(o.m_problem);
+        m_on_segment_end = std::move(o.m_on_segment_end);
     }
     return *this;
 }
@@ -493,6 +497,7 @@ JournalReader::Status JournalReader::next(JournalRecord& record) {
         }
         if (st != Status::ok) {
             // End of this file. A later segment means this one is complete.
+            if (m_on_segment_end) m_on_segment_end();
             auto segments = list_segments(m_dir);
             const SegmentFile* later = nullptr;
             if (segments) {
@@ -505,9 +510,10 @@ JournalReader::Status JournalReader::next(JournalRecord& record) {
             }
             if (later == nullptr) return Status::end;  // the writer may add more
             // The writer closes a segment before it starts the next, so this
-            // one is whole now: what we read of its end may have been caught
-            // mid-write. Read it again before judging.
-            if (m_len != m_pos && !m_reread) {
+            // one is whole now, but what we read of it may predate the last
+            // writes: a record cut mid-write, or whole records appended after
+            // our read ended at a record boundary. Read it again before judging.
+            if (!m_reread) {
                 m_reread = true;
                 m_len = m_pos;  // drop what was read beyond the parse position
                 continue;

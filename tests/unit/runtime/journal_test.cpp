@@ -332,6 +332,38 @@ TEST(JournalReaderTest, FollowsAWriterThatIsStillAppending) {
     }
 }
 
+// The reader's read of a segment ends at a record boundary; before it looks
+// for a later segment, the writer appends to that segment and rotates. What
+// was appended is read, not reported as missing (a false `missing` made a
+// catching-up module skip messages as lost).
+TEST(JournalReaderTest, RecordsAppendedJustBeforeARotationAreRead) {
+    TempDir d;
+    auto o = options(d.path);
+    const std::size_t record = k_record_prefix + message(7, 1).size();
+    o.segment_bytes = k_segment_header_size + 6 * record;  // seq 7 starts a segment
+    auto w = JournalWriter::open(o);
+    ASSERT_TRUE(w.has_value()) << w.error();
+    for (std::uint64_t s = 1; s <= 3; ++s) ASSERT_TRUE(w->append(message(7, s), s).has_value());
+    ASSERT_TRUE(w->commit().has_value());
+    JournalReader r(d.path);
+    int ends = 0;
+    r.on_segment_end([&] {
+        if (++ends != 1) return;
+        for (std::uint64_t s = 4; s <= 7; ++s) ASSERT_TRUE(w->append(message(7, s), s).has_value());
+        ASSERT_TRUE(w->commit().has_value());
+    });
+    ASSERT_EQ(list_segments(d.path)->size(), 1u);
+    r.seek(1);
+    JournalRecord rec;
+    for (std::uint64_t s = 1; s <= 7; ++s) {
+        ASSERT_EQ(r.next(rec), JournalReader::Status::ok) << "seq " << s << ": " << r.problem();
+        EXPECT_EQ(rec.header.seq, s);
+    }
+    EXPECT_EQ(r.next(rec), JournalReader::Status::end);
+    EXPECT_GE(ends, 1);
+    EXPECT_EQ(list_segments(d.path)->size(), 2u);
+}
+
 TEST(JournalReaderTest, TellsExactlyWhatTheJournalDoesNotHold) {
     TempDir d;
     auto o = options(d.path);

@@ -141,6 +141,10 @@ class JournalReader {
     /// When the journal ends before position(), it is 0.
     std::uint64_t missing_last() const { return m_missing_last; }
     const std::string& problem() const { return m_problem; }
+    /// For tests: called each time a read reaches the end of a segment file,
+    /// before the reader looks for a later segment, so that a test can put a
+    /// writer's last appends and its rotation exactly there.
+    void on_segment_end(std::function<void()> hook) { m_on_segment_end = std::move(hook); }
 
   private:
     Status open_segment_for(std::uint64_t seq);
@@ -159,6 +163,7 @@ class JournalReader {
     std::uint64_t m_missing_last = 0;
     bool m_reread = false;  // re-reading a segment's end once a later segment exists
     std::string m_problem;
+    std::function<void()> m_on_segment_end;
 };
 
 // --- snapshots ------------------------------------------------------------
