@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -88,7 +90,8 @@ Result<std::vector<SegmentFile>, std::string> list_segments(const std::string& d
 }
 
 JournalScan scan_journal(const std::string& dir,
-                         const std::function<void(const JournalRecord&)>& visit) {
+                         const std::function<void(const JournalRecord&)>& visit, ScanMode mode) {
+    const bool live = mode == ScanMode::live;
     JournalScan scan;
     auto segments = list_segments(dir);
     if (!segments) {
@@ -98,11 +101,29 @@ JournalScan scan_journal(const std::string& dir,
     }
     std::uint64_t expected = 0;
     for (const SegmentFile& f : *segments) {
+        // Listed after the writer had started the next segment, a segment is
+        // whole (the writer closes one before it creates the next): only the
+        // newest may still grow.
+        const bool newest = &f == &segments->back();
         auto bytes = read_file(f.path);
         if (!bytes) {
+            std::error_code gone;
+            if (live && !std::filesystem::exists(f.path, gone)) {
+                // Retention deleted it (and any older one) after the listing:
+                // what it held is no longer in the journal, and the next
+                // segment cannot be checked to continue it.
+                ++scan.vanished;
+                expected = 0;
+                continue;
+            }
             scan.clean = false;
             scan.problem = bytes.error();
             return scan;
+        }
+        if (live && newest && bytes->size() < k_segment_header_size) {
+            // Just created: its header goes out with its first records.
+            scan.tail_in_progress = true;
+            break;
         }
         ++scan.segments;
         SegmentScanner scanner(*bytes, k_max_payload, 0);
@@ -126,6 +147,10 @@ JournalScan scan_journal(const std::string& dir,
             const std::size_t at = scanner.offset();
             auto r = scanner.next();
             if (!r) {
+                if (live && newest && r.error() == JournalError::truncated) {
+                    scan.tail_in_progress = true;
+                    break;
+                }
                 scan.clean = false;
                 scan.problem_file = f.path;
                 scan.problem_offset = at;
@@ -143,6 +168,15 @@ JournalScan scan_journal(const std::string& dir,
         expected = scanner.expected_seq();
     }
     return scan;
+}
+
+bool journal_in_use(const std::string& dir) {
+    const std::string lock_file = dir + "/.lock";
+    const int fd = ::open(lock_file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);  // (releases the shared lock, if it was taken)
+    return held;
 }
 
 Result<JournalRepair, std::string> repair_journal(const std::string& dir) {

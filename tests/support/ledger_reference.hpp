@@ -57,7 +57,7 @@ struct LedgerHistory {
 inline LedgerHistory ledger_history(const std::string& dir, ModuleId ledger, BusId bus,
                                     std::uint64_t until = UINT64_MAX) {
     LedgerHistory out;
-    out.scan = scan_journal(dir, [&](const JournalRecord& r) {
+    const auto visit = [&](const JournalRecord& r) {
         const Header& h = r.header;
         const auto payload = r.message.subspan(k_header_size);
         if (h.type == msg::k_lifecycle && h.sender == bus && h.via == bus) {
@@ -89,7 +89,9 @@ inline LedgerHistory ledger_history(const std::string& dir, ModuleId ledger, Bus
             ++out.state.ticks;
             out.state.digest = ledger_tick(out.state.digest, h.timestamp_ns);
         }
-    });
+    };
+    // (Read while the system runs, its monitor may be writing the tail.)
+    out.scan = scan_journal(dir, visit, journal_in_use(dir) ? ScanMode::live : ScanMode::at_rest);
     return out;
 }
 

@@ -115,18 +115,34 @@ void wait_for_signal(double seconds, hmk::System& system) {
     }
 }
 
+// A journal a running system holds is read as one its monitor may be
+// appending to (hmk::ScanMode::live); the line says so.
+hmk::ScanMode scan_mode(const std::string& dir) {
+    return hmk::journal_in_use(dir) ? hmk::ScanMode::live : hmk::ScanMode::at_rest;
+}
+
+std::string live_note(const hmk::JournalScan& scan, hmk::ScanMode mode) {
+    if (mode != hmk::ScanMode::live) return {};
+    std::string note = " (in use by a running system: checked what it had written";
+    if (scan.tail_in_progress) note += "; its newest record was still being written";
+    if (scan.vanished != 0)
+        note += fmt::format("; {} old segments were deleted meanwhile", scan.vanished);
+    return note + ")";
+}
+
 int cmd_journal_verify(const std::string& dir) {
-    const hmk::JournalScan scan = hmk::scan_journal(dir);
+    const hmk::ScanMode mode = scan_mode(dir);
+    const hmk::JournalScan scan = hmk::scan_journal(dir, {}, mode);
     if (!scan.clean) {
         fmt::print(stderr, "{}\n", scan.problem);
         fmt::print(
             "{}: BAD: {} records in {} segments are valid (seq {}..{}); recovery would stop "
-            "there\n",
-            dir, scan.records, scan.segments, scan.first_seq, scan.last_seq);
+            "there{}\n",
+            dir, scan.records, scan.segments, scan.first_seq, scan.last_seq, live_note(scan, mode));
         return k_exit_failed;
     }
-    fmt::print("{}: ok: {} records in {} segments, seq {}..{}, {} bytes\n", dir, scan.records,
-               scan.segments, scan.first_seq, scan.last_seq, scan.bytes);
+    fmt::print("{}: ok: {} records in {} segments, seq {}..{}, {} bytes{}\n", dir, scan.records,
+               scan.segments, scan.first_seq, scan.last_seq, scan.bytes, live_note(scan, mode));
     return k_exit_ok;
 }
 
@@ -164,19 +180,24 @@ std::string runtime_detail(const hmk::Header& h, std::span<const std::byte> payl
 }
 
 int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t to) {
-    const hmk::JournalScan scan = hmk::scan_journal(dir, [&](const hmk::JournalRecord& r) {
-        const hmk::Header& h = r.header;
-        if (h.seq < from || h.seq > to) return;
-        const std::string_view tn = hmk::msg::type_name(h.type);
-        fmt::print(
-            "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
-            "corr={} gen={} len={}{}\n",
-            h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
-            h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
-            hmk::to_string(h.scope), tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
-            h.hops, h.flags, h.correlation, h.generation, h.payload_size,
-            runtime_detail(h, r.message.subspan(hmk::k_header_size)));
-    });
+    const hmk::ScanMode mode = scan_mode(dir);
+    const hmk::JournalScan scan = hmk::scan_journal(
+        dir,
+        [&](const hmk::JournalRecord& r) {
+            const hmk::Header& h = r.header;
+            if (h.seq < from || h.seq > to) return;
+            const std::string_view tn = hmk::msg::type_name(h.type);
+            fmt::print(
+                "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
+                "corr={} gen={} len={}{}\n",
+                h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
+                h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
+                hmk::to_string(h.scope),
+                tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn), h.hops, h.flags,
+                h.correlation, h.generation, h.payload_size,
+                runtime_detail(h, r.message.subspan(hmk::k_header_size)));
+        },
+        mode);
     if (!scan.clean) {
         fmt::print(stderr, "{}\n", scan.problem);
         return k_exit_failed;
@@ -186,11 +207,12 @@ int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t t
 
 int cmd_journal_stats(const std::string& dir) {
     std::map<std::uint32_t, std::uint64_t> by_type;
-    const hmk::JournalScan scan =
-        hmk::scan_journal(dir, [&](const hmk::JournalRecord& r) { ++by_type[r.header.type]; });
-    fmt::print("segments {}\nrecords  {}\nbytes    {}\nfirst    {}\nlast     {}\nclean    {}\n",
+    const hmk::ScanMode mode = scan_mode(dir);
+    const hmk::JournalScan scan = hmk::scan_journal(
+        dir, [&](const hmk::JournalRecord& r) { ++by_type[r.header.type]; }, mode);
+    fmt::print("segments {}\nrecords  {}\nbytes    {}\nfirst    {}\nlast     {}\nclean    {}{}\n",
                scan.segments, scan.records, scan.bytes, scan.first_seq, scan.last_seq,
-               scan.clean ? "yes" : "no: " + scan.problem);
+               scan.clean ? "yes" : "no: " + scan.problem, live_note(scan, mode));
     for (const auto& [type, n] : by_type) {
         const std::string_view tn = hmk::msg::type_name(type);
         fmt::print("type {:<8} {}\n", tn.empty() ? fmt::format("{:#x}", type) : std::string(tn), n);

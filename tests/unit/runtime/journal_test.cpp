@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hmk/runtime/journal.hpp"
 
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,6 +130,125 @@ TEST(JournalTest, AGapInTheBusOrderStaysVisible) {
     EXPECT_FALSE(scan.clean);
     EXPECT_NE(scan.problem.find("seq 11..19 are missing"), std::string::npos) << scan.problem;
     EXPECT_EQ(scan.last_seq, 10u);
+}
+
+// A journal its monitor is writing: a record cut short at the end of the
+// newest segment is one still being written (live), damage at rest; any
+// other damage is damage either way.
+TEST(JournalTest, ALiveScanTakesACutTailOfTheNewestSegmentForARecordBeingWritten) {
+    TempDir d;
+    // 100 records, ~36 a segment: three segments, the newest holding 73..100.
+    auto build = [&] {
+        fs::remove_all(d.path);
+        fs::create_directories(d.path);
+        auto w = JournalWriter::open(options(d.path));
+        for (std::uint64_t s = 1; s <= 100; ++s)
+            ASSERT_TRUE(w->append(message(7, s), s).has_value());
+    };
+    ASSERT_NO_FATAL_FAILURE(build());
+    auto segments = *list_segments(d.path);
+    ASSERT_EQ(segments.size(), 3u);
+    const std::string newest = segments.back().path, middle = segments[1].path;
+
+    fs::resize_file(newest, fs::file_size(newest) - 5);
+    JournalScan scan = scan_journal(d.path, {}, ScanMode::live);
+    EXPECT_TRUE(scan.clean) << scan.problem;
+    EXPECT_TRUE(scan.tail_in_progress);
+    EXPECT_EQ(scan.last_seq, 99u);
+    scan = scan_journal(d.path);
+    EXPECT_FALSE(scan.clean);
+    EXPECT_NE(scan.problem.find("record truncated"), std::string::npos) << scan.problem;
+
+    // A newest segment just created: its header goes out with its first records.
+    fs::resize_file(newest, 0);
+    scan = scan_journal(d.path, {}, ScanMode::live);
+    EXPECT_TRUE(scan.clean) << scan.problem;
+    EXPECT_TRUE(scan.tail_in_progress);
+    EXPECT_EQ(scan.last_seq, segments.back().first_seq - 1);
+    EXPECT_FALSE(scan_journal(d.path).clean);
+
+    // A flipped bit in the newest segment: damage, live or not.
+    ASSERT_NO_FATAL_FAILURE(build());
+    {
+        std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(fs::file_size(newest) - 3));
+        f.put('!');
+    }
+    scan = scan_journal(d.path, {}, ScanMode::live);
+    EXPECT_FALSE(scan.clean);
+    EXPECT_NE(scan.problem.find("CRC32C mismatch"), std::string::npos) << scan.problem;
+    EXPECT_FALSE(scan.tail_in_progress);
+
+    // Cut short in a segment a later one follows: damage, live or not.
+    ASSERT_NO_FATAL_FAILURE(build());
+    fs::resize_file(middle, fs::file_size(middle) - 5);
+    scan = scan_journal(d.path, {}, ScanMode::live);
+    EXPECT_FALSE(scan.clean);
+    EXPECT_NE(scan.problem.find("record truncated"), std::string::npos) << scan.problem;
+    EXPECT_FALSE(scan.tail_in_progress);
+}
+
+// Scans of a journal its writer appends to, rotates and trims meanwhile are
+// all clean, and never end before an earlier one did unless segments vanished.
+TEST(JournalTest, LiveScansOfAJournalBeingWrittenAreClean) {
+    TempDir d;
+    constexpr std::uint64_t k_records = 20000;
+    auto o = options(d.path);
+    o.segment_bytes = 8192;
+    o.keep_segments = 6;
+    std::atomic<bool> done{false};
+    std::thread writer([&] {
+        auto w = JournalWriter::open(o);
+        for (std::uint64_t s = 1; w && s <= k_records; ++s) {
+            if (!w->append(message(7, s, 1 + s % 200), s)) break;
+            if (s % 5 == 0 && !w->commit()) break;
+        }
+        done.store(true);
+    });
+    struct Join {
+        std::thread& t;
+        ~Join() {
+            if (t.joinable()) t.join();
+        }
+    } join{writer};
+    std::uint64_t last = 0, scans = 0, tails = 0, vanished = 0;
+    while (!done.load()) {
+        const JournalScan scan = scan_journal(d.path, {}, ScanMode::live);
+        ASSERT_TRUE(scan.clean) << "scan " << scans << ": " << scan.problem;
+        // (A scan slower than the writer may find even its newest segment
+        // deleted by retention; only a scan that lost none must reach as far.)
+        if (scan.vanished == 0) {
+            ASSERT_GE(scan.last_seq, last) << "scan " << scans;
+            last = scan.last_seq;
+        }
+        ++scans;
+        tails += scan.tail_in_progress ? 1 : 0;
+        vanished += scan.vanished;
+    }
+    writer.join();
+    const JournalScan at_rest = scan_journal(d.path);
+    EXPECT_TRUE(at_rest.clean) << at_rest.problem;
+    EXPECT_EQ(at_rest.last_seq, k_records);
+    EXPECT_GT(scans, 0u);
+    std::printf("%llu live scans, %llu with a tail being written, %llu segments vanished\n",
+                static_cast<unsigned long long>(scans), static_cast<unsigned long long>(tails),
+                static_cast<unsigned long long>(vanished));
+}
+
+TEST(JournalTest, InUseWhileSomeoneHoldsItsLock) {
+    TempDir d;
+    EXPECT_FALSE(journal_in_use(d.path));  // no lock file
+    const std::string lock_file = d.path + "/.lock";
+    const int fd = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    EXPECT_FALSE(journal_in_use(d.path));
+    ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    EXPECT_TRUE(journal_in_use(d.path));
+    ASSERT_EQ(::flock(fd, LOCK_UN), 0);
+    EXPECT_FALSE(journal_in_use(d.path));
+    // Asking did not keep a lock that would stop a system from taking it.
+    EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    ::close(fd);
 }
 
 TEST(JournalTest, MissingDirectoryIsAnErrorNotACrash) {

@@ -218,6 +218,21 @@ struct JournalScan {
     std::string problem;       ///< "FILE:OFFSET: what" for the first damage found
     std::string problem_file;  ///< the segment holding it ("" if none, or not a segment's fault)
     std::uint64_t problem_offset = 0;
+    /// Live scans only: the newest segment ended in a record (or a header)
+    /// still being written; the scan stopped before it.
+    bool tail_in_progress = false;
+    /// Live scans only: listed segments that retention deleted before they
+    /// were read (the continuity across each is not checked).
+    std::uint64_t vanished = 0;
+};
+
+/// Whether the journal is at rest or may be written while it is read.
+enum class ScanMode : std::uint8_t {
+    at_rest,  ///< no writer: anything cut short is damage (a crash's torn tail)
+    /// its monitor may be appending, rotating and deleting old segments: a
+    /// record cut short at the end of the newest segment is one being
+    /// written, and a segment gone before it was read was deleted by retention
+    live,
 };
 
 /// Reads every segment in order, checking each record (length, CRC, header,
@@ -225,6 +240,12 @@ struct JournalScan {
 /// `visit` for each valid record up to the first damage, then stops.
 /// A corrupt journal never crashes the reader.
 JournalScan scan_journal(const std::string& dir,
-                         const std::function<void(const JournalRecord&)>& visit = {});
+                         const std::function<void(const JournalRecord&)>& visit = {},
+                         ScanMode mode = ScanMode::at_rest);
+
+/// Whether a running system holds the journal in `dir` (its bus's monitor
+/// locks `dir/.lock` while it runs). Takes a shared lock for an instant to
+/// find out; false if there is no lock file.
+bool journal_in_use(const std::string& dir);
 
 }  // namespace hmk
