@@ -45,7 +45,7 @@ Result<std::vector<std::byte>, std::string> read_file(const std::string& path) {
     if (!in) return Err{errno_text("cannot read " + path)};
     std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::vector<std::byte> bytes(raw.size());
-    std::memcpy(bytes.data(), raw.data(), raw.size());
+    if (!raw.empty()) std::memcpy(bytes.data(), raw.data(), raw.size());  // (empty: no pointers)
     return bytes;
 }
 

@@ -362,7 +362,7 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
         auto region = platform::SharedRegion::create("hmk-snapshot",
                                                      std::max<std::size_t>(1, plan.body.size()));
         if (!region) return fail(region.error());
-        std::memcpy(region->data(), plan.body.data(), plan.body.size());
+        if (!plan.body.empty()) std::memcpy(region->data(), plan.body.data(), plan.body.size());
         (void)region->seal_writes();
         snapshot = std::move(region).value();
     }
