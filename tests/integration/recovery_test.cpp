@@ -100,14 +100,11 @@ std::optional<testing::LedgerState> settled_state(testing::Booted& b, std::uint6
 /// The seq of the last stats question to the ledger on its bus.
 std::uint64_t last_question(const std::string& dir, ModuleId ledger) {
     std::uint64_t seq = 0;
-    (void)scan_journal(
-        dir,
-        [&](const JournalRecord& r) {
-            if (r.header.destination == ledger && r.header.type == msg::k_stats &&
-                !r.header.is_reply())
-                seq = r.header.seq;
-        },
-        journal_in_use(dir) ? ScanMode::live : ScanMode::at_rest);
+    const auto visit = [&](const JournalRecord& r) {
+        if (r.header.destination == ledger && r.header.type == msg::k_stats && !r.header.is_reply())
+            seq = r.header.seq;
+    };
+    (void)scan_journal(dir, visit, scan_mode_of(dir));
     return seq;
 }
 

@@ -91,7 +91,7 @@ inline LedgerHistory ledger_history(const std::string& dir, ModuleId ledger, Bus
         }
     };
     // (Read while the system runs, its monitor may be writing the tail.)
-    out.scan = scan_journal(dir, visit, journal_in_use(dir) ? ScanMode::live : ScanMode::at_rest);
+    out.scan = scan_journal(dir, visit, scan_mode_of(dir));
     return out;
 }
 

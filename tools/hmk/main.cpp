@@ -117,10 +117,6 @@ void wait_for_signal(double seconds, hmk::System& system) {
 
 // A journal a running system holds is read as one its monitor may be
 // appending to (hmk::ScanMode::live); the line says so.
-hmk::ScanMode scan_mode(const std::string& dir) {
-    return hmk::journal_in_use(dir) ? hmk::ScanMode::live : hmk::ScanMode::at_rest;
-}
-
 std::string live_note(const hmk::JournalScan& scan, hmk::ScanMode mode) {
     if (mode != hmk::ScanMode::live) return {};
     std::string note = " (in use by a running system: checked what it had written";
@@ -131,7 +127,7 @@ std::string live_note(const hmk::JournalScan& scan, hmk::ScanMode mode) {
 }
 
 int cmd_journal_verify(const std::string& dir) {
-    const hmk::ScanMode mode = scan_mode(dir);
+    const hmk::ScanMode mode = hmk::scan_mode_of(dir);
     const hmk::JournalScan scan = hmk::scan_journal(dir, {}, mode);
     if (!scan.clean) {
         fmt::print(stderr, "{}\n", scan.problem);
@@ -180,24 +176,20 @@ std::string runtime_detail(const hmk::Header& h, std::span<const std::byte> payl
 }
 
 int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t to) {
-    const hmk::ScanMode mode = scan_mode(dir);
-    const hmk::JournalScan scan = hmk::scan_journal(
-        dir,
-        [&](const hmk::JournalRecord& r) {
-            const hmk::Header& h = r.header;
-            if (h.seq < from || h.seq > to) return;
-            const std::string_view tn = hmk::msg::type_name(h.type);
-            fmt::print(
-                "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
-                "corr={} gen={} len={}{}\n",
-                h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
-                h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
-                hmk::to_string(h.scope),
-                tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn), h.hops, h.flags,
-                h.correlation, h.generation, h.payload_size,
-                runtime_detail(h, r.message.subspan(hmk::k_header_size)));
-        },
-        mode);
+    const auto print = [&](const hmk::JournalRecord& r) {
+        const hmk::Header& h = r.header;
+        if (h.seq < from || h.seq > to) return;
+        const std::string_view tn = hmk::msg::type_name(h.type);
+        fmt::print(
+            "seq={} t={} bus={} sender={} via={} to={} scope={} type={} hops={} flags={:#x} "
+            "corr={} gen={} len={}{}\n",
+            h.seq, h.timestamp_ns, h.bus, h.sender, h.via,
+            h.is_broadcast() ? std::string("*") : std::to_string(h.destination),
+            hmk::to_string(h.scope), tn.empty() ? fmt::format("{:#x}", h.type) : std::string(tn),
+            h.hops, h.flags, h.correlation, h.generation, h.payload_size,
+            runtime_detail(h, r.message.subspan(hmk::k_header_size)));
+    };
+    const hmk::JournalScan scan = hmk::scan_journal(dir, print, hmk::scan_mode_of(dir));
     if (!scan.clean) {
         fmt::print(stderr, "{}\n", scan.problem);
         return k_exit_failed;
@@ -207,7 +199,7 @@ int cmd_journal_dump(const std::string& dir, std::uint64_t from, std::uint64_t t
 
 int cmd_journal_stats(const std::string& dir) {
     std::map<std::uint32_t, std::uint64_t> by_type;
-    const hmk::ScanMode mode = scan_mode(dir);
+    const hmk::ScanMode mode = hmk::scan_mode_of(dir);
     const hmk::JournalScan scan = hmk::scan_journal(
         dir, [&](const hmk::JournalRecord& r) { ++by_type[r.header.type]; }, mode);
     fmt::print("segments {}\nrecords  {}\nbytes    {}\nfirst    {}\nlast     {}\nclean    {}{}\n",

@@ -248,4 +248,9 @@ JournalScan scan_journal(const std::string& dir,
 /// find out; false if there is no lock file.
 bool journal_in_use(const std::string& dir);
 
+/// How to scan the journal in `dir` now: live while a running system holds it.
+inline ScanMode scan_mode_of(const std::string& dir) {
+    return journal_in_use(dir) ? ScanMode::live : ScanMode::at_rest;
+}
+
 }  // namespace hmk
