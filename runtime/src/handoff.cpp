@@ -172,20 +172,26 @@ void Runner::retire(const char* why) {
 }
 
 bool Runner::scan(BusPort& bus) {
+    // Like drain(), from the journal where the ring has moved on: a replica
+    // slow to start on a busy bus still finds the old instance's words.
+    m_catch_up_pending[0] = false;
     int n = 0;
     while (n < 256 && m_state.load(std::memory_order_relaxed) == ModuleState::running &&
            !m_crash.load(std::memory_order_relaxed)) {
         const HandoffPhase phase = m_phase.load(std::memory_order_relaxed);
         if (phase != HandoffPhase::awaiting_state && phase != HandoffPhase::holding) break;
-        const ReadResult r = bus.ring().read(m_scan, m_record, Visibility::committed);
-        if (r.status == ReadStatus::empty) break;
+        const Fetched f = fetch(bus, m_scan, Side::parent_bus, Visibility::committed);
+        if (f.status == Fetched::Status::empty || f.status == Fetched::Status::pending) break;
         ++n;
-        if (r.status == ReadStatus::lost) {
-            fail(fmt::format("fell behind bus {} while taking over (seq {}..{} overwritten)",
-                             bus.name(), r.lost_first, r.lost_last));
+        if (f.status == Fetched::Status::gap) {
+            // The state or the retirement may be in what it cannot read.
+            fail(fmt::format("fell behind bus {} while taking over (seq {}..{} {})", bus.name(),
+                             f.gap_first, f.gap_last,
+                             f.from_journal ? "in neither the bus nor its journal"
+                                            : "overwritten, and no journal"));
             break;
         }
-        const std::span<const std::byte> record(m_record.data(), r.size);
+        const std::span<const std::byte> record(m_record.data(), f.size);
         const auto header = decode_header(record, k_max_payload, Framing::exact);
         if (!header || header->type != msg::k_handoff || header->destination != m_id) continue;
         scanned(Message{*header, record.subspan(k_header_size)});

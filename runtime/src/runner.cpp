@@ -261,7 +261,6 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
     // has committed (the same, unless the bus waits for durability).
     const Visibility visibility =
         side == Side::parent_bus && m_journals ? Visibility::published : Visibility::committed;
-    CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : m_child_catch_up;
     const int s = side == Side::parent_bus ? 0 : 1;
     if (m_replica) {
         // A replica looks ahead for the old instance's state or retirement,
@@ -278,47 +277,19 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
            !m_crash.load(std::memory_order_relaxed) && !m_retired.load(std::memory_order_relaxed) &&
            (!m_replica || m_phase.load(std::memory_order_relaxed) == HandoffPhase::shadow ||
             m_phase.load(std::memory_order_relaxed) == HandoffPhase::live)) {
-        std::uint32_t size = 0;
-        if (catch_up != nullptr && m_catching_up[s]) {
-            if (cursor >= bus.ring().oldest()) {
-                m_catching_up[s] = false;  // the ring has it again
-                continue;
-            }
-            std::uint64_t missing_last = 0;
-            const auto st = catch_up->read(cursor, m_record, size, missing_last);
-            if (st == CatchUp::Status::pending) {
-                m_catch_up_pending[s] = true;
-                break;
-            }
-            if (st == CatchUp::Status::missing) {
-                const std::uint64_t last = std::max(missing_last, cursor);
-                bump(m_lost, last - cursor + 1);
-                log(LogLevel::warn,
-                    fmt::format("seq {}..{} of bus {} are in neither the bus nor its journal",
-                                cursor, last, bus.name()));
-                cursor = last + 1;
-                continue;
-            }
-            ++cursor;
-            bump(m_caught_up);
-        } else {
-            const ReadResult r = bus.ring().read(cursor, m_record, visibility);
-            if (r.status == ReadStatus::empty) break;
-            if (r.status == ReadStatus::lost) {
-                if (catch_up != nullptr) {
-                    // Fell off the ring's window: the journal has the rest.
-                    cursor = r.lost_first;
-                    m_catching_up[s] = true;
-                    continue;
-                }
-                bump(m_lost, r.lost_last - r.lost_first + 1);
-                log(LogLevel::warn, fmt::format("fell behind on bus {}: lost seq {}..{}",
-                                                bus.name(), r.lost_first, r.lost_last));
-                continue;
-            }
-            size = r.size;
+        const Fetched f = fetch(bus, cursor, side, visibility);
+        if (f.status == Fetched::Status::empty || f.status == Fetched::Status::pending) break;
+        if (f.status == Fetched::Status::gap) {
+            bump(m_lost, f.gap_last - f.gap_first + 1);
+            log(LogLevel::warn,
+                f.from_journal
+                    ? fmt::format("seq {}..{} of bus {} are in neither the bus nor its journal",
+                                  f.gap_first, f.gap_last, bus.name())
+                    : fmt::format("fell behind on bus {}: lost seq {}..{}", bus.name(), f.gap_first,
+                                  f.gap_last));
+            continue;
         }
-        handle(side, std::span<const std::byte>(m_record.data(), size));
+        handle(side, std::span<const std::byte>(m_record.data(), f.size));
         // Counted once fully handled (forwards included), so that "seen equals
         // published" means the module is done with everything on its buses.
         bump(m_seen);
@@ -330,6 +301,57 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
         }
     }
     return n > 0;
+}
+
+Runner::Fetched Runner::fetch(BusPort& bus, std::uint64_t& cursor, Side side,
+                              Visibility visibility) {
+    CatchUp* catch_up = side == Side::parent_bus ? m_catch_up : m_child_catch_up;
+    const int s = side == Side::parent_bus ? 0 : 1;
+    Fetched f;
+    for (;;) {
+        if (catch_up != nullptr && m_catching_up[s]) {
+            if (cursor >= bus.ring().oldest()) {
+                m_catching_up[s] = false;  // the ring has it again
+                continue;
+            }
+            f.from_journal = true;
+            std::uint64_t missing_last = 0;
+            switch (catch_up->read(cursor, m_record, f.size, missing_last)) {
+                case CatchUp::Status::pending:
+                    m_catch_up_pending[s] = true;
+                    f.status = Fetched::Status::pending;
+                    return f;
+                case CatchUp::Status::missing:
+                    f.status = Fetched::Status::gap;
+                    f.gap_first = cursor;
+                    f.gap_last = std::max(missing_last, cursor);
+                    cursor = f.gap_last + 1;
+                    return f;
+                case CatchUp::Status::ok:
+                    ++cursor;
+                    bump(m_caught_up);
+                    f.status = Fetched::Status::record;
+                    return f;
+            }
+        }
+        const ReadResult r = bus.ring().read(cursor, m_record, visibility);
+        if (r.status == ReadStatus::empty) return f;
+        if (r.status == ReadStatus::lost) {
+            if (catch_up != nullptr) {
+                // Fell off the ring's window: the journal has the rest.
+                cursor = r.lost_first;
+                m_catching_up[s] = true;
+                continue;
+            }
+            f.status = Fetched::Status::gap;
+            f.gap_first = r.lost_first;
+            f.gap_last = r.lost_last;
+            return f;
+        }
+        f.status = Fetched::Status::record;
+        f.size = r.size;
+        return f;
+    }
 }
 
 void Runner::handle(Side side, std::span<const std::byte> record) {
@@ -751,10 +773,10 @@ void Runner::sleep_until_work() {
     const bool looking_ahead =
         m_replica && (phase == HandoffPhase::awaiting_state || phase == HandoffPhase::holding);
     if (m_parent_bus != nullptr) {
-        pending = pending || (m_catch_up_pending[0] && !looking_ahead
-                                  ? m_catch_up->ready()
-                                  : m_parent_bus->ring().available(visibility) >=
-                                        (looking_ahead ? m_scan : m_parent_cursor));
+        pending =
+            pending || (m_catch_up_pending[0] ? m_catch_up->ready()
+                                              : m_parent_bus->ring().available(visibility) >=
+                                                    (looking_ahead ? m_scan : m_parent_cursor));
     }
     if (m_child_bus != nullptr && !(m_replica && phase != HandoffPhase::live)) {
         pending =

@@ -183,6 +183,15 @@ class Runner final : public Env {
     void maybe_snapshot();
     void take_snapshot();
     void sleep_until_work();
+    /// What fetch() found at a cursor.
+    struct Fetched {
+        enum class Status : std::uint8_t { record, empty, pending, gap } status = Status::empty;
+        std::uint32_t size = 0;       ///< record: its size, in m_record
+        bool from_journal = false;    ///< record or gap: while catching up from the journal
+        std::uint64_t gap_first = 0;  ///< gap: seqs the reader will not get
+        std::uint64_t gap_last = 0;
+    };
+    Fetched fetch(BusPort& bus, std::uint64_t& cursor, Side side, Visibility visibility);
     Result<void, SendError> publish_on(BusPort* bus, const Outgoing& message, Origin origin);
     void fail(const std::string& why);
     template <typename F>

@@ -3,7 +3,8 @@
 // counts the data messages addressed to it and answers each with the total
 // (a `prober` with check_count checks the count goes on by one across a
 // swap). Version 2 keeps its state in another format and upgrades version
-// 1's; versions 3 to 5 are replicas that go wrong in a swap.
+// 1's; versions 3 to 5 are replicas that go wrong in a swap; version 6 is
+// slow to start, so that a replica of it starts behind a busy bus.
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -81,14 +82,15 @@ class Tally final : public Module {
 }  // namespace
 
 void add_tally(Registry& registry) {
-    for (std::uint32_t v = 1; v <= 5; ++v) {
+    for (std::uint32_t v = 1; v <= 6; ++v) {
         ModuleKind k;
         k.name = "tally";
-        k.help = "counts data messages and answers each with the total (test kind, versions 1-5)";
+        k.help = "counts data messages and answers each with the total (test kind, versions 1-6)";
         k.role = Role::leaf;
         k.config = {ConfigKey("abort", ConfigType::boolean, false,
                               "version 3: abort the process rather than throw")};
         k.create = [v](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
+            if (v == 6) ::usleep(300'000);  // the bus moves on meanwhile
             return std::unique_ptr<Module>(new Tally(env, v));
         };
         k.state_version = v == 1 ? 1 : 2;
