@@ -87,7 +87,11 @@ class RemoteBus final : public detail::BusPort {
 class FeedCatchUp final : public detail::CatchUp {
   public:
     FeedCatchUp(BroadcastRing feed, UplinkProgress& progress, RemoteBus& bus)
-        : m_feed(feed), m_progress(progress), m_bus(bus), m_cursor(feed.head() + 1) {
+        : m_feed(feed),
+          m_progress(progress),
+          m_bus(bus),
+          m_cursor(feed.head() + 1),
+          m_run(progress.want_run.load(std::memory_order_relaxed)) {
         m_buffer.resize(m_feed.max_message());
         // The feed outlives instances: what an earlier one left in it is not ours.
         m_progress.feed_read.store(m_cursor, std::memory_order_release);
@@ -95,7 +99,8 @@ class FeedCatchUp final : public detail::CatchUp {
 
     Status read(std::uint64_t seq, std::span<std::byte> out, std::uint32_t& size,
                 std::uint64_t& missing_last) override {
-        for (;;) {
+        bool gone_past = false;
+        while (!gone_past) {
             const ReadResult r = m_feed.read(m_cursor, m_buffer, Visibility::published);
             if (r.status == ReadStatus::lost) continue;
             if (r.status == ReadStatus::empty) break;
@@ -105,7 +110,7 @@ class FeedCatchUp final : public detail::CatchUp {
             if (m_feed.head() + 1 - m_cursor <= m_feed.slot_count() / 2) m_bus.signal_owner();
             const std::span<const std::byte> record(m_buffer.data(), r.size);
             const auto outer = decode_header(record, m_feed.max_payload(), Framing::exact);
-            if (!outer) continue;
+            if (!outer || outer->correlation != m_run) continue;  // an earlier run
             const auto payload = record.subspan(k_header_size);
             if (outer->type == msg::k_feed_gap && payload.size() == 16) {
                 const std::uint64_t first = detail::get_le<std::uint64_t>(payload.data(), 0);
@@ -114,14 +119,30 @@ class FeedCatchUp final : public detail::CatchUp {
                     missing_last = last;
                     return Status::missing;
                 }
+                gone_past = first > seq;
                 continue;
             }
             const auto inner = decode_header(payload, k_max_payload, Framing::exact);
-            if (!inner || inner->seq < seq) continue;  // an earlier run of the feed
-            if (inner->seq > seq || payload.size() > out.size()) break;
-            std::copy(payload.begin(), payload.end(), out.begin());
-            size = static_cast<std::uint32_t>(payload.size());
-            return Status::ok;
+            if (!inner || inner->seq < seq) continue;  // before it: not needed again
+            if (inner->seq > seq) {
+                gone_past = true;
+            } else if (payload.size() > out.size()) {
+                missing_last = seq;  // larger than the bus allows: cannot be one of its messages
+                return Status::missing;
+            } else {
+                std::copy(payload.begin(), payload.end(), out.begin());
+                size = static_cast<std::uint32_t>(payload.size());
+                return Status::ok;
+            }
+        }
+        if (gone_past) {
+            // The feed is past it (a replica looked ahead, then needs what
+            // it passed): a new run, from it. What the parent writes of the
+            // old one meanwhile is skipped by its run number.
+            m_progress.want_from.store(seq, std::memory_order_release);
+            m_progress.want_run.store(++m_run, std::memory_order_release);
+            m_bus.signal_owner();
+            return Status::pending;
         }
         // Ask the parent for it (again: a new request restarts its reading there).
         if (m_progress.want_from.load(std::memory_order_relaxed) != seq ||
@@ -138,6 +159,7 @@ class FeedCatchUp final : public detail::CatchUp {
     UplinkProgress& m_progress;
     RemoteBus& m_bus;
     std::uint64_t m_cursor;
+    std::uint64_t m_run;  // the feed run it reads (UplinkProgress::want_run)
     std::vector<std::byte> m_buffer;
 };
 

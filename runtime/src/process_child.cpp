@@ -454,6 +454,7 @@ void UplinkPump::reset_seat(ProcessChild& c, std::uint64_t epoch) {
     c.stopping = false;
     c.pending_epoch = 0;
     c.last_request = 0;
+    c.run = 0;
     c.run_start = 0;
     c.feed_next = 0;
     c.reader.reset();
@@ -819,14 +820,19 @@ bool UplinkPump::feed(ProcessChild& c) {
         return false;
     UplinkProgress& progress = c.uplink.progress();
     // The child's words are untrusted: they only steer what we read for it.
+    const std::uint64_t run = progress.want_run.load(std::memory_order_acquire);
     const std::uint64_t want = progress.want_from.load(std::memory_order_acquire);
     if (want == 0 || want > m_bus.ring().head()) return false;
-    if (want != c.last_request) {
+    if (want != c.last_request || run != c.run) {
         c.last_request = want;
         // A request the current run covers already (the child looked just
         // before we wrote) goes on with the run; anything else starts a new
-        // one (a new position for the reader, which may mean a rescan).
-        if (c.run_start == 0 || want < c.run_start || want > c.feed_next) {
+        // one (a new position for the reader, which may mean a rescan), and
+        // so does a new run the child asks for: it has gone past `want` in
+        // the feed, and what we write next would not have it.
+        const bool rewind = run != c.run;
+        c.run = run;
+        if (rewind || c.run_start == 0 || want < c.run_start || want > c.feed_next) {
             c.run_start = want;
             c.feed_next = want;
             if (!c.reader) c.reader.emplace(m_journal->dir(), m_journal->max_payload());
@@ -851,6 +857,7 @@ bool UplinkPump::feed(ProcessChild& c) {
             st = JournalReader::Status::missing;
         }
         Header h;
+        h.correlation = c.run;
         if (st == JournalReader::Status::ok) {
             h.type = 0;
             (void)feed.publish(h, r.message);
@@ -912,7 +919,8 @@ bool UplinkPump::any_pending() const {
         if (m_journal != nullptr) {
             const std::uint64_t want =
                 c->uplink.progress().want_from.load(std::memory_order_acquire);
-            if (want != 0 && want != c->last_request) return true;
+            const std::uint64_t run = c->uplink.progress().want_run.load(std::memory_order_acquire);
+            if (want != 0 && (want != c->last_request || run != c->run)) return true;
         }
     }
     const std::lock_guard lock(const_cast<std::mutex&>(m_commands_mutex));

@@ -95,6 +95,7 @@ struct ProcessChild {
     std::optional<BroadcastRing> feed;
     std::optional<JournalReader> reader;
     std::uint64_t last_request = 0;  // the child's want_from we are serving
+    std::uint64_t run = 0;           // the child's want_run we are serving
     std::uint64_t run_start = 0;     // first bus seq of what we are feeding now
     std::uint64_t feed_next = 0;     // next bus seq to put into the feed
 

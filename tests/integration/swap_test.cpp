@@ -210,7 +210,10 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
 
 // A replica that starts late on a busy journaled bus: the ring has moved
 // on past where it began reading before it reads a thing, and it finds the
-// old instance's state and last word in the journal.
+// old instance's state and last word in the journal. The old instance is
+// slow to make its state, so the replica, having read past the point the
+// state is of, reads the journal again from there (a sandboxed one asks
+// its parent for a new run of its journal feed).
 TEST_P(SwapTest, ReplicaThatStartsBehindTheRingReadsTheJournal) {
     const testing::TempDir dir("hmk-swap-test");
     booted = testing::boot(fmt::format(R"(
@@ -233,6 +236,7 @@ isolation = "{isolation}"
 quota = {{ uplink_slots = 16384 }}
 restart = "permanent"
 recover = "journal"
+config = {{ snapshot_delay_ms = 300 }}
 [[module]]
 path = "/svc/probe"
 kind = "prober"
@@ -243,8 +247,8 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
                                        fmt::arg("rate", k_rate), fmt::arg("count", k_long_count)),
                            registry);
     wait_replies(1500);
-    // Version 6 takes 300 ms to be made: 6000 messages at this load, and
-    // the ring holds 256.
+    // Version 6 takes 300 ms to be made, and the old instance 300 ms to
+    // make its state: 6000 messages each at this load, and the ring holds 256.
     auto r = booted->system->swap(tally(), "tally", 6);
     ASSERT_TRUE(r.has_value()) << r.error();
     EXPECT_GT(booted->system->module_stats(tally()).caught_up, 0u);

@@ -41,6 +41,8 @@ class Tally final : public Module {
     }
 
     bool snapshot(std::vector<std::byte>& out) override {
+        if (const std::int64_t ms = m_env.config().integer("snapshot_delay_ms"); ms > 0)
+            ::usleep(static_cast<useconds_t>(ms) * 1000);
         if (m_version == 1) {
             out.resize(8);
             detail::put_le<std::uint64_t>(out.data(), 0, m_total);
@@ -88,7 +90,10 @@ void add_tally(Registry& registry) {
         k.help = "counts data messages and answers each with the total (test kind, versions 1-6)";
         k.role = Role::leaf;
         k.config = {ConfigKey("abort", ConfigType::boolean, false,
-                              "version 3: abort the process rather than throw")};
+                              "version 3: abort the process rather than throw"),
+                    ConfigKey("snapshot_delay_ms", ConfigType::integer, 0,
+                              "sleep this long in each snapshot (the bus moves on meanwhile)")
+                        .range(0, 10'000)};
         k.create = [v](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
             if (v == 6) ::usleep(300'000);  // the bus moves on meanwhile
             return std::unique_ptr<Module>(new Tally(env, v));

@@ -38,6 +38,12 @@ struct alignas(64) UplinkProgress {
     /// Seq of the first bus message the child needs from its journal feed
     /// (it fell behind the bus ring, or recovers from the journal); 0: none.
     std::atomic<std::uint64_t> want_from{0};
+    /// Which run of the feed the child reads: it counts up when the child
+    /// wants a seq the feed has gone past (after a look-ahead, or records it
+    /// skipped), and the parent then starts reading the journal again at
+    /// want_from. Feed records carry their run in the header's correlation.
+    /// Written after want_from.
+    std::atomic<std::uint64_t> want_run{0};
     /// Feed records the child has taken (flow control of the feed).
     std::atomic<std::uint64_t> feed_read{0};
     /// The child's input cursor on its parent bus (next seq it will handle).
