@@ -288,9 +288,17 @@ void SystemImpl::advance_job() {
         if (st.state == ModuleState::failed || st.state == ModuleState::stopped)
             return rollback_job("the replica failed (see the log)");
         if (now > j.deadline_ns) {
-            return rollback_job(fmt::format(
-                "the replica was not ready within {} ms (it is at seq {}, the bus at {})",
-                j.deadline.count(), st.cursor - 1, s.parent_bus->ring().head()));
+            // (Until it has the state, its cursor is where it began to look.)
+            const std::uint64_t head = s.parent_bus->ring().head();
+            std::string where = fmt::format("it is at seq {}, the bus at {}", st.cursor - 1, head);
+            if (st.state == ModuleState::created) {
+                where = "it has not started yet";
+            } else if (phase == HandoffPhase::awaiting_state) {
+                where = fmt::format(
+                    "it has not found the old instance's state yet; the bus is at {}", head);
+            }
+            return rollback_job(fmt::format("the replica was not ready within {} ms ({})",
+                                            j.deadline.count(), where));
         }
         switch (j.step) {
             case HandoffJob::Step::starting:
