@@ -47,6 +47,43 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
                        fmt::arg("abort", isolation == "process" ? "true" : "false"));
 }
 
+/// /svc/tally on a journaled bus of `capacity` slots (a small ring, as
+/// drivers have), recovering from the journal; `tally_extra` adds lines to
+/// its table.
+std::string journaled_toml(const std::string& isolation, const std::string& dir, int capacity,
+                           const std::string& tally_extra, int count) {
+    return fmt::format(R"(
+[system]
+name = "swap-journal-test"
+plugins = ["{plugin}"]
+[[module]]
+path = "/svc"
+kind = "gateway"
+bus = {{ capacity = {capacity}, max_payload = 256 }}
+[[module]]
+path = "/svc/monitor"
+kind = "monitor"
+config = {{ dir = "{dir}", fsync = "none" }}
+[[module]]
+path = "/svc/tally"
+kind = "tally"
+version = 1
+isolation = "{isolation}"
+quota = {{ uplink_slots = 16384 }}
+restart = "permanent"
+recover = "journal"
+{tally_extra}
+[[module]]
+path = "/svc/probe"
+kind = "prober"
+config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
+)",
+                       fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("isolation", isolation),
+                       fmt::arg("dir", dir), fmt::arg("capacity", capacity),
+                       fmt::arg("tally_extra", tally_extra), fmt::arg("rate", k_rate),
+                       fmt::arg("count", count));
+}
+
 class SwapTest : public ::testing::TestWithParam<const char*> {
   protected:
     testing::RecordBook book;
@@ -164,36 +201,8 @@ TEST_P(SwapTest, ReplicaThatCannotKeepUpIsDroppedAtTheDeadline) {
 // recovers from the journal and sends snapshots while it is swapped twice.
 TEST_P(SwapTest, OnAJournaledBusWithSnapshotsNothingIsLostOrRepeated) {
     const testing::TempDir dir("hmk-swap-test");
-    booted = testing::boot(fmt::format(R"(
-[system]
-name = "swap-journal-test"
-plugins = ["{plugin}"]
-[[module]]
-path = "/svc"
-kind = "gateway"
-bus = {{ capacity = 1024, max_payload = 256 }}
-[[module]]
-path = "/svc/monitor"
-kind = "monitor"
-config = {{ dir = "{dir}", fsync = "none" }}
-[[module]]
-path = "/svc/tally"
-kind = "tally"
-version = 1
-isolation = "{isolation}"
-quota = {{ uplink_slots = 16384 }}
-restart = "permanent"
-recover = "journal"
-snapshot_every = 100
-[[module]]
-path = "/svc/probe"
-kind = "prober"
-config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
-)",
-                                       fmt::arg("plugin", HMK_TEST_PLUGIN),
-                                       fmt::arg("isolation", GetParam()), fmt::arg("dir", dir.path),
-                                       fmt::arg("rate", k_rate), fmt::arg("count", k_long_count)),
-                           registry);
+    booted = testing::boot(
+        journaled_toml(GetParam(), dir.path, 1024, "snapshot_every = 100", k_long_count), registry);
     std::uint64_t at = 1500;
     for (std::uint32_t v : {1u, 2u}) {
         wait_replies(at);
@@ -216,35 +225,8 @@ config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = t
 // its parent for a new run of its journal feed).
 TEST_P(SwapTest, ReplicaThatStartsBehindTheRingReadsTheJournal) {
     const testing::TempDir dir("hmk-swap-test");
-    booted = testing::boot(fmt::format(R"(
-[system]
-name = "swap-behind-test"
-plugins = ["{plugin}"]
-[[module]]
-path = "/svc"
-kind = "gateway"
-bus = {{ capacity = 256, max_payload = 256 }}
-[[module]]
-path = "/svc/monitor"
-kind = "monitor"
-config = {{ dir = "{dir}", fsync = "none" }}
-[[module]]
-path = "/svc/tally"
-kind = "tally"
-version = 1
-isolation = "{isolation}"
-quota = {{ uplink_slots = 16384 }}
-restart = "permanent"
-recover = "journal"
-config = {{ snapshot_delay_ms = 300 }}
-[[module]]
-path = "/svc/probe"
-kind = "prober"
-config = {{ to = "/svc/tally", rate = {rate}.0, count = {count}, check_count = true, period_us = 200 }}
-)",
-                                       fmt::arg("plugin", HMK_TEST_PLUGIN),
-                                       fmt::arg("isolation", GetParam()), fmt::arg("dir", dir.path),
-                                       fmt::arg("rate", k_rate), fmt::arg("count", k_long_count)),
+    booted = testing::boot(journaled_toml(GetParam(), dir.path, 256,
+                                          "config = { snapshot_delay_ms = 300 }", k_long_count),
                            registry);
     wait_replies(1500);
     // Version 6 takes 300 ms to be made, and the old instance 300 ms to
