@@ -94,10 +94,12 @@ Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node,
     if (t == nullptr)
         return ld.fail(node, fmt::format("'bus' must be a table, not {}", type_name(node)));
     if (is_root) {
-        HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload"},
+        HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload", "delivery", "reader_deadline_ms"},
                           "[bus] (Bus 0 has no parent, so no 'up' policy)"));
     } else {
-        HMK_TRY(only_keys(ld, *t, {"capacity", "max_payload", "up"}, "a module's 'bus' table"));
+        HMK_TRY(only_keys(ld, *t,
+                          {"capacity", "max_payload", "up", "delivery", "reader_deadline_ms"},
+                          "a module's 'bus' table"));
     }
     BusSpec bus;
     if (const toml::node* n = t->get("capacity")) {
@@ -109,6 +111,21 @@ Result<BusSpec, ConfigError> parse_bus(const Loader& ld, const toml::node& node,
     }
     if (const toml::node* n = t->get("max_payload")) {
         bus.max_payload = HMK_TRY(get_u32(ld, *n, "max_payload", 0, k_max_payload));
+    }
+    if (const toml::node* n = t->get("delivery")) {
+        const auto text = HMK_TRY(get_as<std::string>(ld, *n, "delivery", "a string"));
+        if (text == "reliable") {
+            bus.delivery = Delivery::reliable;
+        } else if (text == "best_effort") {
+            bus.delivery = Delivery::best_effort;
+        } else {
+            return ld.fail(
+                *n,
+                fmt::format("'delivery' is \"{}\", must be one of: reliable, best_effort", text));
+        }
+    }
+    if (const toml::node* n = t->get("reader_deadline_ms")) {
+        bus.reader_deadline_ms = HMK_TRY(get_u32(ld, *n, "reader_deadline_ms", 10, 3'600'000));
     }
     if (const toml::node* n = t->get("up")) {
         const toml::table* up = n->as_table();

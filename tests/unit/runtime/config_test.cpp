@@ -21,10 +21,11 @@ TEST(ConfigTest, LoadsAValidSystem) {
 name = "t"
 [bus]
 capacity = 64
+reader_deadline_ms = 250
 [[module]]
 path = "/g"
 kind = "gateway"
-bus = { capacity = 128, max_payload = 100, up = { system = true } }
+bus = { capacity = 128, max_payload = 100, up = { system = true }, delivery = "best_effort" }
 [[module]]
 path = "/g/src"
 kind = "source"
@@ -39,6 +40,10 @@ config = { to = "/g", count = 3, rate = 2.5, scope = "subtree" }
     EXPECT_EQ(spec->modules[0].bus.capacity, 128u);
     EXPECT_EQ(spec->modules[0].bus.max_payload, 100u);
     EXPECT_TRUE(spec->modules[0].bus.up.system);
+    EXPECT_EQ(spec->root_bus.delivery, Delivery::reliable);  // the default
+    EXPECT_EQ(spec->root_bus.reader_deadline_ms, 250u);
+    EXPECT_EQ(spec->modules[0].bus.delivery, Delivery::best_effort);
+    EXPECT_EQ(spec->modules[0].bus.reader_deadline_ms, 5000u);  // the default
     EXPECT_EQ(spec->modules[1].id, 40u);
     EXPECT_EQ(spec->modules[1].config.integer("count"), 3);
     EXPECT_DOUBLE_EQ(spec->modules[1].config.number("rate"), 2.5);
@@ -106,6 +111,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "power of two"},
         BadConfig{"payload_too_big", "[bus]\nmax_payload = 2000000\n", "bad.toml:2:15",
                   "between 0 and 1048576"},
+        BadConfig{"delivery_unknown", "[bus]\ndelivery = \"sometimes\"\n", "bad.toml:2:12",
+                  "must be one of: reliable, best_effort"},
+        BadConfig{"reader_deadline_too_short",
+                  "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nbus = { reader_deadline_ms = 1 "
+                  "}\n",
+                  "bad.toml:4:30", "must be between 10 and 3600000"},
         BadConfig{"root_up_policy", "[bus]\nup = { system = true }\n", "bad.toml:2:6",
                   "Bus 0 has no parent"},
         BadConfig{"unknown_config_key",

@@ -22,11 +22,22 @@ struct SourceLocation {
 enum class Isolation : std::uint8_t { inproc, process };
 const char* to_string(Isolation isolation);
 
+/// What a bus promises its readers (DESIGN.md section 2.3, docs/delivery.md).
+enum class Delivery : std::uint8_t {
+    reliable,     ///< nothing is lost: senders wait for the slowest reader, up to its deadline
+    best_effort,  ///< senders never wait: a reader that falls a ring behind is told what it lost
+};
+const char* to_string(Delivery delivery);
+
 /// Settings of the bus a gateway owns.
 struct BusSpec {
     std::uint32_t capacity = 4096;     ///< messages the broadcast ring holds (power of two)
     std::uint32_t max_payload = 4096;  ///< bytes per message payload
     UpPolicy up;                       ///< what children may send out of the bus
+    Delivery delivery = Delivery::reliable;
+    /// Reliable buses: how long a reader may hold its senders up (a whole
+    /// ring behind) before its parent evicts it.
+    std::uint32_t reader_deadline_ms = 5000;
 };
 
 /// What a parent allows a child in another process (DESIGN.md section 4).
