@@ -114,7 +114,8 @@ void UplinkRing::reset() {
         c->store(0, std::memory_order_relaxed);
     s.sandbox.store(0, std::memory_order_relaxed);
     UplinkProgress& p = m_control->progress;
-    for (auto* c : {&p.heartbeat, &p.want_from, &p.want_run, &p.feed_read, &p.cursor})
+    for (auto* c :
+         {&p.heartbeat, &p.want_from, &p.want_run, &p.feed_read, &p.cursor, &p.ring_cursor})
         c->store(0, std::memory_order_relaxed);
     s.state.store(0, std::memory_order_release);
 }

@@ -48,6 +48,7 @@ class Source final : public Module {
             due = std::min<std::uint64_t>(count, m_sent + k_burst);
         }
         const std::string& text = m_env.config().string("payload");
+        bool full = false;
         while (m_sent < due) {
             Outgoing out;
             out.destination = m_to;
@@ -55,10 +56,20 @@ class Source final : public Module {
             out.type = m_type;
             out.correlation = m_sent + 1;  // numbered 1..count so a sink can spot gaps
             out.payload = as_bytes(text);
-            if (!m_env.send(out)) ++m_failed;
+            if (auto sent = m_env.send(out); !sent) {
+                if (sent.error() == SendError::full) {
+                    // Back-pressure: it waits (returning from the handler
+                    // lets its runtime read on), it does not drop.
+                    full = true;
+                    break;
+                }
+                ++m_failed;
+            }
             ++m_sent;
         }
-        if (m_sent < count) {
+        if (full) {
+            m_env.set_timer(std::chrono::milliseconds(1), TimerMode::once);
+        } else if (m_sent < count) {
             const auto period = rate > 0 ? std::chrono::nanoseconds(std::max<std::int64_t>(
                                                1'000'000, static_cast<std::int64_t>(1e9 / rate)))
                                          : std::chrono::nanoseconds(0);

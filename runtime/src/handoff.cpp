@@ -133,7 +133,7 @@ void Runner::send_handoff_state(bool final_state) {
     h.op = HandoffOp::state;
     h.flags = stateful ? k_handoff_has_state : 0;
     h.id = m_handoff;
-    h.chunk.input_seq = m_parent_cursor - 1;
+    h.chunk.input_seq = parent_next() - 1;
     h.chunk.snapshot_id = m_handoff;
     h.chunk.total_size = static_cast<std::uint32_t>(body.size());
     h.chunk.body_crc = crc32c(body);
@@ -158,8 +158,8 @@ void Runner::retire(const char* why) {
     Handoff h;
     h.op = HandoffOp::retired;
     h.id = m_handoff;
-    h.parent_cursor = m_parent_cursor;
-    h.child_cursor = m_child_bus != nullptr ? m_child_cursor : 0;
+    h.parent_cursor = parent_next();
+    h.child_cursor = m_child_bus != nullptr ? child_next() : 0;
     if (auto r = send_handoff(h); !r) {
         log(LogLevel::error,
             fmt::format("could not tell its replica it retired: {}", to_string(r.error())));
@@ -168,7 +168,7 @@ void Runner::retire(const char* why) {
     m_retired.store(true, std::memory_order_release);
     m_stop.store(true);
     log(LogLevel::info, fmt::format("{}: handed over to its replica at seq {} of bus {}", why,
-                                    m_parent_cursor - 1, m_parent_bus->name()));
+                                    parent_next() - 1, m_parent_bus->name()));
 }
 
 bool Runner::scan(BusPort& bus) {
@@ -293,6 +293,8 @@ void Runner::replica_live(std::uint64_t at_seq) {
     m_replica = false;
     m_live_at = at_seq;
     m_phase.store(HandoffPhase::live, std::memory_order_release);
+    // Its buses wait for it from now on, as for any instance.
+    attach_readers(Gated::yes);
     if (m_parent_cursor > at_seq) go_live();
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "inproc_bus.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
@@ -50,8 +51,131 @@ InprocBus::InprocBus(BusId id, std::string name, const BusSettings& settings,
       m_logger(logger),
       m_memory(make_region(id, settings)),
       m_ring(make_ring(m_memory, settings)),
-      m_subscribers(new std::atomic<const Subscribed*>[k_max_subscribers]) {
+      m_subscribers(new std::atomic<const Subscribed*>[k_max_subscribers]),
+      m_reader_gate(settings.delivery == Delivery::reliable),
+      m_deadline_ns(std::uint64_t{settings.reader_deadline_ms} * 1'000'000) {
     for (std::uint32_t i = 0; i < k_max_subscribers; ++i) m_subscribers[i].store(nullptr);
+}
+
+void InprocBus::add_reader(const std::atomic<std::uint64_t>* cursor, ModuleId module,
+                           std::uint64_t epoch) {
+    const std::lock_guard lock(m_write);
+    Reader r;
+    r.cursor = cursor;
+    r.module = module;
+    r.epoch = epoch;
+    // Its cursor takes the place held for it at boot.
+    for (Reader& e : m_readers) {
+        if (e.placeholder && e.module == module) e = Reader{};
+    }
+    // The same word again (a replica that took over) is the same reader.
+    auto free = std::find_if(m_readers.begin(), m_readers.end(),
+                             [&](const Reader& e) { return e.cursor == cursor; });
+    if (free == m_readers.end()) {
+        free = std::find_if(m_readers.begin(), m_readers.end(),
+                            [](const Reader& e) { return e.free(); });
+    }
+    if (free != m_readers.end()) {
+        *free = r;
+    } else {
+        m_readers.push_back(r);
+    }
+    m_room_until = 0;  // it may start behind: look again
+}
+
+void InprocBus::remove_reader(const std::atomic<std::uint64_t>* cursor) {
+    {
+        const std::lock_guard lock(m_write);
+        for (Reader& r : m_readers) {
+            if (r.cursor == cursor) r = Reader{};
+        }
+    }
+    // Whoever waited for it need not any more.
+    m_room_word.fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(m_room_word, INT32_MAX);
+}
+
+void InprocBus::hold_for(ModuleId module, std::uint64_t from) {
+    const std::lock_guard lock(m_write);
+    Reader r;
+    r.module = module;
+    r.placeholder = true;
+    r.held_at = from;
+    m_readers.push_back(r);
+    m_room_until = 0;
+}
+
+void InprocBus::release_holds() {
+    {
+        const std::lock_guard lock(m_write);
+        for (Reader& r : m_readers) {
+            if (r.placeholder) r = Reader{};
+        }
+    }
+    m_room_word.fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(m_room_word, INT32_MAX);
+}
+
+bool InprocBus::readers_allow(std::uint64_t seq, std::vector<Eviction>& evicted) {
+    if (!m_reader_gate || seq <= m_room_until) return true;
+    const std::uint32_t window = m_settings.slot_count;
+    std::uint64_t lowest = UINT64_MAX;
+    std::uint64_t now = 0;
+    bool held = false;
+    for (Reader& r : m_readers) {
+        if (r.free() || r.evicted) continue;
+        const std::uint64_t c =
+            r.placeholder ? r.held_at : r.cursor->load(std::memory_order_acquire);
+        // seq goes into the slot of seq - window: fine if the reader is past it.
+        if (c + window > seq) {
+            r.holding_since_ns = 0;
+            lowest = std::min(lowest, c);
+            continue;
+        }
+        if (now == 0) now = platform::monotonic_ns();
+        if (r.holding_since_ns == 0) r.holding_since_ns = now;
+        if (now - r.holding_since_ns >= m_deadline_ns && r.placeholder) {
+            r = Reader{};  // it did not start in time: its start fails it
+            continue;
+        }
+        if (now - r.holding_since_ns >= m_deadline_ns) {
+            r.evicted = true;
+            m_evicted.fetch_add(1, std::memory_order_relaxed);
+            evicted.push_back(Eviction{r.module, r.epoch, (now - r.holding_since_ns) / 1'000'000});
+            continue;
+        }
+        held = true;
+    }
+    if (held) return false;
+    m_room_until = (lowest == UINT64_MAX ? seq : lowest) + window - 1;
+    return true;
+}
+
+void InprocBus::report(const std::vector<Eviction>& evicted) {
+    for (const Eviction& e : evicted) {
+        const std::string why =
+            fmt::format("did not keep up with bus {} for {} ms (a whole ring behind): evicted",
+                        m_name, e.held_ms);
+        if (m_evictions != nullptr) {
+            m_evictions->reader_evicted(m_id, e.module, e.epoch, why);
+        } else {
+            m_logger.log(LogLevel::error, fmt::format("#{}", e.module), why);
+        }
+    }
+}
+
+void InprocBus::wait_for_room(std::int64_t timeout_ns) {
+    const std::uint32_t word = m_room_word.load(std::memory_order_seq_cst);
+    m_room_waiters.fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wait(m_room_word, word, timeout_ns);
+    m_room_waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void InprocBus::reader_moved() {
+    if (m_room_waiters.load(std::memory_order_seq_cst) != 0) {
+        m_room_word.fetch_add(1, std::memory_order_seq_cst);
+        platform::futex_wake(m_room_word, INT32_MAX);
+    }
 }
 
 namespace {
@@ -120,6 +244,8 @@ void InprocBus::set_journal(ModuleId monitor, std::uint32_t stall_ms) {
     m_stall_ns = std::uint64_t{stall_ms} * 1'000'000;
     m_acked.store(m_ring.head(), std::memory_order_release);
     m_gate_open.store(false);
+    // A reader that falls behind catches up from the journal instead.
+    m_reader_gate = false;
 }
 
 void InprocBus::close_gate() {
@@ -201,11 +327,15 @@ Result<std::uint64_t, SendError> InprocBus::publish_impl(Header header,
     header.via = via;
     std::uint64_t seq = 0;
     std::uint64_t waited_since = 0;
+    std::vector<Eviction> evicted;
     for (;;) {
         const std::uint32_t word = m_gate_word.load(std::memory_order_seq_cst);
+        bool refused = false;
         {
             const std::lock_guard lock(m_write);
-            if (gate_allows(m_ring.head() + 1)) {
+            if (gate_allows(m_ring.head() + 1) && !readers_allow(m_ring.head() + 1, evicted)) {
+                refused = true;
+            } else if (gate_allows(m_ring.head() + 1)) {
                 header.timestamp_ns = platform::monotonic_ns();
                 // Under the lock: a message published after a move made a
                 // new generation current is of the new one (docs/relocation.md).
@@ -221,6 +351,18 @@ Result<std::uint64_t, SendError> InprocBus::publish_impl(Header header,
                     m_ring.commit(seq);
                 break;
             }
+        }
+        if (!evicted.empty()) {
+            report(evicted);
+            evicted.clear();
+            continue;  // the bus no longer waits for them
+        }
+        if (refused) {
+            // A reader is a whole ring behind: the publisher tries again
+            // later (it never waits in here, so the owner never waits).
+            std::uint64_t since = 0;
+            (void)m_refused_since.compare_exchange_strong(since, platform::monotonic_ns());
+            return Err{SendError::full};
         }
         // The journal is a whole ring behind. The monitor itself must not wait
         // for itself; anyone else waits for it, but not for ever.
@@ -243,7 +385,13 @@ Result<std::uint64_t, SendError> InprocBus::publish_impl(Header header,
                                  m_stall_ns - (now - waited_since), 10'000'000)));
         m_gate_waiters.fetch_sub(1, std::memory_order_seq_cst);
     }
+    if (!evicted.empty()) report(evicted);
     m_bytes.fetch_add(k_header_size + payload.size(), std::memory_order_relaxed);
+    if (std::uint64_t since = m_refused_since.load(std::memory_order_relaxed);
+        since != 0 && m_refused_since.compare_exchange_strong(since, 0)) {
+        // A spell of back-pressure ended with this message.
+        m_pressure_ns.fetch_add(platform::monotonic_ns() - since, std::memory_order_relaxed);
+    }
     if (header.type == msg::k_handoff) {
         if (HandoffWatcher* w = m_watcher.load(std::memory_order_acquire)) {
             header.seq = seq;

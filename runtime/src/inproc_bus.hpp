@@ -16,6 +16,7 @@
 #include "hmk/routing.hpp"
 #include "hmk/runtime/log.hpp"
 #include "hmk/runtime/module.hpp"
+#include "hmk/runtime/system_spec.hpp"
 #include "hmk/topology.hpp"
 
 namespace hmk::detail {
@@ -27,6 +28,18 @@ struct BusSettings {
     UpPolicy up;
     std::uint64_t first_seq = 1;                 ///< a journaled bus continues after its journal
     CommitMode commit = CommitMode::on_publish;  ///< explicit_: durable visibility
+    Delivery delivery = Delivery::reliable;
+    std::uint32_t reader_deadline_ms = 5000;
+};
+
+/// Told when a reliable bus evicts a reader that held its senders up for
+/// longer than its deadline (docs/delivery.md). Called on the thread of
+/// the publisher that found it out, with no lock of the bus held.
+class EvictionListener {
+  public:
+    virtual ~EvictionListener() = default;
+    virtual void reader_evicted(BusId bus, ModuleId module, std::uint64_t epoch,
+                                const std::string& why) = 0;
 };
 
 /// Told of each handoff message a bus publishes (docs/swap.md): a module
@@ -97,6 +110,52 @@ class InprocBus final : public BusPort {
     }
     /// Wakes the readers that sleep (after publish_deferred calls).
     void wake_readers();
+
+    // Reliable delivery (docs/delivery.md). On a reliable bus without a
+    // journal the owner never overwrites a message a registered reader has
+    // not read: a publish that would gets SendError::full (nobody waits
+    // inside the bus), and the publisher tries again after the reader moved
+    // on. A reader that holds its senders up for longer than the bus's
+    // reader_deadline_ms is evicted: from then on the bus no longer waits
+    // for it, and the listener is told (its parent fails it). On a journaled
+    // bus the journal holds what a slow reader missed, so only the monitor
+    // is waited for (set_journal).
+
+    /// Any thread: `cursor` (the next seq the reader takes off the ring; it
+    /// only grows) is instance `epoch` of `module` reading this bus. The
+    /// word must stay valid until remove_reader(). A reader in another
+    /// process writes it in shared memory: it is only a number to us.
+    void add_reader(const std::atomic<std::uint64_t>* cursor, ModuleId module, std::uint64_t epoch);
+    /// Any thread: the bus no longer waits for the reader of that word.
+    void remove_reader(const std::atomic<std::uint64_t>* cursor);
+    /// Before the system starts: `module` will read this bus from `from`;
+    /// until it attaches its cursor (add_reader), the bus waits for it
+    /// there, so that a sender started first cannot lap a reader not yet
+    /// started. A placeholder past the deadline is dropped quietly.
+    void hold_for(ModuleId module, std::uint64_t from);
+    /// Once every module has started: drops the placeholders left.
+    void release_holds();
+    std::atomic<std::uint64_t>* attach_reader(std::atomic<std::uint64_t>& own, ModuleId module,
+                                              std::uint64_t epoch, Gated gated) override {
+        if (gated == Gated::yes) add_reader(&own, module, epoch);
+        return &own;
+    }
+    void detach_reader(std::atomic<std::uint64_t>& own) override { remove_reader(&own); }
+    /// Whether publishers wait for readers here (reliable, no journal).
+    bool waits_for_readers() const { return m_reader_gate; }
+    /// Any thread: waits until a reader moved on or `timeout_ns` passed
+    /// (a publisher that got `full`).
+    void wait_for_room(std::int64_t timeout_ns) override;
+    /// In-process reader, after it moved its cursor: wakes publishers that
+    /// wait for room, if any (one load otherwise).
+    void reader_moved() override;
+    /// Before start: who is told of evictions.
+    void set_eviction_listener(EvictionListener* listener) { m_evictions = listener; }
+    /// Readers evicted so far, and the time publishers were refused for
+    /// want of room (ns, summed over refusals: a measure of back-pressure).
+    std::uint64_t evicted() const { return m_evicted.load(std::memory_order_relaxed); }
+    std::uint64_t pressure_ns() const { return m_pressure_ns.load(std::memory_order_relaxed); }
+    std::uint32_t wait_limit_ms() const override { return m_settings.reader_deadline_ms; }
     /// Any thread: who to tell of handoff messages (the bus's uplink pump).
     void set_handoff_watcher(HandoffWatcher* watcher) {
         m_watcher.store(watcher, std::memory_order_release);
@@ -129,6 +188,15 @@ class InprocBus final : public BusPort {
     void wake_armed();
 
     bool gate_allows(std::uint64_t seq) const;
+    struct Eviction {
+        ModuleId module;
+        std::uint64_t epoch;
+        std::uint64_t held_ms;
+    };
+    /// Under m_write: whether `seq` may be published without overwriting
+    /// what a live reader has not read; evicts readers past their deadline.
+    bool readers_allow(std::uint64_t seq, std::vector<Eviction>& evicted);
+    void report(const std::vector<Eviction>& evicted);
 
   private:
     BusId m_id;
@@ -169,6 +237,29 @@ class InprocBus final : public BusPort {
     std::atomic<std::uint32_t> m_gate_word{0};
     std::atomic<std::uint32_t> m_gate_waiters{0};
     std::atomic<HandoffWatcher*> m_watcher{nullptr};
+
+    // Reader gate (reliable delivery). Readers and m_room_until are
+    // guarded by m_write; a reader's cursor is its own word.
+    struct Reader {
+        const std::atomic<std::uint64_t>* cursor = nullptr;  // null: a free entry
+        ModuleId module = k_no_module;
+        std::uint64_t epoch = 0;
+        std::uint64_t holding_since_ns = 0;  // since it first refused a publisher (0: it does not)
+        bool evicted = false;
+        bool placeholder = false;  // hold_for: no cursor yet, held at `held_at`
+        std::uint64_t held_at = 0;
+        bool free() const { return cursor == nullptr && !placeholder; }
+    };
+    bool m_reader_gate = false;
+    std::uint64_t m_deadline_ns = 0;
+    std::vector<Reader> m_readers;
+    std::uint64_t m_room_until = 0;  // seqs up to this overwrite nothing unread (0: look again)
+    EvictionListener* m_evictions = nullptr;
+    alignas(64) std::atomic<std::uint32_t> m_room_word{0};
+    std::atomic<std::uint32_t> m_room_waiters{0};
+    std::atomic<std::uint64_t> m_evicted{0};
+    std::atomic<std::uint64_t> m_pressure_ns{0};
+    std::atomic<std::uint64_t> m_refused_since{0};  // first refusal of the current episode
 };
 
 }  // namespace hmk::detail

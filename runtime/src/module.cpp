@@ -20,7 +20,8 @@ const char* to_string(SendError error) {
         case SendError::stopped:
             return "system is stopping";
         case SendError::full:
-            return "uplink full: the parent is behind or throttling this module";
+            return "no room: the parent is behind or throttling this module, or the bus waits for "
+                   "a slow reader or its journal";
     }
     return "send error";
 }

@@ -26,8 +26,13 @@ namespace {
 /// mapped read-only, and the module's uplink to the owner.
 class RemoteBus final : public detail::BusPort {
   public:
-    RemoteBus(BroadcastRing ring, UplinkRing uplink, int event_fd, std::string name)
-        : m_ring(ring), m_uplink(uplink), m_event(event_fd), m_name(std::move(name)) {
+    RemoteBus(BroadcastRing ring, UplinkRing uplink, int event_fd, std::string name,
+              std::uint32_t wait_limit_ms)
+        : m_ring(ring),
+          m_uplink(uplink),
+          m_event(event_fd),
+          m_name(std::move(name)),
+          m_wait_limit_ms(wait_limit_ms) {
         m_buffer.resize(m_uplink.max_message());
     }
     const BroadcastRing& ring() const override { return m_ring; }
@@ -41,9 +46,30 @@ class RemoteBus final : public detail::BusPort {
         encode_header(h, std::span<std::byte, k_header_size>(m_buffer.data(), k_header_size));
         std::copy(payload.begin(), payload.end(), m_buffer.begin() + k_header_size);
         const std::span<const std::byte> record(m_buffer.data(), k_header_size + payload.size());
-        if (!m_uplink.try_push(record) && !wait_for_room(record)) return Err{SendError::full};
+        if (!m_uplink.try_push(record)) {
+            // The parent is behind, throttles us, or its bus has no room: the
+            // runner reads on and tries again (wait_for_room).
+            signal_owner();
+            return Err{SendError::full};
+        }
         signal_owner();
         return std::uint64_t{0};  // the sequence number is known once the owner publishes it
+    }
+
+    /// A child may wait for its parent, never the reverse: a short sleep,
+    /// its owner woken first (it may be asleep with our records waiting).
+    void wait_for_room(std::int64_t timeout_ns) override {
+        signal_owner();
+        ::usleep(static_cast<useconds_t>(std::max<std::int64_t>(timeout_ns / 1000, 1)));
+    }
+    /// The parent's pump takes our records once its bus has room: at the
+    /// latest when the reader holding it up is evicted, at its deadline.
+    std::uint32_t wait_limit_ms() const override { return m_wait_limit_ms; }
+    /// The parent registered our place in its uplink region when it started us.
+    std::atomic<std::uint64_t>* attach_reader(std::atomic<std::uint64_t>& /*own*/,
+                                              ModuleId /*module*/, std::uint64_t /*epoch*/,
+                                              detail::Gated /*gated*/) override {
+        return &m_uplink.progress().ring_cursor;
     }
 
     /// Wakes the owner's pump, only if it sleeps: one write per burst.
@@ -57,27 +83,11 @@ class RemoteBus final : public detail::BusPort {
     }
 
   private:
-    /// The uplink is full: the parent is behind (a busy pump) or throttles
-    /// this module. A child may wait for its parent, never the reverse: the
-    /// message waits for room, in growing sleeps, up to k_full_wait_ns;
-    /// dropping it would lose a reply the module thinks it gave.
-    bool wait_for_room(std::span<const std::byte> record) {
-        constexpr std::uint64_t k_full_wait_ns = 1'000'000'000;
-        const std::uint64_t deadline = platform::monotonic_ns() + k_full_wait_ns;
-        std::uint32_t sleep_us = 20;
-        do {
-            signal_owner();
-            ::usleep(sleep_us);
-            sleep_us = std::min<std::uint32_t>(sleep_us * 2, 1000);
-            if (m_uplink.try_push(record)) return true;
-        } while (platform::monotonic_ns() < deadline);
-        return false;
-    }
-
     BroadcastRing m_ring;
     UplinkRing m_uplink;
     int m_event;
     std::string m_name;
+    std::uint32_t m_wait_limit_ms;
     std::vector<std::byte> m_buffer;
 };
 
@@ -302,15 +312,21 @@ int run_module_host(const HostOptions& o) {
     }
 
     const TopologyNode* parent = spec->topology.find(node->parent);
-    RemoteBus bus(*ring, *uplink, k_host_fd_event,
-                  parent->id == k_root_id ? "Bus 0" : parent->path);
+    const BusSpec& parent_bus =
+        parent->id == k_root_id ? spec->root_bus : spec->module(parent->id)->bus;
+    RemoteBus bus(*ring, *uplink, k_host_fd_event, parent->id == k_root_id ? "Bus 0" : parent->path,
+                  parent_bus.reader_deadline_ms);
     HostSide side(logger, spec->topology, uplink->stats(), uplink->progress());
     FeedCatchUp catch_up(*feed, uplink->progress(), bus);
+    // Only a journaled bus has a feed behind it: on any other, a reader the
+    // bus has lapped learns what it lost and reads on, instead of waiting
+    // for a feed that never comes.
+    const bool journaled = spec->journal_of(parent->id) != nullptr;
     UplinkBells& bells = uplink->bells();
     detail::Runner runner(
         side, mine, kind, &bus, nullptr,
         detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
-        std::move(plan), &catch_up);
+        std::move(plan), journaled ? &catch_up : nullptr);
 
     // Last step before module code runs: the sandbox closes, for good.
     logger.log(LogLevel::debug, o.module, "closing the sandbox");

@@ -45,7 +45,9 @@ void drain_eventfd(int fd) {
 std::string host_description(const SystemSpec& spec, ModuleId module) {
     auto bus_table = [](const BusSpec& b, bool with_policy) {
         toml::table t{{"capacity", static_cast<std::int64_t>(b.capacity)},
-                      {"max_payload", static_cast<std::int64_t>(b.max_payload)}};
+                      {"max_payload", static_cast<std::int64_t>(b.max_payload)},
+                      {"delivery", to_string(b.delivery)},
+                      {"reader_deadline_ms", static_cast<std::int64_t>(b.reader_deadline_ms)}};
         if (with_policy)
             t.insert("up",
                      toml::table{
@@ -262,7 +264,9 @@ void UplinkPump::promote(ProcessChild& replica) {
         old->handing_over.store(0);
         if (old->retired_ns == 0) old->retired_ns = platform::monotonic_ns();
     }
+    if (old != nullptr) ungate(*old);
     replica.role = ProcessChild::Role::primary;
+    gate(replica, replica.epoch.load());
     replica.handoff = 0;
     replica.release.store(false);
     replica.announced = true;
@@ -367,16 +371,29 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
         snapshot = std::move(region).value();
     }
 
+    // A replica reads the bus from when it is up (it must see what comes
+    // after its start; what came before is in the state it gets). The bus
+    // waits for a primary from where it starts; for a replica once it is one.
+    const std::uint64_t from = plan.handoff != 0    ? 0
+                               : plan.from_seq != 0 ? plan.from_seq
+                                                    : m_bus.ring().head() + 1;
+    c.uplink.progress().ring_cursor.store(from != 0 ? from : m_bus.ring().head() + 1,
+                                          std::memory_order_release);
+    if (plan.handoff == 0) gate(c, plan.epoch);
+
     platform::SpawnOptions o;
     o.program = m_setup.host_program;
-    o.argv = {"hmk-host", "--module", spec.path, "--from-seq",
-              // A replica reads the bus from when it is up (it must see what
-              // comes after its start; what came before is in the state it gets).
-              std::to_string(plan.handoff != 0    ? 0
-                             : plan.from_seq != 0 ? plan.from_seq
-                                                  : m_bus.ring().head() + 1),
-              "--text-size", std::to_string(description.size()), "--epoch",
-              std::to_string(plan.epoch), "--seed", std::to_string(plan.seed)};
+    o.argv = {"hmk-host",
+              "--module",
+              spec.path,
+              "--from-seq",
+              std::to_string(from),
+              "--text-size",
+              std::to_string(description.size()),
+              "--epoch",
+              std::to_string(plan.epoch),
+              "--seed",
+              std::to_string(plan.seed)};
     if (plan.suppress != 0)
         o.argv.insert(o.argv.end(), {"--suppress", std::to_string(plan.suppress)});
     if (plan.live_at != 0) o.argv.insert(o.argv.end(), {"--live-at", std::to_string(plan.live_at)});
@@ -453,6 +470,7 @@ void UplinkPump::reset_seat(ProcessChild& c, std::uint64_t epoch) {
     c.stop_reason.clear();
     c.stopping = false;
     c.pending_epoch = 0;
+    c.held.reset();
     c.last_request = 0;
     c.run = 0;
     c.run_start = 0;
@@ -633,6 +651,9 @@ void UplinkPump::reap(ProcessChild& c) {
     if (!status) return;
     epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.process.pidfd.get(), nullptr);
     c.process.pidfd = platform::UniqueFd();
+    // It reads no more: the bus must not wait for it (not even for what it
+    // still has to say, published below).
+    ungate(c);
     if (c.role != ProcessChild::Role::primary) {
         // A replica that went (dropped, or failed: its handoff's business),
         // or an old instance that retired: the seat is free again.
@@ -732,6 +753,11 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
     c.byte_tokens = std::min(q.bytes_per_s, c.byte_tokens + elapsed * q.bytes_per_s);
 
     int n = 0;
+    if (c.held) {
+        if (put(c, *c.held, c.held_payload) == Put::no_room) return false;
+        c.held.reset();
+        ++n;
+    }
     for (; n < k_batch; ++n) {
         if (!ignore_quota && (c.message_tokens < 1 || c.byte_tokens < 0)) {
             // Over quota: stop taking its messages (its uplink fills and its
@@ -778,22 +804,15 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
             }
             continue;
         }
-        const auto published =
-            m_bus.publish_deferred(*header, record.subspan(k_header_size), c.spec->id);
-        if (!published) {
-            c.rejected.fetch_add(1);
-            if (limited_log(c.rejected)) {
-                m_host.logger().log(
-                    LogLevel::warn, c.spec->path,
-                    fmt::format("refused a message claiming sender #{} hops {}: {} (#{})",
-                                header->sender, header->hops, to_string(published.error()),
-                                c.rejected.load()));
-            }
-            continue;
+        const Put put_result = put(c, *header, record.subspan(k_header_size));
+        if (put_result == Put::refused) continue;
+        if (put_result == Put::no_room) {
+            // The bus has a reader a whole ring behind: this record waits
+            // here, the rest in the child's uplink, and the child waits.
+            c.held = *header;
+            c.held_payload.assign(record.begin() + k_header_size, record.end());
+            break;
         }
-        c.published.fetch_add(1, std::memory_order_relaxed);
-        c.message_tokens -= 1;
-        c.byte_tokens -= static_cast<double>(r.size);
         if (header->type == msg::k_handoff) {
             std::span<const std::byte> data;
             const auto d = decode_handoff(record.subspan(k_header_size), data);
@@ -813,6 +832,38 @@ bool UplinkPump::drain(ProcessChild& c, std::uint64_t now, bool ignore_quota) {
     c.throttled_since_ns = 0;
     if (n > 0) m_bus.wake_readers();  // one wake-up scan per batch
     return n > 0;
+}
+
+UplinkPump::Put UplinkPump::put(ProcessChild& c, const Header& header,
+                                std::span<const std::byte> payload) {
+    const auto published = m_bus.publish_deferred(header, payload, c.spec->id);
+    if (!published && published.error() == SendError::full) return Put::no_room;
+    if (!published) {
+        c.rejected.fetch_add(1);
+        if (limited_log(c.rejected)) {
+            m_host.logger().log(
+                LogLevel::warn, c.spec->path,
+                fmt::format("refused a message claiming sender #{} hops {}: {} (#{})",
+                            header.sender, header.hops, to_string(published.error()),
+                            c.rejected.load()));
+        }
+        return Put::refused;
+    }
+    c.published.fetch_add(1, std::memory_order_relaxed);
+    c.message_tokens -= 1;
+    c.byte_tokens -= static_cast<double>(k_header_size + payload.size());
+    return Put::published;
+}
+
+void UplinkPump::gate(ProcessChild& c, std::uint64_t epoch) {
+    m_bus.add_reader(&c.uplink.progress().ring_cursor, c.spec->id, epoch);
+    c.gated = true;
+}
+
+void UplinkPump::ungate(ProcessChild& c) {
+    if (!c.gated) return;
+    m_bus.remove_reader(&c.uplink.progress().ring_cursor);
+    c.gated = false;
 }
 
 bool UplinkPump::feed(ProcessChild& c) {
@@ -948,7 +999,8 @@ void UplinkPump::run() {
             work |= drain(*c, now);
             const bool fed = feed(*c);
             work |= fed;
-            waiting |= c->state.load() == ModuleState::created || c->throttled_since_ns != 0;
+            waiting |= c->state.load() == ModuleState::created || c->throttled_since_ns != 0 ||
+                       c->held.has_value();
             // A child behind the ring waits for the journal to have more.
             waiting |= c->last_request != 0 && c->feed_next != 0 &&
                        c->feed_next < m_bus.ring().oldest() && !fed;

@@ -110,6 +110,13 @@ struct ProcessChild {
     std::uint64_t pending_epoch = 0;  // start this instance once the old one is gone
     bool announced = false;           // started() reported for the current instance
 
+    // Reliable delivery: whether the bus waits for this child's ring_cursor,
+    // and a record it could not publish yet for want of room (checked and
+    // stamped already; it goes before anything else of this child's).
+    bool gated = false;
+    std::optional<Header> held;
+    std::vector<std::byte> held_payload;
+
     // Token buckets (messages and bytes), refilled by elapsed time.
     double message_tokens = 0;
     double byte_tokens = 0;
@@ -217,6 +224,12 @@ class UplinkPump final : public HandoffWatcher {
     void start_instance(ProcessChild& child, std::uint64_t epoch);
     void spawn(ProcessChild& child, const StartPlan& plan);
     bool drain(ProcessChild& child, std::uint64_t now, bool ignore_quota = false);
+    /// The bus waits for this child's reading from now on (`epoch`), or no longer.
+    void gate(ProcessChild& child, std::uint64_t epoch);
+    void ungate(ProcessChild& child);
+    /// Publishes a checked record of the child's; false if the bus had no room.
+    enum class Put : std::uint8_t { published, refused, no_room };
+    Put put(ProcessChild& child, const Header& header, std::span<const std::byte> payload);
     bool feed(ProcessChild& child);
     void check_start(ProcessChild& child, std::uint64_t now);
     void reap(ProcessChild& child);

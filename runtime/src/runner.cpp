@@ -72,6 +72,7 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
     m_record.resize(largest);
     m_cursor.store(m_parent_cursor, std::memory_order_release);
     m_child_cursor_seen.store(m_child_cursor, std::memory_order_release);
+    m_pull_record.resize(largest);
     m_suppress_left = m_plan.suppress;
     m_live_at = m_plan.live_at;
     m_live.store(m_live_at == 0 || m_parent_bus == nullptr || m_parent_cursor > m_live_at);
@@ -88,12 +89,32 @@ Runner::Runner(RunnerHost& host, const ModuleSpec* spec, const ModuleKind* kind,
         m_live.store(false);
         m_scan = m_parent_cursor;
     }
+    attach_readers(m_replica ? Gated::no : Gated::yes);
 }
 
 Runner::~Runner() {
     if (m_abandoned.load()) return;
     request_stop();
     join();
+    detach_readers();
+}
+
+void Runner::attach_readers(Gated gated) {
+    if (m_parent_bus != nullptr) {
+        m_ring_own[0].store(m_parent_cursor, std::memory_order_release);
+        m_ring_pos[0] = m_parent_bus->attach_reader(m_ring_own[0], m_id, m_epoch, gated);
+        ring_moved(0);
+    }
+    if (m_child_bus != nullptr) {
+        m_ring_own[1].store(m_child_cursor, std::memory_order_release);
+        m_ring_pos[1] = m_child_bus->attach_reader(m_ring_own[1], m_id, m_epoch, gated);
+        ring_moved(1);
+    }
+}
+
+void Runner::detach_readers() {
+    if (m_parent_bus != nullptr) m_parent_bus->detach_reader(m_ring_own[0]);
+    if (m_child_bus != nullptr) m_child_bus->detach_reader(m_ring_own[1]);
 }
 
 void Runner::start() {
@@ -127,6 +148,9 @@ bool Runner::join(std::chrono::milliseconds timeout) {
 void Runner::abandon() {
     m_abandoned.store(true);
     m_stop.store(true);
+    // Its buses no longer wait for it (its thread, should it come back,
+    // reads nothing more).
+    detach_readers();
     if (m_thread.joinable()) m_thread.detach();
 }
 
@@ -151,6 +175,8 @@ ModuleStats Runner::stats() const {
     s.heartbeat = m_heartbeat.load();
     s.cursor = m_cursor.load();
     s.handoff = static_cast<std::uint8_t>(m_phase.load(std::memory_order_acquire));
+    s.read_ahead = m_pulled.load();
+    s.waited_ns = m_waited_ns.load();
     return s;
 }
 
@@ -246,6 +272,8 @@ void Runner::run() {
             if (m_state.load() == ModuleState::running) m_state.store(ModuleState::stopped);
         }
         if (m_report_progress) m_host.progress(stats());
+        // Done reading: nobody waits for its cursors any more.
+        detach_readers();
         if (m_state.load() == ModuleState::failed)
             m_host.failed(m_id, m_epoch, "a handler failed (see above)");
     }
@@ -272,12 +300,36 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
     }
     m_catch_up_pending[s] = false;
     int n = 0;
+    auto handled = [&] {
+        // Counted once fully handled (forwards included), so that "seen equals
+        // published" means the module is done with everything on its buses.
+        bump(m_seen);
+        ++n;
+        if (side == Side::parent_bus) {
+            m_cursor.store(parent_next(), std::memory_order_release);
+        } else {
+            m_child_cursor_seen.store(child_next(), std::memory_order_release);
+        }
+    };
     while (n < k_batch && m_state.load(std::memory_order_relaxed) == ModuleState::running &&
            !m_abandoned.load(std::memory_order_relaxed) &&
            !m_crash.load(std::memory_order_relaxed) && !m_retired.load(std::memory_order_relaxed) &&
            (!m_replica || m_phase.load(std::memory_order_relaxed) == HandoffPhase::shadow ||
             m_phase.load(std::memory_order_relaxed) == HandoffPhase::live)) {
+        if (!m_inbox[s].empty()) {
+            // Read ahead while a send waited for room: it comes first.
+            // (A pull while handling it appends; the front stays put.)
+            Pulled& p = m_inbox[s].front();
+            m_handling[s] = p.seq;
+            handle(side, p.bytes);
+            m_handling[s] = 0;
+            m_spare.push_back(std::move(p.bytes));
+            m_inbox[s].pop_front();
+            handled();
+            continue;
+        }
         const Fetched f = fetch(bus, cursor, side, visibility);
+        ring_moved(s);
         if (f.status == Fetched::Status::empty || f.status == Fetched::Status::pending) break;
         if (f.status == Fetched::Status::gap) {
             bump(m_lost, f.gap_last - f.gap_first + 1);
@@ -289,18 +341,95 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
                                   f.gap_last));
             continue;
         }
+        m_handling[s] = cursor - 1;
         handle(side, std::span<const std::byte>(m_record.data(), f.size));
-        // Counted once fully handled (forwards included), so that "seen equals
-        // published" means the module is done with everything on its buses.
-        bump(m_seen);
-        ++n;
-        if (side == Side::parent_bus) {
-            m_cursor.store(cursor, std::memory_order_release);
+        m_handling[s] = 0;
+        handled();
+    }
+    // Publishers that wait for room may find some now.
+    if (n > 0) bus.reader_moved();
+    return n > 0;
+}
+
+bool Runner::wanted(std::span<const std::byte> record) const {
+    // Whatever a gateway, an eavesdropper, an instance not yet live or one
+    // in a handoff may act on is kept; others keep only what is theirs.
+    if (m_gateway || m_eavesdrop || !m_live.load(std::memory_order_relaxed) || m_handoff != 0)
+        return true;
+    const auto header = decode_header(record, k_max_payload, Framing::exact);
+    return !header || msg::is_runtime_type(header->type) || is_for(m_id, *header);
+}
+
+bool Runner::pull(Side side) {
+    const int s = side == Side::parent_bus ? 0 : 1;
+    BusPort* bus = s == 0 ? m_parent_bus : static_cast<BusPort*>(m_child_bus);
+    if (bus == nullptr || m_catching_up[s] || m_replica) return true;
+    std::uint64_t& cursor = s == 0 ? m_parent_cursor : m_child_cursor;
+    const Visibility visibility =
+        s == 0 && m_journals ? Visibility::published : Visibility::committed;
+    // At most a ring's worth waits in the inbox: past that, the send fails
+    // and the module must return from its handler to read on. A gateway,
+    // which keeps every record to forward it, gets more room: a forward it
+    // gives up on is lost (docs/delivery.md).
+    const std::size_t limit = bus->ring().slot_count() * (m_gateway ? 16 : 1);
+    for (;;) {
+        std::uint64_t at = cursor;
+        const ReadResult r = bus->ring().read(at, m_pull_record, visibility);
+        if (r.status != ReadStatus::ok) break;  // nothing new, or lapped: drain() tells
+        if (m_inbox[s].size() >= limit) {
+            ring_moved(s);
+            return false;  // more to read than room to keep it
+        }
+        cursor = at;
+        const std::span<const std::byte> record(m_pull_record.data(), r.size);
+        if (wanted(record)) {
+            std::vector<std::byte> bytes;
+            if (!m_spare.empty()) {
+                bytes = std::move(m_spare.back());
+                m_spare.pop_back();
+            }
+            bytes.assign(record.begin(), record.end());
+            m_inbox[s].push_back(Pulled{r.seq, std::move(bytes)});
+            bump(m_pulled);
         } else {
-            m_child_cursor_seen.store(cursor, std::memory_order_release);
+            // Nothing to do with it: handled as it is read.
+            bump(m_seen);
+            if (s == 0) ++m_read_since_snapshot;
         }
     }
-    return n > 0;
+    ring_moved(s);
+    return true;
+}
+
+Result<std::uint64_t, SendError> Runner::put(BusPort& bus, const Header& header,
+                                             std::span<const std::byte> payload, Pull pull_ok) {
+    auto r = bus.publish(header, payload, m_id);
+    // A monitor that is behind its own bus gets `full` from the journal
+    // gate: it must read on, not wait for itself.
+    if (r || r.error() != SendError::full || m_journals) return r;
+    const std::uint64_t began = platform::monotonic_ns();
+    const std::uint64_t limit = began + (std::uint64_t{bus.wait_limit_ms()} + 1000) * 1'000'000;
+    std::int64_t nap = 20'000;
+    while (!r && r.error() == SendError::full) {
+        if (m_stop.load(std::memory_order_relaxed) || m_crash.load(std::memory_order_relaxed) ||
+            m_abandoned.load(std::memory_order_relaxed)) {
+            r = Err{SendError::stopped};
+            break;
+        }
+        // Never wait for itself: what it has not read yet, it reads now. With
+        // a ring's worth read ahead and more behind it, waiting on could wait
+        // for itself: the send fails, and the module returns to read on.
+        const bool kept_up =
+            pull_ok == Pull::no || pull(&bus == m_parent_bus ? Side::parent_bus : Side::child_bus);
+        r = bus.publish(header, payload, m_id);
+        if (!kept_up && !r) break;
+        if (r || r.error() != SendError::full) break;
+        if (platform::monotonic_ns() >= limit) break;
+        bus.wait_for_room(nap);
+        nap = std::min<std::int64_t>(nap * 2, 1'000'000);
+    }
+    m_waited_ns.fetch_add(platform::monotonic_ns() - began, std::memory_order_relaxed);
+    return r;
 }
 
 Runner::Fetched Runner::fetch(BusPort& bus, std::uint64_t& cursor, Side side,
@@ -496,7 +625,7 @@ void Runner::forward(Direction direction, const Message& message) {
     }
     h.hops = static_cast<std::uint8_t>(h.hops + 1);
     h.payload_size = static_cast<std::uint32_t>(payload.size());
-    if (auto r = bus->publish(h, payload, m_id); !r) {
+    if (auto r = put(*bus, h, payload, Pull::yes); !r) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         log(LogLevel::warn, fmt::format("cannot forward {} to bus {}: {}",
                                         direction == Direction::up ? "up" : "down", bus->name(),
@@ -540,7 +669,8 @@ Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{SendError::unknown_destination};
     }
-    auto r = bus->publish(h, message.payload, m_id);
+    // The operator's sends come from other threads: they wait, but do not read.
+    auto r = put(*bus, h, message.payload, origin == Origin::operator_ ? Pull::no : Pull::yes);
     if (!r) {
         m_send_errors.fetch_add(1, std::memory_order_relaxed);
         return Err{r.error()};
@@ -721,7 +851,7 @@ void Runner::take_snapshot() {
     if (max_payload < k_snapshot_chunk_header + 64) return;  // checked by the config
     const std::size_t chunk_max = max_payload - k_snapshot_chunk_header;
     SnapshotChunk c;
-    c.input_seq = m_parent_cursor - 1;
+    c.input_seq = parent_next() - 1;
     c.snapshot_id = ++m_snapshot_id;
     c.total_size = static_cast<std::uint32_t>(body.size());
     c.body_crc = crc32c(body);
@@ -766,7 +896,7 @@ void Runner::sleep_until_work() {
     // (reader_armed() is the RMW half of the handshake in InprocBus::publish.)
 
     const Visibility visibility = m_journals ? Visibility::published : Visibility::committed;
-    bool pending = m_stop.load() || m_crash.load();
+    bool pending = m_stop.load() || m_crash.load() || !m_inbox[0].empty() || !m_inbox[1].empty();
     // A replica that waits for the old instance looks ahead; it reads its
     // child bus only once it is the module.
     const HandoffPhase phase = m_phase.load(std::memory_order_relaxed);

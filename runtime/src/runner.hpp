@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <map>
 #include <memory>
@@ -193,6 +194,35 @@ class Runner final : public Env {
     };
     Fetched fetch(BusPort& bus, std::uint64_t& cursor, Side side, Visibility visibility);
     Result<void, SendError> publish_on(BusPort* bus, const Outgoing& message, Origin origin);
+    /// Publishes on `bus`; while a reliable bus has no room, reads ahead
+    /// of the handler into the inbox (`pull`: on the runner's thread only)
+    /// and tries again, for at most about the bus's wait limit.
+    enum class Pull : std::uint8_t { no, yes };
+    Result<std::uint64_t, SendError> put(BusPort& bus, const Header& header,
+                                         std::span<const std::byte> payload, Pull pull);
+    /// Reads ahead on one side's bus ring: what the module or its runtime
+    /// must see goes into the inbox, the rest is done with at once. False
+    /// when the inbox is full and the ring has more.
+    bool pull(Side side);
+    bool wanted(std::span<const std::byte> record) const;
+    /// Registers the cursors with the buses (or tells a module host's
+    /// parent where they are); detach_readers() forgets them.
+    void attach_readers(Gated gated);
+    void detach_readers();
+    void ring_moved(int side) {
+        if (m_ring_pos[side] != nullptr)
+            m_ring_pos[side]->store(side == 0 ? m_parent_cursor : m_child_cursor,
+                                    std::memory_order_release);
+    }
+    /// The next seq of each bus the module has yet to handle.
+    std::uint64_t parent_next() const {
+        if (m_handling[0] != 0) return m_handling[0] + 1;
+        return m_inbox[0].empty() ? m_parent_cursor : m_inbox[0].front().seq;
+    }
+    std::uint64_t child_next() const {
+        if (m_handling[1] != 0) return m_handling[1] + 1;
+        return m_inbox[1].empty() ? m_child_cursor : m_inbox[1].front().seq;
+    }
     void fail(const std::string& why);
     template <typename F>
     void guarded(const char* what, F&& f);
@@ -248,6 +278,19 @@ class Runner final : public Env {
     bool m_catching_up[2] = {false, false};
     bool m_catch_up_pending[2] = {false, false};
     std::vector<std::byte> m_record;
+    // Reliable delivery: where it has read each bus ring to (its own words,
+    // and the ones its buses look at), what it read ahead of its handler,
+    // and the seq being handled on each side (0: none).
+    std::atomic<std::uint64_t> m_ring_own[2] = {0, 0};
+    std::atomic<std::uint64_t>* m_ring_pos[2] = {nullptr, nullptr};
+    struct Pulled {
+        std::uint64_t seq;
+        std::vector<std::byte> bytes;
+    };
+    std::deque<Pulled> m_inbox[2];
+    std::vector<std::vector<std::byte>> m_spare;  // buffers of handled inbox entries
+    std::vector<std::byte> m_pull_record;
+    std::uint64_t m_handling[2] = {0, 0};
     Translation m_translation;
     Xoshiro m_random;
     std::uint64_t m_correlation = 0;
@@ -274,7 +317,7 @@ class Runner final : public Env {
     std::atomic<ModuleState> m_state{ModuleState::created};
     std::atomic<std::uint64_t> m_rx{0}, m_tx{0}, m_seen{0}, m_fwd_up{0}, m_fwd_down{0}, m_denied{0},
         m_lost{0}, m_invalid{0}, m_send_errors{0}, m_caught_up{0}, m_suppressed{0}, m_snapshots{0},
-        m_heartbeat{0};
+        m_heartbeat{0}, m_pulled{0}, m_waited_ns{0};
     std::uint64_t m_handled = 0;  // inputs handed to the module (messages and timers)
     std::vector<std::byte> m_chunk;
 

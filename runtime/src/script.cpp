@@ -125,11 +125,13 @@ std::optional<std::uint64_t> parse_number(std::string_view s) {
 }
 
 constexpr std::string_view k_stat_keys[] = {
-    "rx",      "tx",          "seen",     "fwd_up", "fwd_down",  "fwd",        "denied",   "lost",
-    "invalid", "send_errors", "restarts", "epoch",  "caught_up", "suppressed", "snapshots"};
+    "rx",        "tx",         "seen",      "fwd_up",      "fwd_down", "fwd",
+    "denied",    "lost",       "invalid",   "send_errors", "restarts", "epoch",
+    "caught_up", "suppressed", "snapshots", "read_ahead",  "waited_ms"};
 constexpr std::string_view k_states[] = {"running",    "failed",     "stopped",
                                          "restarting", "recovering", "created"};
-constexpr std::string_view k_bus_keys[] = {"published", "bytes", "rejected"};
+constexpr std::string_view k_bus_keys[] = {"published", "bytes", "rejected", "evicted",
+                                           "pressure_ms"};
 constexpr std::string_view k_comparisons[] = {"==", "!=", "<", "<=", ">", ">="};
 
 template <std::size_t N>
@@ -169,12 +171,16 @@ std::uint64_t stat_value(const ModuleStats& s, const std::string& key) {
     if (key == "caught_up") return s.caught_up;
     if (key == "suppressed") return s.suppressed;
     if (key == "snapshots") return s.snapshots;
+    if (key == "read_ahead") return s.read_ahead;
+    if (key == "waited_ms") return s.waited_ns / 1'000'000;
     return s.send_errors;
 }
 
 std::uint64_t bus_value(const BusStats& b, const std::string& key) {
     if (key == "published") return b.published;
     if (key == "bytes") return b.bytes;
+    if (key == "evicted") return b.evicted;
+    if (key == "pressure_ms") return b.pressure_ns / 1'000'000;
     return b.rejected;
 }
 
@@ -710,23 +716,27 @@ int run_script(System& system, const Script& script, Logger& logger) {
 }
 
 std::string format_stats(const System& system) {
-    std::string out = fmt::format(
-        "{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8}\n", "module", "kind",
-        "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied", "lost", "restarts");
+    std::string out =
+        fmt::format("{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8} {:>9}\n",
+                    "module", "kind", "state", "rx", "tx", "seen", "fwd_up", "fwd_dn", "denied",
+                    "lost", "restarts", "waited_ms");
     for (const TopologyNode& n : system.topology().nodes()) {
         const ModuleStats s = system.module_stats(n.id);
         const ModuleSpec* spec = system.spec().module(n.id);
         const std::string name = std::string(n.level * 2, ' ') +
                                  (n.id == k_root_id ? "/" : std::string(base_name(n.path)));
-        out += fmt::format("{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8}\n",
-                           name, spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx,
-                           s.seen, s.fwd_up, s.fwd_down, s.denied, s.lost, s.restarts);
+        out += fmt::format(
+            "{:<28} {:<12} {:<10} {:>8} {:>8} {:>8} {:>7} {:>7} {:>6} {:>5} {:>8} {:>9}\n", name,
+            spec ? spec->kind : "microkernel", to_string(s.state), s.rx, s.tx, s.seen, s.fwd_up,
+            s.fwd_down, s.denied, s.lost, s.restarts, s.waited_ns / 1'000'000);
     }
-    out += fmt::format("\n{:<28} {:>10} {:>12} {:>9} {:>9} {:>10}\n", "bus", "published", "bytes",
-                       "rejected", "capacity", "last seq");
+    out += fmt::format("\n{:<28} {:<11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>8} {:>11}\n", "bus",
+                       "delivery", "published", "bytes", "rejected", "capacity", "last seq",
+                       "evicted", "pressure_ms");
     for (const BusStats& b : system.bus_stats()) {
-        out += fmt::format("{:<28} {:>10} {:>12} {:>9} {:>9} {:>10}\n", b.name, b.published,
-                           b.bytes, b.rejected, b.capacity, b.head);
+        out += fmt::format("{:<28} {:<11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>8} {:>11}\n", b.name,
+                           to_string(b.delivery), b.published, b.bytes, b.rejected, b.capacity,
+                           b.head, b.evicted, b.pressure_ns / 1'000'000);
     }
     if (!out.empty() && out.back() == '\n') out.pop_back();
     return out;

@@ -10,6 +10,7 @@
 #endif
 #include <random>
 
+#include "hmk/platform/clock.hpp"
 #include "system_impl.hpp"
 
 namespace hmk {
@@ -28,6 +29,16 @@ const char* to_string(ModuleState state) {
             return "recovering";
         case ModuleState::stopped:
             return "stopped";
+    }
+    return "?";
+}
+
+const char* to_string(Delivery delivery) {
+    switch (delivery) {
+        case Delivery::reliable:
+            return "reliable";
+        case Delivery::best_effort:
+            return "best_effort";
     }
     return "?";
 }
@@ -188,12 +199,15 @@ Result<void, std::string> SystemImpl::build() {
     }
     auto make_bus = [&](BusId id, const std::string& name, const BusSpec& b) {
         BusSettings s{b.capacity, b.max_payload, b.up};
+        s.delivery = b.delivery;
+        s.reader_deadline_ms = b.reader_deadline_ms;
         const auto j = m_journals.find(id);
         if (j != m_journals.end()) {
             s.first_seq = j->second->last_seq() + 1;
             if (j->second->durable()) s.commit = CommitMode::explicit_;
         }
         auto bus = std::make_unique<InprocBus>(id, name, s, m_generations, m_logger);
+        bus->set_eviction_listener(this);
         if (j != m_journals.end()) {
             bus->set_journal(j->second->monitor(), j->second->stall_ms());
             j->second->set_max_payload(b.max_payload);
@@ -287,6 +301,14 @@ Result<void, std::string> SystemImpl::start() {
                        entropy(), s->parent_bus->ring().first(), m_logger);
         s->restored_from.store(s->boot_plan->restore ? s->boot_plan->from_seq - 1 : 0);
     }
+    // No sender started first may lap a reader not started yet: each bus
+    // waits for each of its readers at its start until it is attached.
+    for (auto& s : m_slots) {
+        if (s->spec == nullptr) continue;
+        s->parent_bus->hold_for(s->spec->id, s->parent_bus->ring().first());
+        if (s->child_bus != nullptr)
+            s->child_bus->hold_for(s->spec->id, s->child_bus->ring().first());
+    }
     // Parents before children: a child relies on its parent, never the reverse.
     for (auto& s : m_slots) {
         if (!s->process) start_instance(*s);
@@ -341,6 +363,7 @@ Result<void, std::string> SystemImpl::start() {
         }
         return Err{"modules failed to start: " + list};
     }
+    for (auto& [id, bus] : m_buses) bus->release_holds();
     m_booted.store(true);
     std::size_t processes = 0;
     for (const auto& s : m_slots) processes += s->process ? 1u : 0u;
@@ -446,7 +469,7 @@ Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, Mod
     if (out.correlation == 0) out.correlation = next_correlation();
     ModuleSlot* s = slot(from);
     if (s == nullptr) return Err{SendError::unknown_destination};
-    const std::shared_lock lock(m_instances);
+    std::shared_lock lock(m_instances);
     if (!s->process) {
         if (s->runner == nullptr) return Err{SendError::stopped};
         if (auto sent = s->runner->send_as(out); !sent) return Err{sent.error()};
@@ -454,9 +477,19 @@ Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, Mod
     }
     // A module in another process: its bus owner publishes on its behalf,
     // through the same checks as the module's own messages.
+    lock.unlock();  // (its pump stays; no instance is used)
     Header h = header_for(from, out);
     h.flags = static_cast<std::uint16_t>(h.flags | k_flag_operator);
-    if (auto sent = s->pump->bus().publish(h, out.payload, from); !sent) return Err{sent.error()};
+    // The operator waits for room like any sender (not the pump: it never waits).
+    InprocBus& bus = s->pump->bus();
+    auto sent = bus.publish(h, out.payload, from);
+    const std::uint64_t limit =
+        platform::monotonic_ns() + (std::uint64_t{bus.wait_limit_ms()} + 1000) * 1'000'000;
+    while (!sent && sent.error() == SendError::full && platform::monotonic_ns() < limit) {
+        bus.wait_for_room(1'000'000);
+        sent = bus.publish(h, out.payload, from);
+    }
+    if (!sent) return Err{sent.error()};
     return out.correlation;
 }
 
@@ -518,6 +551,15 @@ void SystemImpl::started(ModuleId id, std::uint64_t epoch, StartResult result) {
 
 void SystemImpl::failed(ModuleId id, std::uint64_t epoch, const std::string& why) {
     post(FailureEvent{id, epoch, why, false, false});
+}
+
+void SystemImpl::reader_evicted(BusId /*bus*/, ModuleId module, std::uint64_t epoch,
+                                const std::string& why) {
+    const ModuleSlot* s = slot(module);
+    m_logger.log(LogLevel::error, s != nullptr && s->spec != nullptr ? s->spec->path : "/", why);
+    // The root has no parent to fail it: the bus just no longer waits for it.
+    if (s == nullptr || s->parent_sup == nullptr) return;
+    post(FailureEvent{module, epoch, why, false, false});
 }
 
 void SystemImpl::child_failed(ModuleId id, std::uint64_t epoch, const std::string& why,
@@ -676,7 +718,8 @@ std::vector<BusStats> System::bus_stats() const {
         // (Named after its owner's path now: a moved gateway takes its bus along.)
         const std::string name = n.id == k_root_id ? std::string("Bus 0") : n.path;
         out.push_back(BusStats{b.id(), name, b.ring().head() + 1 - b.ring().first(), b.bytes(),
-                               b.rejected(), b.ring().slot_count(), b.ring().head()});
+                               b.rejected(), b.ring().slot_count(), b.ring().head(),
+                               b.settings().delivery, b.evicted(), b.pressure_ns()});
     }
     return out;
 }

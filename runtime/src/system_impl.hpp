@@ -175,7 +175,7 @@ struct HandoffJob {
     bool left_behind = false;  // hung past the retire_now: stopped
 };
 
-class SystemImpl final : public RunnerHost, public PumpHost {
+class SystemImpl final : public RunnerHost, public PumpHost, public EvictionListener {
   public:
     SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
                const RuntimeOptions& options);
@@ -213,6 +213,9 @@ class SystemImpl final : public RunnerHost, public PumpHost {
     void child_failed(ModuleId id, std::uint64_t epoch, const std::string& why, bool normal_exit,
                       bool restore_failed) override;
     StartPlan plan(const ModuleSpec& spec, std::uint64_t epoch) override;
+    // EvictionListener: the parent fails the reader, as it does a hung one.
+    void reader_evicted(BusId bus, ModuleId module, std::uint64_t epoch,
+                        const std::string& why) override;
 
     std::uint64_t next_correlation() { return (m_correlation.fetch_add(1) + 1); }
 

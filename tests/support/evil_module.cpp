@@ -15,6 +15,7 @@
 #include <new>
 #include <vector>
 
+#include "hmk/message_types.hpp"
 #include "hmk/runtime/module.hpp"
 #include "hmk/runtime/module_host.hpp"
 #include "hmk/uplink_ring.hpp"
@@ -33,6 +34,13 @@ class Evil final : public Module {
 
     void on_message(const Message& m) override {
         if (m.header.destination != m_env.id() || m.header.is_reply()) return;
+        if (m.header.type == msg::k_stats) {
+            // Between attacks it answers, so a test can tell it is back.
+            const std::string text = "attacks=" + std::to_string(m_attacks);
+            (void)m_env.reply(m, std::as_bytes(std::span(text.data(), text.size())));
+            return;
+        }
+        ++m_attacks;
         const std::string& mode = m_env.config().string("mode");
         m_env.log(LogLevel::info, "attacking: " + mode);
         if (mode == "crash") {
@@ -50,6 +58,9 @@ class Evil final : public Module {
             // Slow, not dead: it leaves once the test lets it.
             const std::string& release = m_env.config().string("release");
             while (::access(release.c_str(), F_OK) != 0) usleep(10000);
+        } else if (mode == "pause") {
+            // Slow, not dead, and inside the sandbox: back after pause_ms.
+            usleep(static_cast<useconds_t>(m_env.config().integer("pause_ms") * 1000));
         } else if (mode == "throw") {
             throw std::runtime_error("evil throws");
         } else if (mode == "hang") {
@@ -159,6 +170,7 @@ class Evil final : public Module {
     static void pause_briefly() { usleep(100); }
 
     Env& m_env;
+    std::uint64_t m_attacks = 0;
 };
 
 }  // namespace
@@ -175,8 +187,10 @@ extern "C" void hmk_register_modules(hmk::Registry& registry) {
                       "forge_sender", "forge_forward",  "garbage",        "huge_length",
                       "scribble",     "write_bus",      "syscall_open",   "syscall_socket",
                       "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc",
-                      "stall"}),
+                      "stall",        "pause"}),
          ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as"),
          ConfigKey("release", ConfigType::string, std::string(),
-                   "stall: the handler returns once this file exists")});
+                   "stall: the handler returns once this file exists"),
+         ConfigKey("pause_ms", ConfigType::integer, std::int64_t{1000},
+                   "pause: how long the handler takes")});
 }

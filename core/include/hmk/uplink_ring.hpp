@@ -50,6 +50,10 @@ struct alignas(64) UplinkProgress {
     std::atomic<std::uint64_t> cursor{0};
     /// A replica's progress in taking over (the runner's HandoffPhase).
     std::atomic<std::uint32_t> phase{0};
+    /// The next seq the child takes off the bus ring (ahead of `cursor`
+    /// when it read ahead of its handler). A reliable bus does not
+    /// overwrite what the child has not taken, for at most its deadline.
+    std::atomic<std::uint64_t> ring_cursor{0};
 };
 
 /// Sandbox layers a module host reports having closed (UplinkStats::sandbox).

@@ -55,8 +55,11 @@ enum class SendError : std::uint8_t {
     no_child_bus,           ///< send_child() from a module that is not a gateway
     rejected,               ///< the bus owner refused it (forged sender, hop limit, a runtime type)
     stopped,                ///< the system is shutting down
-    full,                   ///< uplink full for a second (the parent is behind or throttling
-                            ///< this module), or the bus waits for its journal
+    full,                   ///< no room for it: the parent is behind or throttles this module,
+                            ///< or a reliable bus waits for a reader (the runtime waited up to
+                            ///< about the bus's reader_deadline_ms, or this module's own inbox
+                            ///< of what it read ahead is full: return from the handler and
+                            ///< try again), or the bus waits for its journal
 };
 const char* to_string(SendError error);
 

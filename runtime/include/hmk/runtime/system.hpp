@@ -36,6 +36,8 @@ struct ModuleStats {
     std::uint64_t snapshots = 0;   ///< snapshots it sent to its parent
     std::uint64_t heartbeat = 0;   ///< seq of the last heartbeat its runtime handled
     std::uint64_t cursor = 0;      ///< next seq it will read on its parent bus
+    std::uint64_t read_ahead = 0;  ///< messages it read ahead of its handler while a send waited
+    std::uint64_t waited_ns = 0;   ///< time its sends waited for room on a reliable bus
     std::int64_t pid = 0;          ///< process modules: the host's process id (0: none)
     std::uint8_t handoff = 0;      ///< a replica taking over: how far (0: it is the module)
 };
@@ -48,6 +50,9 @@ struct BusStats {
     std::uint64_t rejected = 0;  ///< refused by the owner's checks
     std::uint32_t capacity = 0;
     std::uint64_t head = 0;  ///< last sequence number (a journaled bus continues its journal's)
+    Delivery delivery = Delivery::reliable;
+    std::uint64_t evicted = 0;      ///< readers evicted for holding their senders up too long
+    std::uint64_t pressure_ns = 0;  ///< time its senders were held up for want of room
 };
 
 /// A received message with its own copy of the payload.
