@@ -33,6 +33,7 @@ namespace {
 constexpr std::size_t k_max_request = 64 * 1024;
 constexpr int k_max_clients = 16;
 constexpr int k_request_timeout_ms = 5000;  // to send the request line, once connected
+constexpr std::uint64_t k_max_timeout_ms = 3'600'000;  // as a script's `timeout`
 
 std::string errno_text(const std::string& what) {
     return what + ": " + std::strerror(errno);
@@ -58,8 +59,10 @@ Result<void, std::string> private_directory(const std::string& dir) {
     if (::lstat(dir.c_str(), &st) != 0) return Err{errno_text("cannot stat " + dir)};
     if (!S_ISDIR(st.st_mode)) return Err{fmt::format("{} is not a directory", dir)};
     if (st.st_uid != ::geteuid())
-        return Err{
-            fmt::format("{} belongs to uid {}, not to us (uid {})", dir, st.st_uid, ::geteuid())};
+        return Err{fmt::format(
+            "{} belongs to uid {}, not to us (uid {}): set XDG_RUNTIME_DIR, or give the system "
+            "--control PATH",
+            dir, st.st_uid, ::geteuid())};
     if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0)
         return Err{errno_text("cannot make " + dir + " private")};
     return {};
@@ -102,7 +105,7 @@ std::optional<std::pair<std::uint64_t, std::string>> split_timeout(std::string_v
     line.remove_prefix(k_word.size());
     std::uint64_t ms = 0;
     std::size_t digits = 0;
-    while (digits < line.size() && digits < 8 && line[digits] >= '0' && line[digits] <= '9') {
+    while (digits < line.size() && digits < 10 && line[digits] >= '0' && line[digits] <= '9') {
         ms = ms * 10 + static_cast<std::uint64_t>(line[digits] - '0');
         ++digits;
     }
@@ -113,14 +116,39 @@ std::optional<std::pair<std::uint64_t, std::string>> split_timeout(std::string_v
     return std::pair{ms, std::string(line)};
 }
 
+// Whether `dir` can be our private directory: absent (we make it), or a
+// directory of ours (not a link to one).
+bool could_be_ours(const std::string& dir) {
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) return errno == ENOENT;
+    return S_ISDIR(st.st_mode) && st.st_uid == ::geteuid();
+}
+
+std::string usable_dir(const char* variable) {
+    const char* value = std::getenv(variable);
+    struct stat st {};
+    if (value == nullptr || value[0] != '/' || ::stat(value, &st) != 0 || !S_ISDIR(st.st_mode))
+        return {};
+    std::string dir(value);
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir;
+}
+
 }  // namespace
 
 std::string default_control_dir() {
-    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-    struct stat st {};
-    if (xdg != nullptr && xdg[0] == '/' && ::stat(xdg, &st) == 0 && S_ISDIR(st.st_mode))
-        return std::string(xdg) + "/hmk";
-    return fmt::format("/tmp/hmk-{}", ::geteuid());
+    if (std::string xdg = usable_dir("XDG_RUNTIME_DIR"); !xdg.empty()) return xdg + "/hmk";
+    // In the shared temporary directory another user may have taken our
+    // name first: then the home directory, which nobody else can write.
+    std::string tmp = usable_dir("TMPDIR");
+    if (tmp.empty()) tmp = "/tmp";
+    const std::string shared = fmt::format("{}/hmk-{}", tmp == "/" ? "" : tmp, ::geteuid());
+    if (could_be_ours(shared)) return shared;
+    if (std::string home = usable_dir("HOME"); !home.empty()) {
+        const std::string own = (home == "/" ? "" : home) + "/.hmk";
+        if (could_be_ours(own)) return own;
+    }
+    return shared;  // its owner is named when a system tries to use it
 }
 
 std::string default_control_path(std::string_view system_name) {
@@ -186,8 +214,7 @@ class ControlServerImpl {
 
     ~ControlServerImpl() {
         m_stop.store(true);
-        const std::uint64_t one = 1;
-        (void)!::write(m_wake.get(), &one, sizeof(one));
+        wake();
         if (m_thread.joinable()) m_thread.join();
         {
             const std::lock_guard lock(m_mutex);
@@ -208,14 +235,46 @@ class ControlServerImpl {
     struct Client {
         platform::UniqueFd fd;
         std::thread thread;
+        pid_t pid = 0;
         CommandSession* session = nullptr;  // while a command runs; guarded by m_mutex
+        bool cancelled = false;             // it hung up (guarded by m_mutex)
         std::atomic<bool> done{false};
     };
 
     void accept_loop() {
+        std::vector<pollfd> fds;
+        std::vector<Client*> watched;
         while (!m_stop.load()) {
-            pollfd fds[2] = {{m_listener.get(), POLLIN, 0}, {m_wake.get(), POLLIN, 0}};
-            if (::poll(fds, 2, 1000) < 0 && errno != EINTR) break;
+            // The listener, the wake-up, and every client whose command runs:
+            // one that hangs up has its command cancelled (nobody waits an
+            // hour for a `wait` whose asker has gone).
+            fds.assign({{m_listener.get(), POLLIN, 0}, {m_wake.get(), POLLIN, 0}});
+            watched.clear();
+            {
+                const std::lock_guard lock(m_mutex);
+                for (Client& c : m_clients) {
+                    if (c.session == nullptr || c.cancelled) continue;
+                    fds.push_back({c.fd.get(), 0, 0});  // POLLHUP is always reported
+                    watched.push_back(&c);
+                }
+            }
+            if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) break;
+            if ((fds[1].revents & POLLIN) != 0) {
+                std::uint64_t n = 0;
+                (void)!::read(m_wake.get(), &n, sizeof(n));
+            }
+            {
+                const std::lock_guard lock(m_mutex);
+                for (std::size_t i = 0; i < watched.size(); ++i) {
+                    Client& c = *watched[i];
+                    if ((fds[i + 2].revents & (POLLHUP | POLLERR)) == 0 || c.session == nullptr)
+                        continue;
+                    c.cancelled = true;
+                    c.session->cancel();
+                    m_logger.log(LogLevel::info, "ctl",
+                                 fmt::format("pid {} hung up: its command is cancelled", c.pid));
+                }
+            }
             reap_clients();
             if (m_stop.load()) break;
             if ((fds[0].revents & POLLIN) == 0) continue;
@@ -239,8 +298,14 @@ class ControlServerImpl {
             }
             Client& c = m_clients.emplace_back();
             c.fd = std::move(fd);
-            c.thread = std::thread([this, &c, pid = peer.pid] { serve(c, pid); });
+            c.pid = peer.pid;
+            c.thread = std::thread([this, &c] { serve(c); });
         }
+    }
+
+    void wake() {
+        const std::uint64_t one = 1;
+        (void)!::write(m_wake.get(), &one, sizeof(one));
     }
 
     void reap_clients() {
@@ -255,38 +320,46 @@ class ControlServerImpl {
         }
     }
 
-    // Reads the request line: nothing past its newline, at most k_max_request.
-    std::optional<std::string> read_request(int fd) {
+    // Reads the request line: nothing past its newline, at most
+    // k_max_request bytes before it. The reason when there is none.
+    Result<std::string, std::string> read_request(int fd) {
         std::string line;
         char buf[4096];
         const auto deadline =
             std::chrono::steady_clock::now() + std::chrono::milliseconds(k_request_timeout_ms);
-        while (line.find('\n') == std::string::npos) {
-            if (line.size() > k_max_request || m_stop.load()) return std::nullopt;
+        for (;;) {
+            const std::size_t nl = line.find('\n');
+            if (nl != std::string::npos && nl <= k_max_request) {
+                line.resize(nl);
+                return line;
+            }
+            if (line.size() > k_max_request)
+                return Err{fmt::format("the request line is longer than {} KiB",
+                                       k_max_request / 1024)};
+            if (m_stop.load()) return Err{std::string("the system is stopping")};
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 deadline - std::chrono::steady_clock::now());
-            if (left.count() <= 0) return std::nullopt;
+            if (left.count() <= 0)
+                return Err{fmt::format("no request line within {} s", k_request_timeout_ms / 1000)};
             pollfd p{fd, POLLIN, 0};
             if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
             const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-            if (n <= 0) return std::nullopt;
+            if (n <= 0) return Err{std::string("the connection closed before a request line")};
             line.append(buf, static_cast<std::size_t>(n));
         }
-        line.resize(line.find('\n'));
-        return line;
     }
 
-    void serve(Client& c, pid_t pid) {
+    void serve(Client& c) {
         const int fd = c.fd.get();
         const auto request = read_request(fd);
-        if (!request) {
-            (void)write_all(fd, "error: no request line (one line, at most 64 KiB, in 5 s)\n");
-            c.done.store(true);
-            return;
-        }
-        const std::string reply = run(c, *request, pid);
+        const std::string reply = request ? run(c, *request, c.pid)
+                                          : "error: " + request.error() +
+                                                " (one line, at most 64 KiB, in 5 s)\n";
         (void)write_all(fd, reply);
+        // Answered: the asker sees the end at once, and the connection goes.
+        ::shutdown(fd, SHUT_RDWR);
         c.done.store(true);
+        wake();
     }
 
     std::string run(Client& c, const std::string& request, pid_t pid) {
@@ -294,6 +367,9 @@ class ControlServerImpl {
         std::string line = request;
         std::uint64_t timeout_ms = 0;
         if (const auto t = split_timeout(request)) std::tie(timeout_ms, line) = *t;
+        if (timeout_ms > k_max_timeout_ms)
+            return fmt::format("error: timeout is {} ms, must be between 1 and {}\n", timeout_ms,
+                               k_max_timeout_ms);
         auto script = parse_script(line, "ctl", m_system.topology());
         if (!script) {
             const ConfigError& e = script.error();
@@ -309,6 +385,7 @@ class ControlServerImpl {
             if (m_stop.load()) return "error: the system is stopping\n";
             c.session = &session;
         }
+        wake();  // its connection is watched for a hang-up while it runs
         const ScriptCommand& command = script->commands.front();
         ScriptCommand set_timeout;
         set_timeout.op = ScriptCommand::Op::timeout;

@@ -121,6 +121,77 @@ TEST_F(ControlTest, BadCommandsGetClearErrors) {
     EXPECT_FALSE(a.ok);
 }
 
+// A connection of its own, for what control_request() would not send.
+int connect_to(const std::string& path) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Sends `bytes` and reads the answer to the end (the server closes).
+std::string raw_request(const std::string& path, const std::string& bytes) {
+    const int fd = connect_to(path);
+    if (fd < 0) return "(cannot connect)";
+    std::string_view rest(bytes);
+    while (!rest.empty()) {
+        const ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+        if (n <= 0) break;  // it may answer (and close) before taking it all
+        rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+    std::string out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    return out;
+}
+
+TEST_F(ControlTest, ARequestLineLongerThanTheLimitIsRefused) {
+    // 64 KiB before the newline is the most it takes...
+    std::string line = "tree #";
+    line.resize(64 * 1024, 'x');
+    std::string answer = raw_request(socket, line + "\n");
+    EXPECT_NE(answer.find("\nok\n"), std::string::npos) << answer.substr(0, 200);
+    // ... and one byte more is refused, all of it in the buffer or not.
+    line += 'x';
+    answer = raw_request(socket, line + "\n");
+    EXPECT_EQ(answer.rfind("error: the request line is longer than 64 KiB", 0), 0u) << answer;
+    line.resize(68 * 1024, 'x');
+    answer = raw_request(socket, line + "\n");
+    EXPECT_EQ(answer.rfind("error: the request line is longer than 64 KiB", 0), 0u) << answer;
+}
+
+TEST_F(ControlTest, ATimeoutPrefixHasAnUpperBound) {
+    EXPECT_TRUE(ask("timeout 3600000 tree").ok);
+    const Answer a = ask("timeout 3600001 tree");
+    EXPECT_FALSE(a.ok);
+    EXPECT_NE(a.message.find("must be between 1 and 3600000"), std::string::npos) << a.message;
+}
+
+// Every connection the server takes runs an hour-long wait, then hangs up:
+// the waits are cancelled, and the server takes commands again.
+TEST_F(ControlTest, TheCommandsOfClientsThatHangUpAreCancelled) {
+    std::vector<int> fds;
+    for (int i = 0; i < 16; ++i) {
+        const int fd = connect_to(socket);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(::send(fd, "wait 3600000\n", 13, MSG_NOSIGNAL), 13);
+        fds.push_back(fd);
+    }
+    // Every place is taken...
+    const std::string busy = raw_request(socket, "tree\n");
+    EXPECT_NE(busy.find("busy: too many control connections"), std::string::npos) << busy;
+    // ... until they hang up.
+    for (const int fd : fds) ::close(fd);
+    EXPECT_TRUE(testing::eventually([&] { return ask("tree").ok; })) << ask("tree").message;
+}
+
 TEST_F(ControlTest, SocketIsForItsOwnerOnly) {
     struct stat st {};
     ASSERT_EQ(::stat(socket.c_str(), &st), 0);
@@ -203,6 +274,53 @@ TEST_F(ControlTest, AnotherUserIsRefused) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     EXPECT_EQ(booted->system->module_stats(echo).epoch, 1u);  // nothing was done
     EXPECT_EQ(booted->system->module_stats(echo).restarts, 0u);
+}
+
+// Another user who made /tmp/hmk-UID first cannot keep the system from
+// its control socket: it goes to the home directory instead.
+TEST(ControlPaths, AnotherUsersDirectoryInTmpIsPassedOver) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a directory to another user";
+    char tmp_name[] = "/tmp/hmk-ctl-tmp-XXXXXX";
+    char home_name[] = "/tmp/hmk-ctl-home-XXXXXX";
+    const std::string tmp = ::mkdtemp(tmp_name), home = ::mkdtemp(home_name);
+    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+    const std::string saved_xdg = xdg ? xdg : "";
+    const char* old_home = std::getenv("HOME");
+    const std::string saved_home = old_home ? old_home : "";
+    ::unsetenv("XDG_RUNTIME_DIR");
+    ::setenv("TMPDIR", tmp.c_str(), 1);
+    ::setenv("HOME", home.c_str(), 1);
+    const std::string taken = tmp + "/hmk-" + std::to_string(::geteuid());
+    ASSERT_EQ(::mkdir(taken.c_str(), 0777), 0);
+    ASSERT_EQ(::chown(taken.c_str(), 65534, 65534), 0);
+    EXPECT_EQ(default_control_dir(), home + "/.hmk");
+    {
+        testing::RecordBook book;
+        Registry registry = testing::test_registry(book);
+        auto booted = testing::boot(k_system, registry);
+        auto server = ControlServer::open(*booted->system, booted->logger,
+                                          default_control_path("ctl-test"));
+        ASSERT_TRUE(server) << server.error();
+        EXPECT_EQ((*server)->path(), home + "/.hmk/ctl-test.sock");
+        struct stat st {};
+        ASSERT_EQ(::stat((home + "/.hmk").c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0700u);
+        auto r = control_request((*server)->path(), "tree", [](std::string_view) {});
+        ASSERT_TRUE(r) << r.error();
+        EXPECT_TRUE(r->ok);
+    }
+    // With TMPDIR's own name free, that is where it goes.
+    ASSERT_EQ(::rmdir(taken.c_str()), 0);
+    EXPECT_EQ(default_control_dir(), taken);
+    if (saved_xdg.empty()) {
+        ::unsetenv("XDG_RUNTIME_DIR");
+    } else {
+        ::setenv("XDG_RUNTIME_DIR", saved_xdg.c_str(), 1);
+    }
+    ::setenv("HOME", saved_home.c_str(), 1);
+    ::unsetenv("TMPDIR");
+    std::filesystem::remove_all(tmp);
+    std::filesystem::remove_all(home);
 }
 
 TEST(ControlPaths, DefaultSocketIsNamedAfterTheSystem) {
