@@ -12,18 +12,29 @@ namespace {
 
 class Tap final : public Module {
   public:
-    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+    /// The types of a "block,fs" list; the reason if a word is not one.
+    static Result<std::vector<std::uint32_t>, std::string> parse_skip(std::string_view list) {
         std::vector<std::uint32_t> skip;
-        std::string_view list = env.config().string("skip");
         while (!list.empty()) {
             const std::size_t end = std::min(list.find(','), list.size());
-            const std::string_view word = list.substr(0, end);
+            std::string_view word = list.substr(0, end);
+            while (!word.empty() && word.front() == ' ') word.remove_prefix(1);
+            while (!word.empty() && word.back() == ' ') word.remove_suffix(1);
             const auto type = msg::parse_type(word);
-            if (!type) return Err{fmt::format("skip: unknown message type '{}'", word)};
+            if (!type)
+                return Err{
+                    fmt::format("unknown message type '{}' (a type name or number, as in "
+                                "\"block,fs\")",
+                                word)};
             skip.push_back(*type);
             list.remove_prefix(std::min(end + 1, list.size()));
         }
-        return std::unique_ptr<Module>(new Tap(env, std::move(skip)));
+        return skip;
+    }
+    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+        auto skip = parse_skip(env.config().string("skip"));
+        if (!skip) return Err{"skip: " + skip.error()};
+        return std::unique_ptr<Module>(new Tap(env, std::move(skip).value()));
     }
     void on_message(const Message& m) override {
         const Header& h = m.header;
@@ -54,7 +65,11 @@ void add_tap(Registry& registry) {
     registry.add<Tap>("tap", "prints every message seen on its bus, addressed to it or not",
                       Role::leaf,
                       {ConfigKey("skip", ConfigType::string, std::string(),
-                                 "message types not printed, comma-separated (e.g. \"block,fs\")")},
+                                 "message types not printed, comma-separated (e.g. \"block,fs\")")
+                           .check([](const std::string& list) {
+                               auto skip = Tap::parse_skip(list);
+                               return skip ? std::string() : skip.error();
+                           })},
                       Eavesdrop::yes);
 }
 

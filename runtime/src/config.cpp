@@ -6,9 +6,11 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include "hmk/broadcast_ring.hpp"
 #include "hmk/snapshot_format.hpp"
 
 namespace hmk {
@@ -190,13 +192,22 @@ Result<ModuleConfig, ConfigError> parse_module_config(const Loader& ld, const Mo
                                             k.type == ConfigType::path   ? "a module path string"
                                             : k.type == ConfigType::file ? "a file name"
                                                                          : "a string"));
-                    if (k.type == ConfigType::file && !v.empty()) v = resolve_plugin(ld.file, v);
+                    if (k.type == ConfigType::file) {
+                        if (v.empty())
+                            return ld.fail(
+                                node, fmt::format("'{}' is empty: it needs a file name", k.name));
+                        v = resolve_plugin(ld.file, v);
+                    }
                     if (!k.choices.empty() &&
                         std::find(k.choices.begin(), k.choices.end(), v) == k.choices.end()) {
                         std::string list;
                         for (const auto& c : k.choices) list += (list.empty() ? "" : ", ") + c;
                         return ld.fail(node, fmt::format("'{}' is \"{}\", must be one of: {}",
                                                          k.name, v, list));
+                    }
+                    if (k.validate) {
+                        if (const std::string why = k.validate(v); !why.empty())
+                            return ld.fail(node, fmt::format("'{}': {}", k.name, why));
                     }
                     config.set(k.name, std::move(v));
                     break;
@@ -316,12 +327,22 @@ struct PendingModule {
     const toml::node* recover_node;
 };
 
+// The name of the directory that holds `file`, however the path is spelt
+// ("x.toml", "./x.toml", "../d/x.toml"); "system" for the root directory.
+std::string default_system_name(const std::string& file) {
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::absolute(file, ec);
+    if (ec) p = std::filesystem::path("/") / file;
+    const std::string dir = p.lexically_normal().parent_path().filename().string();
+    return dir.empty() ? std::string("system") : dir;
+}
+
 Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& root) {
     HMK_TRY(only_keys(ld, root, {"system", "bus", "supervisor", "module"}, "the top level"));
     SystemSpec spec;
     spec.file = ld.file;
     std::uint32_t isolate_from_level = 0;  // 0: everything inproc unless a module says otherwise
-    spec.name = std::string(base_name(parent_path("/" + ld.file)));
+    spec.name = default_system_name(ld.file);
 
     if (const toml::node* n = root.get("system")) {
         const toml::table* t = n->as_table();
@@ -550,6 +571,34 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
     }
     spec.topology = std::move(topo).value();
 
+    // Every bus ring is shared memory the system maps and fills at boot:
+    // their sum is capped, so that a typo in a capacity cannot take the
+    // machine's memory.
+    {
+        std::uint64_t total = 0;
+        auto add_ring = [&](const BusSpec& bus, const toml::node& where,
+                            const std::string& name) -> Result<void, ConfigError> {
+            const std::uint64_t bytes = BroadcastRing::region_size(bus.capacity, bus.max_payload);
+            total += bytes;
+            if (total <= k_max_bus_ring_bytes) return {};
+            return ld.fail(
+                where, fmt::format("the ring of {} ({} slots of up to {} bytes) takes {} MiB, "
+                                   "and the system's bus rings {} MiB in all: at most {} MiB "
+                                   "(lower 'capacity' or 'max_payload')",
+                                   name, bus.capacity, bus.max_payload, bytes >> 20, total >> 20,
+                                   k_max_bus_ring_bytes >> 20));
+        };
+        const toml::node* root_bus = root.get("bus");
+        HMK_TRY(add_ring(spec.root_bus,
+                         root_bus != nullptr ? *root_bus : static_cast<const toml::node&>(root),
+                         "Bus 0"));
+        for (const auto& pm : pending) {
+            if (!spec.topology.find(pm.spec.path)->is_gateway()) continue;
+            const toml::node* bus = pm.node->as_table()->get("bus");
+            HMK_TRY(add_ring(pm.spec.bus, bus != nullptr ? *bus : *pm.node, "bus " + pm.spec.path));
+        }
+    }
+
     // Journals: at most one per bus, on a bus that can hold a batch of them.
     std::map<BusId, const PendingModule*> journal_of;
     auto bus_spec = [&](BusId bus) -> const BusSpec& {
@@ -614,6 +663,12 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                                fmt::format("'{}' names {}, which is not a module of this system",
                                            k.name, target));
             }
+        }
+        if (pm.kind->check) {
+            const TopologyNode& self = *spec.topology.find(pm.spec.id);
+            if (const std::string why = pm.kind->check(spec.topology, self, pm.spec.config);
+                !why.empty())
+                return ld.fail(*pm.node, fmt::format("module {}: {}", pm.spec.path, why));
         }
         spec.modules.push_back(std::move(pm.spec));
     }

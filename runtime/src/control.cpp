@@ -32,7 +32,7 @@ namespace {
 
 constexpr std::size_t k_max_request = 64 * 1024;
 constexpr int k_max_clients = 16;
-constexpr int k_request_timeout_ms = 5000;  // to send the request line, once connected
+constexpr int k_request_timeout_ms = 5000;             // to send the request line, once connected
 constexpr std::uint64_t k_max_timeout_ms = 3'600'000;  // as a script's `timeout`
 
 std::string errno_text(const std::string& what) {
@@ -334,8 +334,8 @@ class ControlServerImpl {
                 return line;
             }
             if (line.size() > k_max_request)
-                return Err{fmt::format("the request line is longer than {} KiB",
-                                       k_max_request / 1024)};
+                return Err{
+                    fmt::format("the request line is longer than {} KiB", k_max_request / 1024)};
             if (m_stop.load()) return Err{std::string("the system is stopping")};
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 deadline - std::chrono::steady_clock::now());
@@ -352,9 +352,9 @@ class ControlServerImpl {
     void serve(Client& c) {
         const int fd = c.fd.get();
         const auto request = read_request(fd);
-        const std::string reply = request ? run(c, *request, c.pid)
-                                          : "error: " + request.error() +
-                                                " (one line, at most 64 KiB, in 5 s)\n";
+        const std::string reply =
+            request ? run(c, *request, c.pid)
+                    : "error: " + request.error() + " (one line, at most 64 KiB, in 5 s)\n";
         (void)write_all(fd, reply);
         // Answered: the asker sees the end at once, and the connection goes.
         ::shutdown(fd, SHUT_RDWR);

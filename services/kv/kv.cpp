@@ -370,19 +370,29 @@ class KvShard final : public Module {
 
 class KvRouter final : public Module {
   public:
-    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
-        const TopologyNode* self = env.topology().find(env.id());
+    /// Its children named shard*, in name order.
+    static std::vector<ModuleId> shards_of(const Topology& topology, const TopologyNode& self) {
         std::vector<std::pair<std::string, ModuleId>> shards;
-        for (const ModuleId c : self->children) {
-            const TopologyNode* n = env.topology().find(c);
+        for (const ModuleId c : self.children) {
+            const TopologyNode* n = topology.find(c);
             const std::string name = n->path.substr(n->path.rfind('/') + 1);
             if (name.rfind("shard", 0) == 0) shards.emplace_back(name, c);
         }
-        if (shards.empty())
-            return Err{fmt::format("{} has no shards (children named shard*)", env.path())};
         std::sort(shards.begin(), shards.end());
         std::vector<ModuleId> ids;
         for (const auto& s : shards) ids.push_back(s.second);
+        return ids;
+    }
+    static std::string check(const Topology& topology, const TopologyNode& self,
+                             const ModuleConfig& /*config*/) {
+        if (!shards_of(topology, self).empty()) return {};
+        return "a kv store needs at least one shard (a child named shard*, kind kvshard)";
+    }
+
+    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+        std::vector<ModuleId> ids = shards_of(env.topology(), *env.topology().find(env.id()));
+        if (ids.empty())
+            return Err{fmt::format("{} has no shards (children named shard*)", env.path())};
         return std::unique_ptr<Module>(new KvRouter(env, std::move(ids)));
     }
 
@@ -570,11 +580,15 @@ class KvRouter final : public Module {
 }  // namespace
 
 void add_kv(Registry& registry) {
-    registry.add<KvRouter>(
-        "kv",
-        "a key-value store (schemas/kv.fbs, type 0x2002): a gateway that sends each key to one "
-        "of its children named shard* (kind kvshard) and merges scans",
-        Role::gateway, {});
+    ModuleKind router{"kv",
+                      "a key-value store (schemas/kv.fbs, type 0x2002): a gateway that sends each "
+                      "key to one of its children named shard* (kind kvshard) and merges scans",
+                      Role::gateway,
+                      Eavesdrop::no,
+                      {},
+                      [](Env& env) { return KvRouter::create(env); }};
+    router.check = &KvRouter::check;
+    registry.add(std::move(router));
     registry.add<KvShard>(
         "kvshard",
         "one shard of a kv store: its pairs in memory and in a log file on the file system, "

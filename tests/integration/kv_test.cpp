@@ -157,6 +157,20 @@ class KvTest : public ::testing::TestWithParam<const char*> {
     }
 };
 
+// A kv store without a shard used to pass `hmk check` and fail at boot.
+TEST(KvConfigTest, AStoreWithoutShardsIsRefusedByTheCheck) {
+    testing::RecordBook book;
+    Registry registry = testing::test_registry(book);
+    const auto spec = parse_system(
+        "[[module]]\npath = \"/kv\"\nkind = \"kv\"\n[[module]]\npath = \"/kv/cache\"\n"
+        "kind = \"sink\"\n",
+        "kv.toml", registry);
+    ASSERT_FALSE(spec);
+    EXPECT_EQ(spec.error().to_string(),
+              "kv.toml:1:1: error: module /kv: a kv store needs at least one shard (a child "
+              "named shard*, kind kvshard)");
+}
+
 TEST_P(KvTest, PutGetDeleteAndScanSurviveAReboot) {
     boot();
     for (int i = 0; i < 60; ++i) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 namespace hmk {
 namespace {
 
@@ -49,6 +51,25 @@ config = { to = "/g", count = 3, rate = 2.5, scope = "subtree" }
     EXPECT_DOUBLE_EQ(spec->modules[1].config.number("rate"), 2.5);
     EXPECT_EQ(spec->modules[1].config.string("payload"), "tick");  // default filled in
     EXPECT_EQ(spec->topology.find("/g/src")->level, 2u);
+}
+
+// The default name is the directory's, however the path to the file is spelt.
+TEST(ConfigTest, TheDefaultNameIsTheDirectorysHoweverThePathIsSpelt) {
+    const std::string here = std::filesystem::current_path().filename().string();
+    const std::string up = std::filesystem::current_path().parent_path().filename().string();
+    for (const std::string& file : {std::string("noname.toml"), std::string("./noname.toml"),
+                                   std::filesystem::current_path().string() + "/noname.toml",
+                                   std::string("x/../noname.toml")}) {
+        const auto spec = parse_system("", file, standard());
+        ASSERT_TRUE(spec) << spec.error().to_string();
+        EXPECT_EQ(spec->name, here) << file;
+    }
+    const auto spec = parse_system("", "../noname.toml", standard());
+    ASSERT_TRUE(spec) << spec.error().to_string();
+    EXPECT_EQ(spec->name, up);
+    const auto root = parse_system("", "/noname.toml", standard());
+    ASSERT_TRUE(root) << root.error().to_string();
+    EXPECT_EQ(root->name, "system");
 }
 
 struct BadConfig {
@@ -117,6 +138,18 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nbus = { reader_deadline_ms = 1 "
                   "}\n",
                   "bad.toml:4:30", "must be between 10 and 3600000"},
+        BadConfig{"ring_too_big", "[bus]\ncapacity = 1048576\nmax_payload = 1048576\n",
+                  "bad.toml:1:1", "the ring of Bus 0 (1048576 slots of up to 1048576 bytes)"},
+        BadConfig{"rings_too_big_together",
+                  "[bus]\ncapacity = 65536\nmax_payload = 16384\n[[module]]\npath = \"/g\"\n"
+                  "kind = \"gateway\"\nbus = { capacity = 65536, max_payload = 65536 }\n",
+                  "bad.toml:7:7", "in all: at most 4096 MiB"},
+        BadConfig{"empty_file_name",
+                  "[[module]]\npath = \"/mon\"\nkind = \"monitor\"\nconfig = { dir = \"\" }\n",
+                  "bad.toml:4:18", "'dir' is empty: it needs a file name"},
+        BadConfig{"tap_skip_misspelt",
+                  "[[module]]\npath = \"/t\"\nkind = \"tap\"\nconfig = { skip = \"ping, blokc\" }\n",
+                  "bad.toml:4:19", "'skip': unknown message type 'blokc'"},
         BadConfig{"root_up_policy", "[bus]\nup = { system = true }\n", "bad.toml:2:6",
                   "Bus 0 has no parent"},
         BadConfig{"unknown_config_key",

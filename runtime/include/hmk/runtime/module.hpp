@@ -199,6 +199,13 @@ struct ModuleKind {
     /// newest), and a hot swap may replace an instance by another version
     /// (docs/swap.md).
     std::uint32_t version = 1;
+    /// What the config schema cannot say, checked with the system
+    /// description (hmk check), so that a system that passes it boots:
+    /// where the module `self` sits in the tree and with what config. An
+    /// empty answer: fine; otherwise the reason, reported at its table.
+    using Check = std::function<std::string(const Topology& topology, const TopologyNode& self,
+                                            const ModuleConfig& config)>;
+    Check check = nullptr;
 };
 
 /// Module kinds by name. Built once at start-up and passed where needed.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -39,6 +40,12 @@ struct ConfigKey {
         choices = std::move(values);
         return *this;
     }
+    /// For strings: `fn(value)` is empty if the value is good, else why not
+    /// (reported as "'KEY': WHY" at the value).
+    ConfigKey& check(std::function<std::string(const std::string&)> fn) {
+        validate = std::move(fn);
+        return *this;
+    }
 
     std::string name;
     ConfigType type;
@@ -48,6 +55,7 @@ struct ConfigKey {
     std::int64_t min = INT64_MIN;  ///< for integers
     std::int64_t max = INT64_MAX;
     std::vector<std::string> choices;  ///< for strings: allowed values, empty = any
+    std::function<std::string(const std::string&)> validate;  ///< for strings (check())
 };
 
 /// A module's checked configuration: every key of its kind's schema is present

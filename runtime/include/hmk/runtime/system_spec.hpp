@@ -29,6 +29,10 @@ enum class Delivery : std::uint8_t {
 };
 const char* to_string(Delivery delivery);
 
+/// The most shared memory all of a system's bus rings may take together
+/// (checked with the system description: docs/system-toml.md).
+inline constexpr std::uint64_t k_max_bus_ring_bytes = std::uint64_t{4} << 30;
+
 /// Settings of the bus a gateway owns.
 struct BusSpec {
     std::uint32_t capacity = 4096;     ///< messages the broadcast ring holds (power of two)
