@@ -40,6 +40,7 @@ bench: deps
 	cmake --build --preset release -j $(JOBS)
 	build/release/bin/hmk_bench --benchmark_counters_tabular=true
 	build/release/bin/hmk_ipc_bench
+	build/release/bin/hmk_delivery_bench
 	build/release/bin/hmk_recovery_bench
 	build/release/bin/hmk_handoff_bench
 	build/release/bin/hmk_fs_bench

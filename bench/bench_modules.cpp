@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // `blaster`: on an addressed message, sends `count` 64-byte broadcasts, each
 // carrying the kernel clock at sending, `gap_ns` apart (0: as fast as the bus
-// takes them). Used by hmk_ipc_bench in-process and in a process of its own.
+// takes them), numbered 1..count in the correlation. Used by hmk_ipc_bench
+// and hmk_delivery_bench, in-process and in a process of its own.
 #include <time.h>
 #include <cstring>
 
@@ -22,30 +23,41 @@ class Blaster final : public Module {
     }
     void on_message(const Message& m) override {
         if (m.header.destination != m_env.id() || m.header.is_reply()) return;
-        const auto count = static_cast<std::uint64_t>(m_env.config().integer("count"));
-        const auto gap = static_cast<std::uint64_t>(m_env.config().integer("gap_ns"));
-        const bool spin = m_env.config().string("pace") == "spin";
-        std::byte payload[64] = {};
-        Outgoing out;
-        out.payload = std::span<const std::byte>(payload, 64);
-        std::uint64_t next = now_ns();
-        for (std::uint64_t i = 1; i <= count; ++i) {
-            if (gap != 0) {
-                wait_until(next, spin);
-                next += gap;
-            }
-            const std::uint64_t t = now_ns();
-            std::memcpy(payload, &t, 8);
-            out.correlation = i;
-            while (!m_env.send(out)) {
-                // Uplink full: the owner is behind; try again (flat-out mode).
-            }
-        }
+        m_count = static_cast<std::uint64_t>(m_env.config().integer("count"));
+        m_gap = static_cast<std::uint64_t>(m_env.config().integer("gap_ns"));
+        m_spin = m_env.config().string("pace") == "spin";
+        m_next_ns = now_ns();
+        m_sent = 0;
+        blast();
     }
+    void on_timer(TimerId /*id*/) override { blast(); }
 
   private:
     explicit Blaster(Env& env) : m_env(env) {}
+
+    void blast() {
+        std::byte payload[64] = {};
+        Outgoing out;
+        out.payload = std::span<const std::byte>(payload, 64);
+        while (m_sent < m_count) {
+            if (m_gap != 0) wait_until(m_next_ns, m_spin);
+            const std::uint64_t t = now_ns();
+            std::memcpy(payload, &t, 8);
+            out.correlation = m_sent + 1;
+            if (auto sent = m_env.send(out); !sent) {
+                // Back-pressure (its uplink, or a reliable bus waiting for a
+                // reader): return, so its runtime reads on, and go on at once.
+                m_env.set_timer(std::chrono::nanoseconds(0), TimerMode::once);
+                return;
+            }
+            ++m_sent;
+            m_next_ns += m_gap;
+        }
+    }
+
     Env& m_env;
+    std::uint64_t m_count = 0, m_gap = 0, m_sent = 0, m_next_ns = 0;
+    bool m_spin = false;
 };
 
 }  // namespace

@@ -298,8 +298,8 @@ TEST(ControlPaths, AnotherUsersDirectoryInTmpIsPassedOver) {
         testing::RecordBook book;
         Registry registry = testing::test_registry(book);
         auto booted = testing::boot(k_system, registry);
-        auto server = ControlServer::open(*booted->system, booted->logger,
-                                          default_control_path("ctl-test"));
+        auto server =
+            ControlServer::open(*booted->system, booted->logger, default_control_path("ctl-test"));
         ASSERT_TRUE(server) << server.error();
         EXPECT_EQ((*server)->path(), home + "/.hmk/ctl-test.sock");
         struct stat st {};
