@@ -13,8 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "hmk/crc32c.hpp"
 #include "hmk/detail/endian.hpp"
@@ -40,12 +38,53 @@ std::string segment_name(std::uint64_t first_seq) {
     return fmt::format("seg-{:020}.hmkj", first_seq);
 }
 
+const char* file_type(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISLNK(mode)) return "a symbolic link";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+// Opens a file of the journal directory, which must be a regular file: a
+// FIFO, a device or a link to one in its place fails at once, naming what
+// it is, instead of blocking or never ending. `flags` as for open(2).
+Result<int, std::string> open_regular(const std::string& path, int flags) {
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (fd < 0) {
+        if (errno == ELOOP) return Err{path + " is a symbolic link, not a journal file"};
+        if (errno == ENXIO) return Err{path + " is a FIFO, not a journal file"};
+        return Err{errno_text("cannot open " + path)};
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        const std::string why =
+            fmt::format("{} is {}, not a journal file", path, file_type(st.st_mode));
+        ::close(fd);
+        return Err{why};
+    }
+    // (O_NONBLOCK means nothing to a regular file.)
+    return fd;
+}
+
 Result<std::vector<std::byte>, std::string> read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return Err{errno_text("cannot read " + path)};
-    std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::byte> bytes(raw.size());
-    if (!raw.empty()) std::memcpy(bytes.data(), raw.data(), raw.size());  // (empty: no pointers)
+    const int fd = HMK_TRY(open_regular(path, O_RDONLY));
+    std::vector<std::byte> bytes;
+    std::byte buf[64 << 10];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            const std::string why = errno_text("cannot read " + path);
+            ::close(fd);
+            return Err{why};
+        }
+        if (n == 0) break;
+        bytes.insert(bytes.end(), buf, buf + n);
+    }
+    ::close(fd);
     return bytes;
 }
 
@@ -80,7 +119,22 @@ Result<std::vector<SegmentFile>, std::string> list_segments(const std::string& d
         unsigned long long first = 0;
         if (name.size() == 29 && name.rfind("seg-", 0) == 0 && name.substr(24) == ".hmkj" &&
             std::sscanf(name.c_str() + 4, "%20llu", &first) == 1) {
-            out.push_back({dir + "/" + name, static_cast<std::uint64_t>(first)});
+            const std::string path = dir + "/" + name;
+            struct stat st {};
+            if (::lstat(path.c_str(), &st) != 0) {
+                if (errno == ENOENT) continue;  // deleted (retention) since the listing
+                const std::string why = errno_text("cannot stat " + path);
+                closedir(d);
+                return Err{why};
+            }
+            if (!S_ISREG(st.st_mode)) {
+                closedir(d);
+                return Err{
+                    fmt::format("{} is {}, not a journal segment (move it out of the "
+                                "journal directory)",
+                                path, file_type(st.st_mode))};
+            }
+            out.push_back({path, static_cast<std::uint64_t>(first)});
         }
     }
     closedir(d);
@@ -274,8 +328,7 @@ Result<void, std::string> JournalWriter::start_segment(std::uint64_t first_seq) 
         m_fd = -1;
     }
     const std::string path = m_options.dir + "/" + segment_name(first_seq);
-    m_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (m_fd < 0) return Err{errno_text("cannot create " + path)};
+    m_fd = HMK_TRY(open_regular(path, O_WRONLY | O_CREAT | O_TRUNC));
     // A synced record in a file whose directory entry is not synced could
     // vanish with the file in a power cut.
     if (m_options.fsync != FsyncPolicy::none) {
@@ -458,11 +511,12 @@ JournalReader::Status JournalReader::open_segment_for(std::uint64_t seq) {
         m_problem = fmt::format("the journal starts at seq {}", segments->front().first_seq);
         return Status::missing;
     }
-    m_fd = ::open(pick->path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (m_fd < 0) {
-        m_problem = errno_text("cannot open " + pick->path);
+    auto opened = open_regular(pick->path, O_RDONLY);
+    if (!opened) {
+        m_problem = opened.error();
         return Status::end;
     }
+    m_fd = *opened;
     m_segment_first = pick->first_seq;
     std::byte header[k_segment_header_size];
     const ssize_t n = ::pread(m_fd, header, sizeof(header), 0);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -249,6 +250,46 @@ TEST(JournalTest, InUseWhileSomeoneHoldsItsLock) {
     // Asking did not keep a lock that would stop a system from taking it.
     EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
     ::close(fd);
+}
+
+// A directory, a FIFO, or a link to /dev/zero with a segment's name: the
+// scan, the writer and the reader name it; none blocks, reads for ever, or
+// throws.
+TEST(JournalTest, AnEntryNamedLikeASegmentThatIsNoFileIsNamedNotRead) {
+    struct Case {
+        const char* what;
+        const char* says;
+    };
+    for (const Case c : {Case{"directory", "is a directory"}, Case{"fifo", "is a FIFO"},
+                         Case{"link", "is a symbolic link"}}) {
+        SCOPED_TRACE(c.what);
+        TempDir d;
+        {
+            auto w = JournalWriter::open(options(d.path));
+            ASSERT_TRUE(w.has_value()) << w.error();
+            for (std::uint64_t s = 1; s <= 10; ++s)
+                ASSERT_TRUE(w->append(message(7, s), s).has_value());
+        }
+        const std::string bogus = d.path + "/seg-00000000000000000011.hmkj";
+        if (std::string(c.what) == "directory") {
+            ASSERT_EQ(::mkdir(bogus.c_str(), 0700), 0);
+        } else if (std::string(c.what) == "fifo") {
+            ASSERT_EQ(::mkfifo(bogus.c_str(), 0600), 0);
+        } else {
+            ASSERT_EQ(::symlink("/dev/zero", bogus.c_str()), 0);
+        }
+        const JournalScan scan = scan_journal(d.path);
+        EXPECT_FALSE(scan.clean);
+        EXPECT_NE(scan.problem.find(bogus), std::string::npos) << scan.problem;
+        EXPECT_NE(scan.problem.find(c.says), std::string::npos) << scan.problem;
+        auto w = JournalWriter::open(options(d.path));
+        ASSERT_FALSE(w.has_value());
+        EXPECT_NE(w.error().find(c.says), std::string::npos) << w.error();
+        JournalReader reader(d.path);
+        JournalRecord record;
+        EXPECT_NE(reader.next(record), JournalReader::Status::ok);
+        EXPECT_NE(reader.problem().find(c.says), std::string::npos) << reader.problem();
+    }
 }
 
 TEST(JournalTest, MissingDirectoryIsAnErrorNotACrash) {
