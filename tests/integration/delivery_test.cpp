@@ -106,7 +106,7 @@ plugins = ["{0}"]
 [[module]]
 path = "/g"
 kind = "gateway"
-bus = {{ capacity = 64, reader_deadline_ms = 300 }}
+bus = {{ capacity = 64, reader_deadline_ms = 1000 }}
 supervisor = {{ stop_grace_ms = 600000 }}
 [[module]]
 path = "/g/stuck"

@@ -58,8 +58,8 @@ TEST(ConfigTest, TheDefaultNameIsTheDirectorysHoweverThePathIsSpelt) {
     const std::string here = std::filesystem::current_path().filename().string();
     const std::string up = std::filesystem::current_path().parent_path().filename().string();
     for (const std::string& file : {std::string("noname.toml"), std::string("./noname.toml"),
-                                   std::filesystem::current_path().string() + "/noname.toml",
-                                   std::string("x/../noname.toml")}) {
+                                    std::filesystem::current_path().string() + "/noname.toml",
+                                    std::string("x/../noname.toml")}) {
         const auto spec = parse_system("", file, standard());
         ASSERT_TRUE(spec) << spec.error().to_string();
         EXPECT_EQ(spec->name, here) << file;
@@ -147,9 +147,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"empty_file_name",
                   "[[module]]\npath = \"/mon\"\nkind = \"monitor\"\nconfig = { dir = \"\" }\n",
                   "bad.toml:4:18", "'dir' is empty: it needs a file name"},
-        BadConfig{"tap_skip_misspelt",
-                  "[[module]]\npath = \"/t\"\nkind = \"tap\"\nconfig = { skip = \"ping, blokc\" }\n",
-                  "bad.toml:4:19", "'skip': unknown message type 'blokc'"},
+        BadConfig{
+            "tap_skip_misspelt",
+            "[[module]]\npath = \"/t\"\nkind = \"tap\"\nconfig = { skip = \"ping, blokc\" }\n",
+            "bad.toml:4:19", "'skip': unknown message type 'blokc'"},
         BadConfig{"root_up_policy", "[bus]\nup = { system = true }\n", "bad.toml:2:6",
                   "Bus 0 has no parent"},
         BadConfig{"unknown_config_key",
