@@ -245,7 +245,8 @@ std::string read_system_text(std::uint64_t size) {
 }  // namespace
 
 int run_module_host(const HostOptions& o) {
-    Logger logger(stderr, parse_log_level(o.log_level).value_or(LogLevel::info));
+    // Its parent reads what it writes and logs it as its own (docs/isolation.md).
+    Logger logger(stderr, parse_log_level(o.log_level).value_or(LogLevel::info), LogFormat::relay);
     auto fail = [&](const std::string& why) {
         logger.log(LogLevel::error, o.module, "module host: " + why);
         return 2;

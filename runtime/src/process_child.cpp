@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "process_child.hpp"
 
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -29,7 +30,22 @@ constexpr std::uint64_t k_ms = 1'000'000;
 constexpr int k_idle_spins = 0;  // idle rounds the pump polls before it sleeps (see run())
 constexpr std::uint64_t k_retire_grace_ns = 2'000'000'000;  // to exit after handing over
 
-enum EventKind : std::uint64_t { k_uplink = 0, k_exit = 1, k_wakeup = 2 };
+enum EventKind : std::uint64_t { k_uplink = 0, k_exit = 1, k_wakeup = 2, k_output = 3 };
+
+// A host's output: what it may write per second, in a burst, and per line.
+constexpr double k_output_bytes_per_s = 256 << 10;
+constexpr double k_output_burst = 1 << 20;
+constexpr std::size_t k_output_line = 4096;
+
+// Nothing a child writes reaches a terminal as a control sequence.
+std::string printable(std::string_view text) {
+    std::string out(text);
+    for (char& ch : out) {
+        const auto u = static_cast<unsigned char>(ch);
+        if ((u < 0x20 && ch != '\t') || u == 0x7f) ch = '?';
+    }
+    return out;
+}
 std::uint64_t tag(std::size_t index, EventKind kind) {
     return (static_cast<std::uint64_t>(index) << 2) | kind;
 }
@@ -423,8 +439,23 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     if (snapshot) o.fds.push_back(snapshot->fd());
     o.limits.address_space = spec.quota.memory;
     o.limits.open_files = spec.quota.open_files;
+    // Its stdout and stderr are a pipe to us, never the operator's terminal;
+    // its stdin is empty.
+    close_output(c);
+    int out[2] = {-1, -1};
+    if (::pipe2(out, O_CLOEXEC) != 0) return fail(std::string("pipe: ") + std::strerror(errno));
+    platform::UniqueFd out_read(out[0]), out_write(out[1]);
+    platform::UniqueFd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!null_in.valid()) return fail(std::string("/dev/null: ") + std::strerror(errno));
+    (void)::fcntl(out_read.get(), F_SETFL, O_NONBLOCK);
+    o.stdio[0] = null_in.get();
+    o.stdio[1] = out_write.get();
+    o.stdio[2] = out_write.get();
     auto child = platform::spawn(o);
     if (!child) return fail(child.error());
+    c.output = std::move(out_read);
+    c.output_tokens = k_output_burst;
+    c.output_refilled_ns = platform::monotonic_ns();
     c.process = std::move(child).value();
     c.pid.store(c.process.pid);
     c.spawned_ns = platform::monotonic_ns();
@@ -437,6 +468,8 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
                                  m_children.begin());
     ev.data.u64 = tag(index, k_exit);
     epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, c.process.pidfd.get(), &ev);
+    ev.data.u64 = tag(index, k_output);
+    epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, c.output.get(), &ev);
     std::string layers;
     for (const auto& l : c.process.layers) layers += (layers.empty() ? "" : ", ") + l;
     m_host.logger().log(
@@ -645,10 +678,105 @@ void UplinkPump::stop_child(ProcessChild& c, const std::string& reason) {
     platform::kill_child(c.process.pidfd);
 }
 
+void UplinkPump::relay_output(ProcessChild& c, bool to_end) {
+    if (!c.output.valid()) return;
+    char buf[16384];
+    // A bounded share of the pump's time per wake-up, unless the host is gone.
+    for (int round = 0; to_end || round < 16; ++round) {
+        const ssize_t n = ::read(c.output.get(), buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                if (!c.output_line.empty()) output_line(c, std::exchange(c.output_line, {}));
+                close_output(c);
+            }
+            return;
+        }
+        std::string_view chunk(buf, static_cast<std::size_t>(n));
+        while (!chunk.empty()) {
+            const std::size_t nl = chunk.find('\n');
+            const std::string_view part = chunk.substr(0, nl);
+            const std::size_t room = k_output_line - std::min(k_output_line, c.output_line.size());
+            c.output_line.append(part.substr(0, room));
+            if (part.size() > room) c.output_dropped_bytes += part.size() - room;  // cut
+            if (nl == std::string_view::npos) break;
+            output_line(c, std::exchange(c.output_line, {}));
+            chunk.remove_prefix(nl + 1);
+        }
+    }
+}
+
+void UplinkPump::output_line(ProcessChild& c, const std::string& line) {
+    Logger& logger = m_host.logger();
+    const std::string& path = c.spec->path;
+    const std::uint64_t now = platform::monotonic_ns();
+    c.output_tokens =
+        std::min(k_output_burst, c.output_tokens + static_cast<double>(now - c.output_refilled_ns) *
+                                                       k_output_bytes_per_s / 1e9);
+    c.output_refilled_ns = now;
+    const auto cost = static_cast<double>(line.size() + 1);
+    if (c.output_tokens < cost) {
+        ++c.output_dropped_lines;
+        c.output_dropped_bytes += line.size() + 1;
+        return;
+    }
+    c.output_tokens -= cost;
+    if (c.output_dropped_lines != 0) {
+        logger.log(LogLevel::warn, path,
+                   fmt::format("{} lines ({} bytes) of its output dropped: it wrote more than {} "
+                               "KiB/s",
+                               c.output_dropped_lines, c.output_dropped_bytes,
+                               static_cast<int>(k_output_bytes_per_s) >> 10));
+        c.output_dropped_lines = c.output_dropped_bytes = 0;
+    }
+    // "L<level> SOURCE\tTEXT" and "P\tLINE" from its Logger (LogFormat::relay);
+    // anything else the module wrote itself. Whatever it claims, it speaks
+    // only for itself and its own subtree.
+    auto each_line = [](std::string_view text, auto&& fn) {
+        for (;;) {
+            const std::size_t sep = text.find('\x1f');
+            fn(printable(text.substr(0, sep)));
+            if (sep == std::string_view::npos) return;
+            text.remove_prefix(sep + 1);
+        }
+    };
+    std::string_view v(line);
+    if (v.size() >= 3 && v[0] == 'L' && v[1] >= '0' && v[1] <= '3' && v[2] == ' ' &&
+        v.find('\t') != std::string_view::npos) {
+        const auto level = static_cast<LogLevel>(v[1] - '0');
+        const std::size_t tab = v.find('\t');
+        const std::string source = printable(v.substr(3, tab - 3));
+        const bool own = source == path || source.rfind(path + "/", 0) == 0;
+        std::string text;
+        each_line(v.substr(tab + 1),
+                  [&](const std::string& l) { text += (text.empty() ? "" : "\n") + l; });
+        logger.log(level, own ? source : path, own ? text : source + ": " + text);
+    } else if (v.size() >= 2 && v[0] == 'P' && v[1] == '\t') {
+        each_line(v.substr(2), [&](const std::string& l) { logger.print(l); });
+    } else {
+        logger.log(LogLevel::warn, path, "output: " + printable(v));
+    }
+}
+
+void UplinkPump::close_output(ProcessChild& c) {
+    if (!c.output.valid()) return;
+    epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.output.get(), nullptr);
+    c.output = platform::UniqueFd();
+    if (c.output_dropped_lines != 0) {
+        m_host.logger().log(LogLevel::warn, c.spec->path,
+                            fmt::format("{} lines ({} bytes) of its output dropped",
+                                        c.output_dropped_lines, c.output_dropped_bytes));
+    }
+    c.output_dropped_lines = c.output_dropped_bytes = 0;
+    c.output_line.clear();
+}
+
 void UplinkPump::reap(ProcessChild& c) {
     if (!c.process.pidfd.valid()) return;
     const auto status = platform::try_reap(c.process.pidfd);
     if (!status) return;
+    // What it wrote before it went comes first.
+    relay_output(c, true);
     epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, c.process.pidfd.get(), nullptr);
     c.process.pidfd = platform::UniqueFd();
     // It reads no more: the bus must not wait for it (not even for what it
@@ -956,6 +1084,7 @@ void UplinkPump::sleep(int timeout_ms) {
         } else if (index < m_children.size()) {
             ProcessChild& c = *m_children[index];
             if (kind == k_uplink) drain_eventfd(c.event.get());
+            if (kind == k_output) relay_output(c, false);
             if (kind == k_exit) reap(c);
         }
     }

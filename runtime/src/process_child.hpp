@@ -117,6 +117,15 @@ struct ProcessChild {
     std::optional<Header> held;
     std::vector<std::byte> held_payload;
 
+    // What its host writes to stdout and stderr (a pipe we read): logged
+    // as its own, within a budget of bytes (docs/isolation.md).
+    platform::UniqueFd output;
+    std::string output_line;  // a line not yet ended
+    double output_tokens = 0;
+    std::uint64_t output_refilled_ns = 0;
+    std::uint64_t output_dropped_lines = 0;
+    std::uint64_t output_dropped_bytes = 0;
+
     // Token buckets (messages and bytes), refilled by elapsed time.
     double message_tokens = 0;
     double byte_tokens = 0;
@@ -233,6 +242,11 @@ class UplinkPump final : public HandoffWatcher {
     bool feed(ProcessChild& child);
     void check_start(ProcessChild& child, std::uint64_t now);
     void reap(ProcessChild& child);
+    /// Reads what its host wrote (all of it, if `to_end`: it has exited)
+    /// and logs it line by line; closes the pipe at its end.
+    void relay_output(ProcessChild& child, bool to_end);
+    void output_line(ProcessChild& child, const std::string& line);
+    void close_output(ProcessChild& child);
     void stop_child(ProcessChild& child, const std::string& reason);
     void sleep(int timeout_ms);
     bool any_pending() const;

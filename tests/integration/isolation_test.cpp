@@ -7,7 +7,11 @@
 
 #include <fmt/core.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "recorder.hpp"
@@ -149,6 +153,94 @@ INSTANTIATE_TEST_SUITE_P(
         Attack{"syscall_ptrace", ModuleState::failed, "killed by SIGSYS (a forbidden system call)"},
         Attack{"alloc", ModuleState::failed, "exited with status 1", true}),
     [](const auto& p) { return std::string(p.param.mode); });
+
+// Its stdout and stderr are a pipe to its parent, which logs what comes
+// out as the module's own, printable, within a budget: nothing reaches the
+// operator's terminal, and nothing speaks for another module.
+TEST(IsolationTest, ASandboxedModuleCannotWriteToTheOperatorsTerminal) {
+    std::FILE* out = std::tmpfile();
+    std::FILE* err = std::tmpfile();
+    ASSERT_TRUE(out != nullptr && err != nullptr);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const int saved_out = ::dup(1), saved_err = ::dup(2);
+    ::dup2(::fileno(out), 1);
+    ::dup2(::fileno(err), 2);
+    std::string text;
+    {
+        testing::RecordBook book;
+        Registry reg = testing::test_registry(book);
+        std::FILE* log = std::tmpfile();
+        auto b = testing::boot(system_for("stdio"), reg, log, LogLevel::info);
+        Outgoing trigger;
+        trigger.destination = b->id("/g/evil");
+        (void)b->system->inject(trigger);
+        (void)testing::eventually(
+            [&] { return read_all(log).find("EVIL-STDIO") != std::string::npos; });
+        b->system->stop();
+        text = read_all(log);
+        std::fclose(log);
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    ::dup2(saved_out, 1);
+    ::dup2(saved_err, 2);
+    ::close(saved_out);
+    ::close(saved_err);
+    const std::string terminal = read_all(out) + read_all(err);
+    std::fclose(out);
+    std::fclose(err);
+    EXPECT_EQ(terminal.find("EVIL"), std::string::npos) << terminal.substr(0, 500);
+    EXPECT_EQ(terminal.find("xxxxxxxx"), std::string::npos) << terminal.substr(0, 500);
+    EXPECT_EQ(terminal.find("forged"), std::string::npos) << terminal.substr(0, 500);
+    // In its parent's log: as its own, with the escapes made harmless.
+    EXPECT_NE(text.find("/g/evil: output: ?[2J?]0;pwned?EVIL-STDIO"), std::string::npos)
+        << text.substr(0, 4000);
+    EXPECT_EQ(text.find('\x1b'), std::string::npos);
+    EXPECT_NE(text.find("/g/evil: /g/victim: forged by evil"), std::string::npos)
+        << text.substr(0, 4000);
+    EXPECT_EQ(text.find("ERROR /g/victim"), std::string::npos) << text.substr(0, 4000);
+    // 4 MB in a burst: most of it dropped, and said so.
+    EXPECT_NE(text.find("bytes) of its output dropped"), std::string::npos)
+        << text.substr(text.size() > 4000 ? text.size() - 4000 : 0);
+    EXPECT_LT(text.size(), 2u << 20);
+}
+
+// The host of a sandboxed module holds no capability and can get none,
+// and has namespaces of its own (pid, net, ipc, mount, UTS, cgroup, time).
+TEST(IsolationTest, ASandboxedHostHasNoCapabilitiesAndNamespacesOfItsOwn) {
+    if (::geteuid() != 0) GTEST_SKIP() << "reads another user's /proc entries";
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    auto b = testing::boot(R"(
+[[module]]
+path = "/g"
+kind = "gateway"
+[[module]]
+path = "/g/sink"
+kind = "sink"
+isolation = "process"
+)",
+                           reg);
+    const std::int64_t pid = b->system->module_stats(b->id("/g/sink")).pid;
+    ASSERT_GT(pid, 0);
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
+    std::string line;
+    int caps = 0;
+    while (std::getline(status, line)) {
+        if (line.rfind("Cap", 0) != 0) continue;
+        ++caps;
+        EXPECT_NE(line.find("0000000000000000"), std::string::npos) << line;
+    }
+    EXPECT_EQ(caps, 5);  // CapInh, CapPrm, CapEff, CapBnd, CapAmb
+    for (const char* ns : {"pid", "net", "ipc", "mnt", "uts", "cgroup", "time"}) {
+        std::error_code e1, e2;
+        const auto mine = std::filesystem::read_symlink(fmt::format("/proc/self/ns/{}", ns), e1);
+        const auto its = std::filesystem::read_symlink(fmt::format("/proc/{}/ns/{}", pid, ns), e2);
+        ASSERT_FALSE(e1 || e2) << ns;
+        EXPECT_NE(mine, its) << ns << " namespace shared";
+    }
+}
 
 // Lifecycle control is the parent's alone (DESIGN.md section 4).
 TEST(IsolationTest, OnlyTheParentMayStopAModule) {

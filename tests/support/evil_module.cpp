@@ -61,6 +61,18 @@ class Evil final : public Module {
         } else if (mode == "pause") {
             // Slow, not dead, and inside the sandbox: back after pause_ms.
             usleep(static_cast<useconds_t>(m_env.config().integer("pause_ms") * 1000));
+        } else if (mode == "stdio") {
+            // At the operator's terminal: escape sequences, a line posing as
+            // another module's log, then a flood.
+            const char hello[] =
+                "\x1b[2J\x1b]0;pwned\x07"
+                "EVIL-STDIO\n";
+            (void)!::write(1, hello, sizeof(hello) - 1);
+            const char forged[] = "L3 /g/victim\tforged by evil\n";
+            (void)!::write(2, forged, sizeof(forged) - 1);
+            std::string line(99, 'x');
+            line += '\n';
+            for (int i = 0; i < 40000; ++i) (void)!::write(i % 2 + 1, line.data(), line.size());
         } else if (mode == "throw") {
             throw std::runtime_error("evil throws");
         } else if (mode == "hang") {
@@ -187,7 +199,7 @@ extern "C" void hmk_register_modules(hmk::Registry& registry) {
                       "forge_sender", "forge_forward",  "garbage",        "huge_length",
                       "scribble",     "write_bus",      "syscall_open",   "syscall_socket",
                       "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc",
-                      "stall",        "pause"}),
+                      "stall",        "pause",          "stdio"}),
          ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as"),
          ConfigKey("release", ConfigType::string, std::string(),
                    "stall: the handler returns once this file exists"),

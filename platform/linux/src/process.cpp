@@ -2,6 +2,7 @@
 #include "hmk/platform/process.hpp"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
@@ -60,6 +61,14 @@ int lifeline_read_end() {
         if (syscall(SYS_dup2, o.fds[static_cast<std::size_t>(i)], k_parking_fd + i) < 0)
             syscall(SYS_exit_group, 120);
     }
+    for (int j = 0; j < 3; ++j) {
+        if (o.stdio[j] >= 0 && syscall(SYS_dup2, o.stdio[j], k_parking_fd + n + j) < 0)
+            syscall(SYS_exit_group, 120);
+    }
+    for (int j = 0; j < 3; ++j) {
+        if (o.stdio[j] >= 0 && syscall(SYS_dup2, k_parking_fd + n + j, j) < 0)
+            syscall(SYS_exit_group, 121);
+    }
     for (int i = 0; i < n; ++i) {
         if (syscall(SYS_dup2, k_parking_fd + i, k_first_fd + i) < 0) syscall(SYS_exit_group, 121);
     }
@@ -79,11 +88,20 @@ int lifeline_read_end() {
     syscall(SYS_setrlimit, RLIMIT_CORE, &no_core);
     // Mount events stay inside the child's mount namespace (if it has one).
     syscall(SYS_mount, nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    // No capability can ever come back: not through the bounding set, not
+    // as an ambient one (a capability the kernel does not know: EINVAL).
+    for (unsigned long cap = 0; cap <= 63; ++cap) syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+    syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     if (as_root && o.drop_privileges) {
         syscall(SYS_setgroups, 0, nullptr);
         if (syscall(SYS_setresgid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 122);
         if (syscall(SYS_setresuid, 65534, 65534, 65534) != 0) syscall(SYS_exit_group, 123);
     }
+    // And none is held now: permitted, effective and inheritable all empty
+    // (execve would hand inheritable ones to a root program).
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct none[2] = {};
+    if (syscall(SYS_capset, &header, none) != 0) syscall(SYS_exit_group, 126);
     // Die with the parent. Last, because a change of credentials clears it;
     // and had the parent died before this, its lifeline is hung up already.
     syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -125,6 +143,9 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
         wanted.push_back({CLONE_NEWNET, "net namespace"});
         wanted.push_back({CLONE_NEWIPC, "ipc namespace"});
         wanted.push_back({CLONE_NEWNS, "mount namespace"});
+        wanted.push_back({CLONE_NEWUTS, "UTS namespace"});
+        wanted.push_back({CLONE_NEWCGROUP, "cgroup namespace"});
+        wanted.push_back({CLONE_NEWTIME, "time namespace"});
     }
     const int lifeline = lifeline_read_end();
     Child child;
@@ -166,6 +187,7 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
     for (const Layer& l : wanted) {
         if ((flags & l.flag) != 0) child.layers.push_back(l.name);
     }
+    child.layers.push_back("no capabilities");
     if (as_root && o.drop_privileges) child.layers.push_back("runs as nobody");
     return child;
 }

@@ -13,11 +13,18 @@ enum class LogLevel : std::uint8_t { debug, info, warn, error };
 const char* to_string(LogLevel level);
 std::optional<LogLevel> parse_log_level(std::string_view text);
 
+/// How a Logger writes. `text`: for people. `relay`: for the parent of a
+/// module host, which reads its child's output from a pipe, and logs it as
+/// its own, under the child's name ("L<level> SOURCE<tab>TEXT" and
+/// "P<tab>LINE", newlines in TEXT as 0x1f; docs/isolation.md).
+enum class LogFormat : std::uint8_t { text, relay };
+
 /// Line-oriented, thread-safe log: "  12.345678 WARN  /drivers/disk: text".
 /// Owned by whoever builds the system and passed down; there is no global logger.
 class Logger {
   public:
-    explicit Logger(std::FILE* out = stderr, LogLevel threshold = LogLevel::info);
+    explicit Logger(std::FILE* out = stderr, LogLevel threshold = LogLevel::info,
+                    LogFormat format = LogFormat::text);
     Logger(const Logger&) = delete;
     Logger& operator=(const Logger&) = delete;
 
@@ -32,6 +39,7 @@ class Logger {
 
   private:
     std::FILE* m_out;
+    LogFormat m_format;
     LogLevel m_threshold;
     std::uint64_t m_start_ns;
     std::mutex m_mutex;

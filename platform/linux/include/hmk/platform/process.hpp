@@ -23,8 +23,11 @@ struct SpawnOptions {
     std::string program;            ///< absolute path of the executable
     std::vector<std::string> argv;  ///< argv[0] first
     std::vector<int> fds;           ///< handed to the child as fds 3, 4, 5, ... in order
+    int stdio[3] = {-1, -1, -1};    ///< the child's stdin, stdout, stderr (-1: ours)
     ChildLimits limits;
-    bool namespaces = true;  ///< try new pid, net, ipc, mount (and user, if not root) namespaces
+    /// Try new pid, net, ipc, mount, UTS, cgroup and time (and user, if not
+    /// root) namespaces.
+    bool namespaces = true;
     bool drop_privileges = true;  ///< if root: run the child as nobody (65534)
 };
 
@@ -40,7 +43,8 @@ struct Child {
 /// Starts `options.program` in a new process (clone3 with CLONE_PIDFD): it
 /// dies with the calling thread (PR_SET_PDEATHSIG), gets the limits, the
 /// namespaces this machine allows (each refused one is reported in `skipped`,
-/// not fatal), no other fds than `fds`, and, when we are root, nobody's uid.
+/// not fatal), no other fds than stdio and `fds`, an empty capability
+/// bounding set, and, when we are root, nobody's uid.
 /// Must be called from a thread that outlives the child.
 Result<Child, std::string> spawn(const SpawnOptions& options);
 
