@@ -240,41 +240,70 @@ Result<JournalRepair, std::string> repair_journal(const std::string& dir) {
     JournalRepair out;
     const JournalScan scan = scan_journal(dir);
     out.last_seq = scan.last_seq;
-    if (scan.clean) return out;
-    if (scan.problem_file.empty()) return Err{scan.problem};
-    // Keep the evidence: the damaged segment goes whole into a quarantine
-    // directory (its valid prefix stays in place), later segments move there.
-    const std::string quarantine =
-        fmt::format("{}/damaged-{}-{}", dir, static_cast<long long>(::time(nullptr)), ::getpid());
-    if (::mkdir(quarantine.c_str(), 0700) != 0 && errno != EEXIST) {
-        return Err{errno_text("cannot create " + quarantine)};
-    }
-    const auto segments = HMK_TRY(list_segments(dir));
-    bool after = false;
-    for (const auto& seg : segments) {
-        const std::string name = seg.path.substr(seg.path.rfind('/') + 1);
-        const std::string moved = quarantine + "/" + name;
-        if (after ||
-            (seg.path == scan.problem_file && scan.problem_offset < k_segment_header_size)) {
-            if (::rename(seg.path.c_str(), moved.c_str()) != 0)
-                return Err{errno_text("cannot move " + seg.path + " to " + quarantine)};
-            after = true;
-            continue;
+    if (!scan.clean && scan.problem_file.empty()) return Err{scan.problem};
+    // Keep the evidence: what goes, goes into a quarantine directory.
+    std::string quarantine;
+    auto quarantine_dir = [&]() -> Result<std::string, std::string> {
+        if (quarantine.empty()) {
+            quarantine = fmt::format("{}/damaged-{}-{}", dir,
+                                     static_cast<long long>(::time(nullptr)), ::getpid());
+            if (::mkdir(quarantine.c_str(), 0700) != 0 && errno != EEXIST) {
+                return Err{errno_text("cannot create " + quarantine)};
+            }
         }
-        if (seg.path != scan.problem_file) continue;
-        after = true;
-        auto bytes = HMK_TRY(read_file(seg.path));
-        const int fd = ::open(moved.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) return Err{errno_text("cannot create " + moved)};
-        const bool ok = write_all(fd, bytes.data(), bytes.size());
-        ::close(fd);
-        if (!ok) return Err{errno_text("cannot write " + moved)};
-        if (::truncate(seg.path.c_str(), static_cast<off_t>(scan.problem_offset)) != 0)
-            return Err{errno_text("cannot cut the damaged tail of " + seg.path)};
+        return quarantine;
+    };
+    if (!scan.clean) {
+        // The damaged segment goes whole into quarantine (its valid prefix
+        // stays in place), later segments move there.
+        const std::string to = HMK_TRY(quarantine_dir());
+        const auto segments = HMK_TRY(list_segments(dir));
+        bool after = false;
+        for (const auto& seg : segments) {
+            const std::string name = seg.path.substr(seg.path.rfind('/') + 1);
+            const std::string moved = to + "/" + name;
+            if (after ||
+                (seg.path == scan.problem_file && scan.problem_offset < k_segment_header_size)) {
+                if (::rename(seg.path.c_str(), moved.c_str()) != 0)
+                    return Err{errno_text("cannot move " + seg.path + " to " + to)};
+                after = true;
+                continue;
+            }
+            if (seg.path != scan.problem_file) continue;
+            after = true;
+            auto bytes = HMK_TRY(read_file(seg.path));
+            const int fd = ::open(moved.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (fd < 0) return Err{errno_text("cannot create " + moved)};
+            const bool ok = write_all(fd, bytes.data(), bytes.size());
+            ::close(fd);
+            if (!ok) return Err{errno_text("cannot write " + moved)};
+            if (::truncate(seg.path.c_str(), static_cast<off_t>(scan.problem_offset)) != 0)
+                return Err{errno_text("cannot cut the damaged tail of " + seg.path)};
+        }
+        out.report = fmt::format(
+            "journal damaged, continuing after seq {}: {} (the damaged part is kept in {})",
+            scan.last_seq, scan.problem, to);
     }
-    out.report =
-        fmt::format("journal damaged, continuing after seq {}: {} (the damaged part is kept in {})",
-                    scan.last_seq, scan.problem, quarantine);
+    // A snapshot taken after what the journal now holds speaks of messages
+    // that are gone: the bus goes on from the journal's end with others of
+    // the same numbers, and restoring it later would bring the lost ones
+    // back and lose the new ones. It goes with the tail.
+    const auto snapshots = HMK_TRY(list_snapshots(dir, k_no_module));
+    std::size_t stale = 0;
+    for (const auto& snap : snapshots) {
+        if (snap.input_seq <= scan.last_seq) continue;
+        const std::string to = HMK_TRY(quarantine_dir());
+        const std::string moved = to + snap.path.substr(snap.path.rfind('/'));
+        if (::rename(snap.path.c_str(), moved.c_str()) != 0)
+            return Err{errno_text("cannot move " + snap.path + " to " + to)};
+        ++stale;
+    }
+    if (stale != 0) {
+        out.report +=
+            fmt::format("{}{} snapshot{} of a seq past {}, the journal's end, set aside in {}",
+                        out.report.empty() ? "" : "; ", stale, stale == 1 ? "" : "s", scan.last_seq,
+                        quarantine);
+    }
     return out;
 }
 

@@ -194,8 +194,10 @@ kind = "sink"
     const ModuleId slow = b->id("/g/slow"), src = b->id("/g/src");
     Outgoing poke;
     poke.destination = slow;
-    // The poke keeps it in its handler for 2 s; the flood comes after it.
+    // The poke keeps it in its handler for 2 s; the flood comes once it is
+    // in there (had the flood lapped the poke, it would not have paused).
     ASSERT_TRUE(sys.inject(poke));
+    ASSERT_TRUE(eventually([&] { return sys.module_stats(slow).rx >= 1; }));
     Outgoing start;
     start.destination = src;
     start.type = msg::k_start;

@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "hmk/crc32c.hpp"
 #include "recorder.hpp"
 #include "temp_dir.hpp"
 
@@ -116,6 +117,54 @@ TEST(JournalTest, ReopenCutsADamagedTailAndContinues) {
     EXPECT_TRUE(scan.clean) << scan.problem;
     EXPECT_EQ(scan.last_seq, 150u);
     EXPECT_EQ(scan.records, 150u);
+}
+
+// A snapshot of a seq the repair cut off must go with the tail: once the
+// bus has gone on past it with other messages, restoring it would bring
+// back what was cut and lose what came since.
+TEST(JournalTest, ASnapshotPastACutTailGoesWithIt) {
+    TempDir d;
+    {
+        auto w = JournalWriter::open(options(d.path));
+        for (std::uint64_t s = 1; s <= 100; ++s)
+            ASSERT_TRUE(w->append(message(7, s), s).has_value());
+    }
+    const std::byte body[4] = {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+    for (const std::uint64_t at : {50u, 99u, 100u}) {
+        SnapshotFileHeader h;
+        h.module = 5;
+        h.input_seq = at;
+        h.output_seq = at + 1;
+        h.body_size = sizeof(body);
+        h.body_crc = crc32c(body);
+        ASSERT_TRUE(write_snapshot_file(d.path, h, body, FsyncPolicy::none, 0));
+    }
+    // A torn last record: the journal goes on after seq 99.
+    const std::string last = list_segments(d.path)->back().path;
+    const auto size = fs::file_size(last);
+    {
+        std::fstream f(last, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(size - 3));
+        f.put('!');
+    }
+    {
+        auto w = JournalWriter::open(options(d.path));
+        ASSERT_TRUE(w.has_value()) << w.error();
+        EXPECT_NE(w->repaired().find("1 snapshot of a seq past 99"), std::string::npos)
+            << w->repaired();
+        for (std::uint64_t s = 100; s <= 150; ++s)
+            ASSERT_TRUE(w->append(message(7, s), s).has_value());
+    }
+    const auto kept = list_snapshots(d.path, 5);
+    ASSERT_TRUE(kept);
+    ASSERT_EQ(kept->size(), 2u);
+    const auto latest = load_latest_snapshot(d.path, 5, nullptr, 150);
+    ASSERT_TRUE(latest);
+    EXPECT_EQ(latest->header.input_seq, 99u);
+    // A clean journal keeps every snapshot it holds the messages of.
+    auto w = JournalWriter::open(options(d.path));
+    ASSERT_TRUE(w.has_value());
+    EXPECT_EQ(w->repaired(), "");
 }
 
 TEST(JournalTest, AGapInTheBusOrderStaysVisible) {
