@@ -110,7 +110,10 @@ CatchUp::Status JournalCatchUp::read(std::uint64_t seq, std::span<std::byte> out
         case JournalReader::Status::end:
             // Not written yet: worth waiting for only if the monitor may still write it.
             if (may_still_write) return Status::pending;
-            missing_last = seq;
+            // The journal ends here for good (its monitor stopped, or fell a
+            // ring behind): everything up to what the ring still holds is
+            // one gap, told once.
+            missing_last = std::max(seq, m_bus.ring().oldest() - 1);
             return Status::missing;
         case JournalReader::Status::missing:
             missing_last = m_reader.missing_last();

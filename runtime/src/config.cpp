@@ -474,6 +474,10 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                             "'restart' is \"{}\", must be one of: permanent, transient, temporary",
                             text));
                 }
+            } else if (pm.kind->journals == Journals::yes) {
+                // A monitor is what its bus's modules recover from: by
+                // default it comes back, whatever ended it.
+                pm.spec.restart = RestartPolicy::permanent;
             }
             if (const toml::node* r = t->get("recover")) {
                 pm.recover_node = r;

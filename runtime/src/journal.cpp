@@ -122,7 +122,12 @@ Result<std::vector<SegmentFile>, std::string> list_segments(const std::string& d
             const std::string path = dir + "/" + name;
             struct stat st {};
             if (::lstat(path.c_str(), &st) != 0) {
-                if (errno == ENOENT) continue;  // deleted (retention) since the listing
+                if (errno == ENOENT) {
+                    // Deleted (retention) since the listing: a live scan
+                    // counts it as vanished when it finds it gone.
+                    out.push_back({path, static_cast<std::uint64_t>(first)});
+                    continue;
+                }
                 const std::string why = errno_text("cannot stat " + path);
                 closedir(d);
                 return Err{why};

@@ -333,9 +333,12 @@ bool Runner::drain(BusPort& bus, std::uint64_t& cursor, Side side) {
         if (f.status == Fetched::Status::empty || f.status == Fetched::Status::pending) break;
         if (f.status == Fetched::Status::gap) {
             bump(m_lost, f.gap_last - f.gap_first + 1);
-            log(LogLevel::warn,
+            // From the journal: what those messages did is lost for good (its
+            // state, if it was recovering, is not what it was): loudly.
+            log(f.from_journal ? LogLevel::error : LogLevel::warn,
                 f.from_journal
-                    ? fmt::format("seq {}..{} of bus {} are in neither the bus nor its journal",
+                    ? fmt::format("seq {}..{} of bus {} are in neither the bus nor its journal: "
+                                  "what they would have done is lost",
                                   f.gap_first, f.gap_last, bus.name())
                     : fmt::format("fell behind on bus {}: lost seq {}..{}", bus.name(), f.gap_first,
                                   f.gap_last));
