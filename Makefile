@@ -8,12 +8,13 @@ HMK := $(DEV)/bin/hmk
 SYSTEM ?= examples/figure1/system.toml
 SCRIPT ?= examples/figure1/demo.hmks
 
-.PHONY: help deps build run test bench asan tsan clang format format-check clean
+.PHONY: help deps build run test bench campaign asan tsan clang format format-check clean
 
 help:
 	@echo "make run           boot the Figure-1 system and run its demo script"
 	@echo "make test          build and run the whole test suite (ctest)"
 	@echo "make bench         build and run the benchmarks (release build)"
+	@echo "make campaign      the long fault-injection campaign over Figure 1 (FAULTS, SEED)"
 	@echo "make asan|tsan     the test suite under ASan+UBSan / ThreadSanitizer"
 	@echo "make clang         build with clang 14, warnings as errors, and test"
 	@echo "make format        clang-format the sources (format-check: only check)"
@@ -44,6 +45,14 @@ bench: deps
 	build/release/bin/hmk_recovery_bench
 	build/release/bin/hmk_handoff_bench
 	build/release/bin/hmk_fs_bench
+
+# The long campaign (docs/inject.md), on a copy of Figure 1 in build/campaign.
+FAULTS ?= 1000000
+SEED ?= 1
+campaign: build
+	rm -rf build/campaign && mkdir -p build/campaign && cp -r examples/figure1 build/campaign/
+	$(HMK) inject build/campaign/figure1/system.toml --faults $(FAULTS) --seed $(SEED) \
+		--log build/campaign/campaign.log
 
 asan tsan clang: deps
 	cmake --preset $@

@@ -29,8 +29,12 @@ std::optional<LogLevel> parse_log_level(std::string_view text) {
     return std::nullopt;
 }
 
-Logger::Logger(std::FILE* out, LogLevel threshold, LogFormat format)
-    : m_out(out), m_format(format), m_threshold(threshold), m_start_ns(platform::monotonic_ns()) {}
+Logger::Logger(std::FILE* out, LogLevel threshold, LogFormat format, std::FILE* console)
+    : m_out(out),
+      m_format(format),
+      m_console(console),
+      m_threshold(threshold),
+      m_start_ns(platform::monotonic_ns()) {}
 
 namespace {
 std::string relay_text(std::string_view text) {
@@ -63,8 +67,8 @@ void Logger::print(std::string_view line) {
         std::fflush(m_out);
         return;
     }
-    fmt::print(stdout, "{}\n", line);
-    std::fflush(stdout);
+    fmt::print(m_console, "{}\n", line);
+    std::fflush(m_console);
 }
 
 }  // namespace hmk

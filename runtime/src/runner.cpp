@@ -530,6 +530,9 @@ void Runner::handle(Side side, std::span<const std::byte> record) {
                 pong.payload = as_bytes("pong");
                 (void)publish_on(m_parent_bus != nullptr ? m_parent_bus : m_child_bus, pong,
                                  Origin::runtime);
+                // A kind that eavesdrops sees every message of its bus, this
+                // one too (a monitor journals it).
+                if (m_eavesdrop) guarded("on_message", [&] { m_module->on_message(message); });
             } else {
                 guarded("on_message", [&] { m_module->on_message(message); });
             }

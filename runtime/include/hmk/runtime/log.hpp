@@ -23,8 +23,9 @@ enum class LogFormat : std::uint8_t { text, relay };
 /// Owned by whoever builds the system and passed down; there is no global logger.
 class Logger {
   public:
+    /// `console`: where print() goes (text format).
     explicit Logger(std::FILE* out = stderr, LogLevel threshold = LogLevel::info,
-                    LogFormat format = LogFormat::text);
+                    LogFormat format = LogFormat::text, std::FILE* console = stdout);
     Logger(const Logger&) = delete;
     Logger& operator=(const Logger&) = delete;
 
@@ -40,6 +41,7 @@ class Logger {
   private:
     std::FILE* m_out;
     LogFormat m_format;
+    std::FILE* m_console;
     LogLevel m_threshold;
     std::uint64_t m_start_ns;
     std::mutex m_mutex;
