@@ -305,7 +305,9 @@ class Campaign {
                     "{} was restarted, outside the subtree of {}", path,
                     region == k_root_id ? std::string("/") : m_topology.find(region)->path));
             }
-            if (now.state != ModuleState::running) continue;
+            // Only what should be up is asked (what was hit and stays down may
+            // still be on its way down).
+            if (now.state != ModuleState::running || !expected_up(id, f, before, hit)) continue;
             Outgoing ping;
             ping.destination = id;
             ping.type = msg::k_ping;
