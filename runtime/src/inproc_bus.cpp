@@ -90,9 +90,7 @@ void InprocBus::remove_reader(const std::atomic<std::uint64_t>* cursor) {
             if (r.cursor == cursor) r = Reader{};
         }
     }
-    // Whoever waited for it need not any more.
-    m_room_word.fetch_add(1, std::memory_order_seq_cst);
-    platform::futex_wake(m_room_word, INT32_MAX);
+    wake_room();  // whoever waited for it need not any more
 }
 
 void InprocBus::hold_for(ModuleId module, std::uint64_t from) {
@@ -112,8 +110,7 @@ void InprocBus::release_holds() {
             if (r.placeholder) r = Reader{};
         }
     }
-    m_room_word.fetch_add(1, std::memory_order_seq_cst);
-    platform::futex_wake(m_room_word, INT32_MAX);
+    wake_room();
 }
 
 bool InprocBus::readers_allow(std::uint64_t seq, std::vector<Eviction>& evicted) {
@@ -134,17 +131,17 @@ bool InprocBus::readers_allow(std::uint64_t seq, std::vector<Eviction>& evicted)
         }
         if (now == 0) now = platform::monotonic_ns();
         if (r.holding_since_ns == 0) r.holding_since_ns = now;
-        if (now - r.holding_since_ns >= m_deadline_ns && r.placeholder) {
-            r = Reader{};  // it did not start in time: its start fails it
+        if (now - r.holding_since_ns < m_deadline_ns) {
+            held = true;
             continue;
         }
-        if (now - r.holding_since_ns >= m_deadline_ns) {
+        if (r.placeholder) {
+            r = Reader{};  // it did not start in time: its start fails it
+        } else {
             r.evicted = true;
             m_evicted.fetch_add(1, std::memory_order_relaxed);
             evicted.push_back(Eviction{r.module, r.epoch, (now - r.holding_since_ns) / 1'000'000});
-            continue;
         }
-        held = true;
     }
     if (held) return false;
     m_room_until = (lowest == UINT64_MAX ? seq : lowest) + window - 1;
@@ -172,10 +169,12 @@ void InprocBus::wait_for_room(std::int64_t timeout_ns) {
 }
 
 void InprocBus::reader_moved() {
-    if (m_room_waiters.load(std::memory_order_seq_cst) != 0) {
-        m_room_word.fetch_add(1, std::memory_order_seq_cst);
-        platform::futex_wake(m_room_word, INT32_MAX);
-    }
+    if (m_room_waiters.load(std::memory_order_seq_cst) != 0) wake_room();
+}
+
+void InprocBus::wake_room() {
+    m_room_word.fetch_add(1, std::memory_order_seq_cst);
+    platform::futex_wake(m_room_word, INT32_MAX);
 }
 
 namespace {
@@ -333,9 +332,10 @@ Result<std::uint64_t, SendError> InprocBus::publish_impl(Header header,
         bool refused = false;
         {
             const std::lock_guard lock(m_write);
-            if (gate_allows(m_ring.head() + 1) && !readers_allow(m_ring.head() + 1, evicted)) {
+            const bool journal_has_room = gate_allows(m_ring.head() + 1);
+            if (journal_has_room && !readers_allow(m_ring.head() + 1, evicted)) {
                 refused = true;
-            } else if (gate_allows(m_ring.head() + 1)) {
+            } else if (journal_has_room) {
                 header.timestamp_ns = platform::monotonic_ns();
                 // Under the lock: a message published after a move made a
                 // new generation current is of the new one (docs/relocation.md).

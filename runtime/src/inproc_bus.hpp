@@ -197,6 +197,8 @@ class InprocBus final : public BusPort {
     /// what a live reader has not read; evicts readers past their deadline.
     bool readers_allow(std::uint64_t seq, std::vector<Eviction>& evicted);
     void report(const std::vector<Eviction>& evicted);
+    /// Wakes every publisher that waits for room.
+    void wake_room();
 
   private:
     BusId m_id;

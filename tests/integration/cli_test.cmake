@@ -5,29 +5,7 @@ cmake_minimum_required(VERSION 3.25)
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
 
-# Fails the test; a system the test left running in the background goes too.
-function(die text)
-    if(DEFINED CTL_PID)
-        execute_process(COMMAND kill -KILL ${CTL_PID})
-    endif()
-    message(FATAL_ERROR "${text}")
-endfunction()
-
-function(run_hmk expected_rc)
-    execute_process(COMMAND ${HMK} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
-    if(NOT rc STREQUAL "${expected_rc}")
-        die("hmk ${ARGN}: exit ${rc}, wanted ${expected_rc}\nstdout:\n${out}\nstderr:\n${err}")
-    endif()
-    set(OUT_TEXT "${out}" PARENT_SCOPE)
-    set(ERR_TEXT "${err}" PARENT_SCOPE)
-endfunction()
-
-function(require text pattern)
-    string(FIND "${text}" "${pattern}" at)
-    if(at EQUAL -1)
-        die("expected to find '${pattern}' in:\n${text}")
-    endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/hmk_cli.cmake)
 
 set(FIG ${SRC}/examples/figure1/system.toml)
 

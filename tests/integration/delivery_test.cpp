@@ -25,16 +25,14 @@ class DeliveryTest : public ::testing::TestWithParam<std::string> {
     const std::string& isolation() const { return GetParam(); }
 };
 
-std::uint64_t published_on(System& system, const std::string& bus) {
-    for (const BusStats& s : system.bus_stats())
-        if (s.name == bus) return s.head;
-    return 0;
-}
-
 BusStats stats_of(System& system, const std::string& bus) {
     for (const BusStats& s : system.bus_stats())
         if (s.name == bus) return s;
     return {};
+}
+
+std::uint64_t published_on(System& system, const std::string& bus) {
+    return stats_of(system, bus).head;
 }
 
 // The flood of the reader-wedge report: a sender as fast as it can go

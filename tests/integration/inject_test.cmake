@@ -7,22 +7,8 @@ cmake_minimum_required(VERSION 3.25)
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT})
 
-function(run_hmk expected_rc)
-    execute_process(COMMAND ${HMK} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                    ERROR_VARIABLE err TIMEOUT 1200)
-    if(NOT rc STREQUAL "${expected_rc}")
-        message(FATAL_ERROR "hmk ${ARGN}: exit ${rc}, wanted ${expected_rc}\nstdout:\n${out}\nstderr:\n${err}")
-    endif()
-    set(OUT_TEXT "${out}" PARENT_SCOPE)
-    set(ERR_TEXT "${err}" PARENT_SCOPE)
-endfunction()
-
-function(require text pattern)
-    string(FIND "${text}" "${pattern}" at)
-    if(at EQUAL -1)
-        message(FATAL_ERROR "expected to find '${pattern}' in:\n${text}")
-    endif()
-endfunction()
+set(HMK_TIMEOUT 1200)
+include(${CMAKE_CURRENT_LIST_DIR}/hmk_cli.cmake)
 
 # Bad input: exit 2, with the reason.
 run_hmk(2 inject ${OUT}/missing.toml)
