@@ -317,6 +317,114 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
     return s;
 }
 
+// One grant: { file = "NAME" } or { dir = "NAME" }, with `write` and
+// `create` (docs/system-toml.md). Names are relative to the system file's
+// directory and must stay inside it, whatever symbolic links they pass.
+Result<Grant, ConfigError> parse_grant(const Loader& ld, const toml::node& node,
+                                       const std::string& module) {
+    const toml::table* t = node.as_table();
+    if (t == nullptr) {
+        return ld.fail(node, fmt::format("a grant must be a table ({{ file = \"NAME\" }} or "
+                                         "{{ dir = \"NAME\" }}), not {}",
+                                         type_name(node)));
+    }
+    HMK_TRY(only_keys(ld, *t, {"file", "dir", "write", "create"}, "a grant"));
+    Grant g;
+    g.where = ld.at(node);
+    const toml::node* file = t->get("file");
+    const toml::node* dir = t->get("dir");
+    if ((file == nullptr) == (dir == nullptr))
+        return ld.fail(node, "a grant names one 'file' or one 'dir'");
+    g.type = file != nullptr ? Grant::Type::file : Grant::Type::dir;
+    const toml::node& name_node = file != nullptr ? *file : *dir;
+    const std::string name = HMK_TRY(
+        get_as<std::string>(ld, name_node, file != nullptr ? "file" : "dir", "a file name"));
+    if (name.empty()) return ld.fail(name_node, "the grant's name is empty");
+    if (const toml::node* w = t->get("write"))
+        g.write = HMK_TRY(get_as<bool>(ld, *w, "write", "a boolean"));
+    if (const toml::node* c = t->get("create"))
+        g.create = HMK_TRY(get_as<bool>(ld, *c, "create", "a boolean"));
+    if (g.create && !g.write) {
+        return ld.fail(*t->get("create"),
+                       fmt::format("module {}: a grant that creates its {} needs write = true",
+                                   module, to_string(g.type)));
+    }
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path base = fs::absolute(fs::path(ld.file), ec).lexically_normal().parent_path();
+    fs::path p = fs::path(name).is_absolute() ? fs::path(name) : base / name;
+    p = p.lexically_normal();
+    if (!p.empty() && p.filename().empty()) p = p.parent_path();  // "dir/" names dir
+    g.path = p.string();
+    // A module host gets its grants from its parent, which checked them.
+    if (ld.plugins == Plugins::already_loaded) return g;
+    auto inside = [&](const fs::path& q) {
+        const auto rel = q.lexically_relative(base);
+        return !rel.empty() && *rel.begin() != "..";
+    };
+    if (!inside(p) || p == base) {
+        return ld.fail(name_node,
+                       fmt::format("module {}: grant \"{}\" is not inside the system's directory "
+                                   "{} (a module may be granted only what lies beneath it)",
+                                   module, name, base.string()));
+    }
+    // Symbolic links resolved: the grant must not lead out either.
+    const fs::path real_base = fs::weakly_canonical(base, ec);
+    const fs::path real = fs::weakly_canonical(p, ec);
+    if (!ec && !real_base.empty()) {
+        const auto rel = real.lexically_relative(real_base);
+        if (rel.empty() || *rel.begin() == ".." || real == real_base) {
+            return ld.fail(name_node,
+                           fmt::format("module {}: grant \"{}\" leads out of the system's "
+                                       "directory (to {})",
+                                       module, name, real.string()));
+        }
+    }
+    const fs::file_status st = fs::status(p, ec);
+    if (!fs::exists(st)) {
+        if (g.create) return g;
+        return ld.fail(name_node,
+                       fmt::format("module {}: granted {} {} does not exist (add create = true "
+                                   "to make it when the module starts)",
+                                   module, to_string(g.type), p.string()));
+    }
+    if (g.type == Grant::Type::file && !fs::is_regular_file(st)) {
+        return ld.fail(name_node, fmt::format("module {}: granted file {} is not a regular file",
+                                              module, p.string()));
+    }
+    if (g.type == Grant::Type::dir && !fs::is_directory(st)) {
+        return ld.fail(name_node, fmt::format("module {}: granted dir {} is not a directory",
+                                              module, p.string()));
+    }
+    return g;
+}
+
+// `grants = [ {...}, ... ]`, or one table alone.
+Result<std::vector<Grant>, ConfigError> parse_grants(const Loader& ld, const toml::node& node,
+                                                     const std::string& module) {
+    std::vector<Grant> grants;
+    if (node.is_table()) {
+        grants.push_back(HMK_TRY(parse_grant(ld, node, module)));
+        return grants;
+    }
+    const toml::array* arr = node.as_array();
+    if (arr == nullptr) {
+        return ld.fail(node, fmt::format("'grants' must be an array of tables (grants = [{{ file "
+                                         "= \"NAME\" }}]), not {}",
+                                         type_name(node)));
+    }
+    if (arr->size() > 64) return ld.fail(node, "at most 64 grants a module");
+    for (const toml::node& item : *arr) {
+        Grant g = HMK_TRY(parse_grant(ld, item, module));
+        for (const Grant& other : grants) {
+            if (other.path == g.path)
+                return ld.fail(item, fmt::format("module {}: {} is granted twice", module, g.path));
+        }
+        grants.push_back(std::move(g));
+    }
+    return grants;
+}
+
 struct PendingModule {
     ModuleSpec spec;
     const toml::node* node;
@@ -390,10 +498,11 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             if (t == nullptr)
                 return ld.fail(item,
                                fmt::format("each module must be a table, not {}", type_name(item)));
-            HMK_TRY(only_keys(ld, *t,
-                              {"path", "kind", "version", "id", "isolation", "bus", "config",
-                               "quota", "restart", "recover", "snapshot_every", "supervisor"},
-                              "a [[module]] table"));
+            HMK_TRY(
+                only_keys(ld, *t,
+                          {"path", "kind", "version", "id", "isolation", "bus", "config", "quota",
+                           "restart", "recover", "snapshot_every", "supervisor", "grants"},
+                          "a [[module]] table"));
             PendingModule pm{};
             pm.node = &item;
             pm.spec.where = ld.at(item);
@@ -525,6 +634,14 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                                                pm.spec.path));
                 }
                 pm.spec.quota = HMK_TRY(parse_quota(ld, *quota));
+            }
+            if (const toml::node* g = t->get("grants")) {
+                if (pm.kind->role == Role::gateway) {
+                    return ld.fail(*g, fmt::format("module {} is a gateway: grants are for the "
+                                                   "modules that use files, not for gateways",
+                                                   pm.spec.path));
+                }
+                pm.spec.grants = HMK_TRY(parse_grants(ld, *g, pm.spec.path));
             }
             if (const toml::node* bus = t->get("bus")) {
                 if (pm.kind->role != Role::gateway) {

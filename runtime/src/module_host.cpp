@@ -331,7 +331,12 @@ int run_module_host(const HostOptions& o) {
 
     // Last step before module code runs: the sandbox closes, for good.
     logger.log(LogLevel::debug, o.module, "closing the sandbox");
-    const platform::SandboxReport report = platform::close_sandbox();
+    std::vector<platform::PathGrant> grants;
+    for (const Grant& g : mine->grants)
+        grants.push_back({g.path, g.type == Grant::Type::dir, g.write, g.create});
+    const platform::SandboxResult closed = platform::close_sandbox(grants);
+    if (!closed.error.empty()) return fail(closed.error);
+    const platform::SandboxReport& report = closed.report;
     std::string active;
     for (const auto& a : report.active) active += (active.empty() ? "" : ", ") + a;
     logger.log(LogLevel::debug, o.module, "sandbox: " + active);

@@ -89,6 +89,14 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
                 std::visit([&](const auto& v) { config.insert(entry.first, v); }, entry.second);
             }
             t.insert("config", std::move(config));
+            if (!m.grants.empty()) {
+                toml::array grants;
+                for (const Grant& g : m.grants) {
+                    grants.push_back(toml::table{
+                        {to_string(g.type), g.path}, {"write", g.write}, {"create", g.create}});
+                }
+                t.insert("grants", std::move(grants));
+            }
         } else {
             const bool journals =
                 std::find(spec.journals.begin(), spec.journals.end(), m.id) != spec.journals.end();
@@ -306,7 +314,15 @@ std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbo
         if (c->role != ProcessChild::Role::primary) continue;
         std::vector<std::string> layers = c->process.layers;
         const std::uint32_t bits = c->uplink.stats().sandbox.load(std::memory_order_acquire);
-        if ((bits & k_sandbox_landlock) != 0) layers.emplace_back("landlock: no file access");
+        if ((bits & k_sandbox_landlock) != 0) {
+            layers.emplace_back(c->spec->grants.empty() ? "landlock: no file access"
+                                                        : "landlock: its grants only");
+        }
+        for (const Grant& g : c->spec->grants) {
+            layers.push_back(fmt::format("grant: {} {} {}{}", g.write ? "read-write" : "read-only",
+                                         to_string(g.type), g.path,
+                                         g.create ? " (made when missing)" : ""));
+        }
         if ((bits & k_sandbox_no_new_privs) != 0) layers.emplace_back("no_new_privs");
         if ((bits & k_sandbox_seccomp) != 0) layers.emplace_back("seccomp allowlist");
         layers.push_back(fmt::format("quota: {} msg/s, {} B/s, {} uplink slots, {} MiB, {} files",
@@ -439,6 +455,9 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     if (snapshot) o.fds.push_back(snapshot->fd());
     o.limits.address_space = spec.quota.memory;
     o.limits.open_files = spec.quota.open_files;
+    // A module with grants uses the system's own files: it keeps our uid
+    // (still with no capability at all), and Landlock holds it to them.
+    o.drop_privileges = spec.grants.empty();
     // Its stdout and stderr are a pipe to us, never the operator's terminal;
     // its stdin is empty.
     close_output(c);

@@ -53,6 +53,10 @@ const char* to_string(Isolation isolation) {
     return "?";
 }
 
+const char* to_string(Grant::Type type) {
+    return type == Grant::Type::file ? "file" : "dir";
+}
+
 const char* to_string(RestartPolicy policy) {
     switch (policy) {
         case RestartPolicy::permanent:
@@ -355,16 +359,28 @@ Result<void, std::string> SystemImpl::start() {
             lock.lock();
             continue;
         }
-        lock.unlock();
-        stop();
-        std::string list;
-        for (const auto& [id, result] : m_start_failures) {
-            list += (list.empty() ? "" : ", ") + spec().topology.find(id)->path;
-        }
-        return Err{"modules failed to start: " + list};
+        break;
     }
+    // A module that could not come up does not keep the rest down: it is
+    // its supervisor's, as a failure right after its start (its restart
+    // policy, its parent's intensity; past that the failure escalates).
+    std::vector<std::pair<ModuleId, StartResult>> failures = std::move(m_start_failures);
+    m_start_failures.clear();
+    lock.unlock();
     for (auto& [id, bus] : m_buses) bus->release_holds();
     m_booted.store(true);
+    for (const auto& [id, result] : failures) {
+        ModuleSlot& s = *slot(id);
+        if (s.spec == nullptr) {  // the microkernel itself
+            stop();
+            return Err{std::string("the microkernel could not start")};
+        }
+        m_logger.log(LogLevel::error, s.spec->path,
+                     "could not start (see above): the system boots without it; its parent "
+                     "handles it as a failure");
+        post(FailureEvent{id, s.epoch.load(), "could not start at boot", false,
+                          result == StartResult::restore_failed});
+    }
     std::size_t processes = 0;
     for (const auto& s : m_slots) processes += s->process ? 1u : 0u;
     m_logger.log(
@@ -672,6 +688,15 @@ std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_re
     const std::shared_lock lock(m_impl->m_instances);  // a move may add a pump
     for (const auto& [bus, pump] : m_impl->m_pumps) {
         for (auto& entry : pump->sandbox_report()) out.push_back(std::move(entry));
+    }
+    // Grants mean nothing to a module in the kernel's process: say so.
+    for (const auto& s : m_impl->m_slots) {
+        if (s->spec == nullptr || s->process || s->spec->grants.empty()) continue;
+        out.emplace_back(s->spec->path,
+                         std::vector<std::string>{
+                             "none: it runs inproc, with the kernel's own file access (its " +
+                             std::to_string(s->spec->grants.size()) +
+                             " grants apply once it runs in a process)"});
     }
     return out;
 }

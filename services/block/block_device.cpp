@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // `blockdev`: the microkernel's block device, a kernel service on Bus 0
 // backed by an image file (docs/services.md). It runs in the kernel's
-// process (a sandboxed module has no file access at all); drivers reach it
-// only by messages (schemas/block.fbs).
+// process, or sandboxed with its image granted (grants = { file = ...,
+// write = true, create = true }); drivers reach it only by messages
+// (schemas/block.fbs).
 #include <fmt/core.h>
 #include <sys/stat.h>
 
@@ -24,7 +25,8 @@ class BlockDevice final : public Module {
         const std::string& image = env.config().string("image");
         struct stat st {};
         std::unique_ptr<fs::FileBlockIo> io;
-        if (::stat(image.c_str(), &st) != 0) {
+        // Missing, or empty (a granted file its host just made): a new image.
+        if (::stat(image.c_str(), &st) != 0 || (S_ISREG(st.st_mode) && st.st_size == 0)) {
             std::error_code ec;
             const auto dir = std::filesystem::path(image).parent_path();
             if (!dir.empty()) std::filesystem::create_directories(dir, ec);

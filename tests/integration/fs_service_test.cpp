@@ -45,8 +45,9 @@ backoff_ms = 1
 [[module]]
 path = "/block"
 kind = "blockdev"
-isolation = "inproc"
+isolation = "{isolation}"
 config = {{ image = "{image}", blocks = 16384 }}
+grants = {{ file = "{image}", write = true, create = true }}
 [[module]]
 path = "/drivers"
 kind = "gateway"
@@ -128,7 +129,9 @@ class FsServiceTest : public ::testing::TestWithParam<const char*> {
         std::filesystem::remove_all(m_dir);
     }
     void boot() {
-        booted = testing::boot(system_toml(GetParam(), m_image), registry);
+        // Sandboxed, the block device may use its image only: it is granted.
+        booted = testing::boot(system_toml(GetParam(), m_image), registry, stderr, LogLevel::warn,
+                               m_dir + "/system.toml");
         wait_mounted();
     }
     System& system() { return *booted->system; }

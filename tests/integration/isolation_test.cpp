@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "recorder.hpp"
+#include "temp_dir.hpp"
 
 namespace hmk {
 namespace {
@@ -281,6 +282,119 @@ kind = "echo"
     const std::string text = read_all(log);
     std::fclose(log);
     EXPECT_NE(text.find("/g/a: stopped"), std::string::npos) << text;
+}
+
+// Grants (docs/isolation.md): a sandboxed module opens what it is granted
+// and nothing else; one without grants cannot open a file at all.
+TEST(IsolationTest, AModuleOpensItsGrantsAndNothingElse) {
+    testing::TempDir dir("hmk-grants");
+    const std::string mine = dir.path + "/mine.dat", theirs = dir.path + "/theirs.dat";
+    for (const auto& f : {mine, theirs}) std::ofstream(f) << "0123456789";
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    std::FILE* log = std::tmpfile();
+    auto b = testing::boot(fmt::format(R"(
+[system]
+plugins = ["{plugin}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+[[module]]
+path = "/g/granted"
+kind = "evil"
+isolation = "process"
+config = {{ mode = "files", file = "{mine}", other = "{theirs}" }}
+grants = [{{ file = "mine.dat", write = true }}]
+[[module]]
+path = "/g/plain"
+kind = "evil"
+isolation = "process"
+config = {{ mode = "files", file = "{mine}", other = "{theirs}" }}
+)",
+                                       fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("mine", mine),
+                                       fmt::arg("theirs", theirs)),
+                           reg, log, LogLevel::info, dir.path + "/system.toml");
+    Outgoing ask;
+    ask.destination = b->id("/g/granted");
+    auto corr = b->system->inject(ask);
+    ASSERT_TRUE(corr.has_value());
+    auto answer = b->system->wait_for_root(*corr, std::chrono::seconds(10));
+    ASSERT_TRUE(answer.has_value()) << read_all(log);
+    EXPECT_EQ(answer->text(),
+              mine + ": wrote and read back; " + theirs + ": open refused (Permission denied)");
+    std::string written;
+    std::getline(std::ifstream(mine), written, '\0');
+    EXPECT_EQ(written, "granted");
+
+    // Without a grant, opening the very same file is a forbidden system call.
+    ask.destination = b->id("/g/plain");
+    ASSERT_TRUE(b->system->inject(ask).has_value());
+    EXPECT_TRUE(testing::eventually(
+        [&] { return b->system->module_stats(b->id("/g/plain")).state == ModuleState::failed; }));
+    EXPECT_EQ(b->system->module_stats(b->id("/g/granted")).state, ModuleState::running);
+    b->system->stop();
+    const std::string text = read_all(log);
+    std::fclose(log);
+    EXPECT_NE(text.find("/g/plain: failed: process"), std::string::npos) << text;
+    EXPECT_NE(text.find("killed by SIGSYS"), std::string::npos) << text;
+}
+
+// A grant its host cannot honour (the file went away after the check) is
+// the module's failure alone, named in the log; the rest boots and runs.
+TEST(IsolationTest, AGrantThatCannotBeOpenedFailsItsModuleOnly) {
+    testing::TempDir dir("hmk-grants");
+    const std::string gone = dir.path + "/gone.dat";
+    std::ofstream(gone) << "x";
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    const std::string toml =
+        fmt::format(R"(
+[system]
+plugins = ["{plugin}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+[[module]]
+path = "/g/granted"
+kind = "evil"
+isolation = "process"
+config = {{ mode = "files", file = "{gone}" }}
+grants = [{{ file = "gone.dat" }}]
+[[module]]
+path = "/g/echo"
+kind = "echo"
+isolation = "process"
+)",
+                    fmt::arg("plugin", HMK_TEST_PLUGIN), fmt::arg("gone", gone));
+    auto spec = parse_system(toml, dir.path + "/system.toml", reg);
+    ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+    std::filesystem::remove(gone);
+    std::FILE* log = std::tmpfile();
+    Logger logger(log, LogLevel::info);
+    auto sys = System::create(*spec, reg, logger);
+    ASSERT_TRUE(sys.has_value()) << sys.error();
+    const auto started = (*sys)->start();
+    ASSERT_TRUE(started.has_value()) << started.error();
+    EXPECT_TRUE(testing::eventually([&] {
+        return (*sys)->module_stats(spec->topology.find("/g/granted")->id).state ==
+               ModuleState::failed;
+    }));
+    Outgoing ping;
+    ping.destination = spec->topology.find("/g/echo")->id;
+    ping.type = msg::k_ping;
+    auto corr = (*sys)->inject(ping);
+    ASSERT_TRUE(corr.has_value());
+    EXPECT_TRUE((*sys)->wait_for_root(*corr, std::chrono::seconds(10)).has_value());
+    EXPECT_FALSE((*sys)->failure().has_value());
+    (*sys)->stop();
+    const std::string text = read_all(log);
+    std::fclose(log);
+    EXPECT_NE(text.find("/g/granted: module host: grant " + gone + ": No such file or directory"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("/g/granted: could not start (see above): the system boots without it"),
+              std::string::npos)
+        << text;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -132,6 +133,13 @@ class Evil final : public Module {
             execve("/bin/true", argv, nullptr);
         } else if (mode == "syscall_ptrace") {
             ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+        } else if (mode == "files") {
+            // Writes and reads back its granted file, then reaches for
+            // another: the answer says what the sandbox let it do.
+            std::string answer = try_file(m_env.config().string("file"), true);
+            answer += "; " + try_file(m_env.config().string("other"), false);
+            (void)m_env.reply(m, std::as_bytes(std::span(answer.data(), answer.size())));
+            return;
         } else if (mode == "alloc") {
             std::vector<char*> hoard;
             for (;;) {
@@ -181,6 +189,23 @@ class Evil final : public Module {
     }
     static void pause_briefly() { usleep(100); }
 
+    // "PATH: wrote and read back" or "PATH: open refused (REASON)".
+    static std::string try_file(const std::string& path, bool write) {
+        const int fd = ::open(path.c_str(), (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+        if (fd < 0) return path + ": open refused (" + std::strerror(errno) + ")";
+        std::string result = path + ": opened";
+        if (write) {
+            const char text[] = "granted";
+            char back[sizeof(text)] = {};
+            const bool ok = ::pwrite(fd, text, sizeof(text), 0) == sizeof(text) &&
+                            ::pread(fd, back, sizeof(back), 0) == sizeof(back) &&
+                            std::memcmp(text, back, sizeof(text)) == 0;
+            result = path + (ok ? ": wrote and read back" : ": opened, but not usable");
+        }
+        ::close(fd);
+        return result;
+    }
+
     Env& m_env;
     std::uint64_t m_attacks = 0;
 };
@@ -199,10 +224,12 @@ extern "C" void hmk_register_modules(hmk::Registry& registry) {
                       "forge_sender", "forge_forward",  "garbage",        "huge_length",
                       "scribble",     "write_bus",      "syscall_open",   "syscall_socket",
                       "syscall_fork", "syscall_execve", "syscall_ptrace", "alloc",
-                      "stall",        "pause",          "stdio"}),
+                      "stall",        "pause",          "stdio",          "files"}),
          ConfigKey("victim", ConfigType::path, std::string(), "whom forge_* poses as"),
          ConfigKey("release", ConfigType::string, std::string(),
                    "stall: the handler returns once this file exists"),
          ConfigKey("pause_ms", ConfigType::integer, std::int64_t{1000},
-                   "pause: how long the handler takes")});
+                   "pause: how long the handler takes"),
+         ConfigKey("file", ConfigType::string, std::string(), "files: the file to write"),
+         ConfigKey("other", ConfigType::string, std::string(), "files: a file to read")});
 }

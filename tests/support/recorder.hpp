@@ -175,9 +175,12 @@ struct Booted {
     ModuleId id(const std::string& path) const { return topology().find(path)->id; }
 };
 
+/// `file`: where the description is said to come from (relative names in
+/// it, grants among them, are taken from its directory).
 inline std::unique_ptr<Booted> boot(const std::string& toml, Registry& registry,
-                                    std::FILE* log = stderr, LogLevel level = LogLevel::warn) {
-    auto spec = parse_system(toml, "test.toml", registry);
+                                    std::FILE* log = stderr, LogLevel level = LogLevel::warn,
+                                    const std::string& file = "test.toml") {
+    auto spec = parse_system(toml, file, registry);
     if (!spec) throw std::runtime_error(spec.error().to_string());
     auto b = std::make_unique<Booted>(log, level);
     auto sys = System::create(*spec, registry, b->logger);

@@ -189,6 +189,7 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
     }
     child.layers.push_back("no capabilities");
     if (as_root && o.drop_privileges) child.layers.push_back("runs as nobody");
+    if (as_root && !o.drop_privileges) child.layers.push_back("keeps uid 0, with no capability");
     return child;
 }
 

@@ -88,6 +88,19 @@ struct SupervisorSpec {
                                          ///< long to leave its handler; then it is abandoned
 };
 
+/// A file or directory a sandboxed module may use (docs/system-toml.md,
+/// docs/isolation.md): its host opens nothing else. Paths are absolute once
+/// checked, and inside the system's directory.
+struct Grant {
+    enum class Type : std::uint8_t { file, dir };
+    Type type = Type::file;
+    std::string path;
+    bool write = false;   ///< read and write (a directory: also make and remove entries)
+    bool create = false;  ///< made (empty) when missing, before the module starts
+    SourceLocation where;
+};
+const char* to_string(Grant::Type type);
+
 struct ModuleSpec {
     std::string path;
     std::string kind;
@@ -101,6 +114,7 @@ struct ModuleSpec {
     Recovery recovery = Recovery::none;  ///< leaves on a journaled bus
     std::uint32_t snapshot_every = 0;    ///< handled messages between snapshots (0: never)
     SupervisorSpec supervisor;           ///< gateways only: how it supervises its children
+    std::vector<Grant> grants;           ///< process modules: the files they may use
     SourceLocation where;
 };
 

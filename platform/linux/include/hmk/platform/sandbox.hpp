@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -12,12 +13,28 @@ struct SandboxReport {
     std::vector<std::string> skipped;
 };
 
+/// A file or directory the sandboxed process may still use.
+struct PathGrant {
+    std::string path;  ///< absolute
+    bool dir = false;
+    bool write = false;   ///< read and write (a directory: make and remove entries too)
+    bool create = false;  ///< made (an empty file, or the directory) if missing
+};
+
 /// Closes the sandbox of the calling process, which must be single-threaded
 /// and done with set-up (shared memory mapped, plugin loaded): Landlock with
-/// no file-system access at all, then NO_NEW_PRIVS, then a seccomp allowlist
-/// (the system calls a module host needs for messages, timers and memory;
-/// anything else kills the process with SIGSYS). Layers this kernel lacks
-/// are skipped and reported. Irreversible.
-SandboxReport close_sandbox();
+/// no file-system access but `grants`, then NO_NEW_PRIVS, then a seccomp
+/// allowlist (the system calls a module host needs for messages, timers and
+/// memory, and with grants those that open and use files; anything else
+/// kills the process with SIGSYS). Layers this kernel lacks are skipped and
+/// reported; without Landlock, grants are not honoured (no file system call
+/// is allowed). Irreversible. A grant that cannot be opened (missing, a
+/// symbolic link, not of its type, not creatable) closes nothing and
+/// returns its reason in `error`.
+struct SandboxResult {
+    SandboxReport report;
+    std::string error;
+};
+SandboxResult close_sandbox(std::span<const PathGrant> grants = {});
 
 }  // namespace hmk::platform
