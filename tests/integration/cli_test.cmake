@@ -31,7 +31,7 @@ require("${OUT_TEXT}" "/ [microkernel] id=1 level=0 owns Bus 0")
 require("${OUT_TEXT}" "\n    app1 [kv] id=7 level=2 on /apps, owns bus /apps/app1 inproc")
 require("${OUT_TEXT}" "\n      shard0 [kvshard] id=8 level=3 on /apps/app1 process")
 require("${OUT_TEXT}" "\n  fs [fs] id=16 level=1 on Bus 0 process")
-require("${OUT_TEXT}" "\n  block [blockdev] id=2 level=1 on Bus 0 inproc")
+require("${OUT_TEXT}" "\n  block [blockdev] id=2 level=1 on Bus 0 process")
 
 # run: the Figure-1 demo passes; a failing expectation exits 1 naming its line.
 # Under ThreadSanitizer (5-15 times slower) its load of 5000 requests/s
@@ -70,6 +70,17 @@ run_hmk(0 run ${FIG_RUN} --for 0.2 --explain-sandbox --log-level warn)
 require("${OUT_TEXT}" "sandbox of /drivers/disk:")
 require("${OUT_TEXT}" "seccomp allowlist")
 require("${OUT_TEXT}" "quota: 10000 msg/s")
+require("${OUT_TEXT}" "sandbox of /block:")
+require("${OUT_TEXT}" "grant: read-write file ${OUT}/figure1/state/disk.img (made when missing)")
+require("${OUT_TEXT}" "landlock: its grants only")
+
+# Grants are checked with the description, naming the file, line and reason.
+file(WRITE ${OUT}/grant.toml "[[module]]\npath = \"/b\"\nkind = \"blockdev\"\nisolation = \"process\"\nconfig = { image = \"disk.img\" }\ngrants = { file = \"../disk.img\", write = true }\n")
+run_hmk(2 check ${OUT}/grant.toml)
+require("${ERR_TEXT}" "grant.toml:6:19: error: module /b: grant \"../disk.img\" is not inside the system's directory")
+file(WRITE ${OUT}/grant.toml "[[module]]\npath = \"/b\"\nkind = \"blockdev\"\nisolation = \"process\"\nconfig = { image = \"disk.img\" }\ngrants = { file = \"disk.img\", write = true }\n")
+run_hmk(2 check ${OUT}/grant.toml)
+require("${ERR_TEXT}" "grant.toml:6:19: error: module /b: granted file ${OUT}/disk.img does not exist (add create = true")
 
 # journal: a monitor journals a bus; verify, dump, stats; damage is named.
 file(WRITE ${OUT}/journal.toml "[[module]]\npath = \"/g\"\nkind = \"gateway\"\n[[module]]\npath = \"/g/src\"\nkind = \"source\"\nconfig = { to = \"/g/sink\", count = 50, rate = 0 }\n[[module]]\npath = \"/g/sink\"\nkind = \"sink\"\n[[module]]\npath = \"/g/mon\"\nkind = \"monitor\"\nconfig = { dir = \"${OUT}/jr\", fsync = \"always\" }\n")
