@@ -238,10 +238,10 @@ Result<QuotaSpec, ConfigError> parse_quota(const Loader& ld, const toml::node& n
     const toml::table* t = node.as_table();
     if (t == nullptr)
         return ld.fail(node, fmt::format("'quota' must be a table, not {}", type_name(node)));
-    HMK_TRY(only_keys(
-        ld, *t,
-        {"messages_per_s", "bytes_per_s", "uplink_slots", "memory", "open_files", "grace_ms"},
-        "a 'quota' table"));
+    HMK_TRY(only_keys(ld, *t,
+                      {"messages_per_s", "bytes_per_s", "uplink_slots", "memory", "open_files",
+                       "grace_ms", "cpu"},
+                      "a 'quota' table"));
     QuotaSpec q;
     auto positive = [&](const char* key, double& out) -> Result<void, ConfigError> {
         const toml::node* n = t->get(key);
@@ -276,6 +276,14 @@ Result<QuotaSpec, ConfigError> parse_quota(const Loader& ld, const toml::node& n
         q.open_files = HMK_TRY(get_u32(ld, *n, "open_files", 16, 65536));
     if (const toml::node* n = t->get("grace_ms"))
         q.grace_ms = HMK_TRY(get_u32(ld, *n, "grace_ms", 0, 3'600'000));
+    if (const toml::node* n = t->get("cpu")) {
+        HMK_TRY(positive("cpu", q.cpu));
+        if (q.cpu < 0.01 || q.cpu > 1024) {
+            return ld.fail(*n, fmt::format("'cpu' is {}, must be from 0.01 to 1024 (cores: 0.25 "
+                                           "is a quarter of one)",
+                                           q.cpu));
+        }
+    }
     return q;
 }
 

@@ -180,6 +180,7 @@ void SystemImpl::begin_job() {
     }
     j.runner = std::make_unique<Runner>(*this, j.spec, kind, s->parent_bus, nullptr,
                                         j.bell->doorbell(), std::move(plan), j.catch_up.get());
+    j.runner->set_cpu_share(s->cpu.get());
     j.runner->start();
     m_logger.log(LogLevel::info, path,
                  fmt::format("swap {}: starting a replica of kind '{}' version {} (instance {})",
@@ -508,6 +509,10 @@ void SystemImpl::begin_move() {
         j.runner =
             std::make_unique<Runner>(*this, j.spec, j.kind, j.bus, s->child_bus, j.bell->doorbell(),
                                      std::move(plan), j.catch_up.get(), s->child_catch_up.get());
+        if (s->cpu == nullptr && j.spec->quota.cpu > 0) {
+            s->cpu = platform::CpuShare::make("t" + std::to_string(j.spec->id), j.spec->quota.cpu);
+        }
+        j.runner->set_cpu_share(s->cpu.get());
         j.runner->start();
     }
     m_logger.log(

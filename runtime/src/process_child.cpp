@@ -329,6 +329,11 @@ std::vector<std::pair<std::string, std::vector<std::string>>> UplinkPump::sandbo
                                      c->spec->quota.messages_per_s, c->spec->quota.bytes_per_s,
                                      c->spec->quota.uplink_slots, c->spec->quota.memory >> 20,
                                      c->spec->quota.open_files));
+        if (c->spec->quota.cpu > 0) {
+            const std::lock_guard cpu_lock(m_cpu_mutex);
+            const auto it = m_cpu.find(c->spec->id);
+            if (it != m_cpu.end()) layers.push_back("cpu: " + it->second->describe());
+        }
         for (const auto& s : c->process.skipped) layers.push_back("SKIPPED " + s);
         out.emplace_back(c->spec->path, std::move(layers));
     }
@@ -476,6 +481,22 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     c.output_tokens = k_output_burst;
     c.output_refilled_ns = platform::monotonic_ns();
     c.process = std::move(child).value();
+    if (spec.quota.cpu > 0) {
+        const std::lock_guard lock(m_cpu_mutex);
+        auto& share = m_cpu[spec.id];
+        if (!share) {
+            share = platform::CpuShare::make("p" + std::to_string(spec.id), spec.quota.cpu);
+            if (share->mechanism() == platform::CpuMechanism::weight) {
+                m_host.logger().log(
+                    LogLevel::warn, spec.path,
+                    "its CPU share is held by scheduling weight only: " + share->fallback_reason());
+            }
+        }
+        if (auto added = share->add_process(c.process.pid); !added) {
+            m_host.logger().log(LogLevel::warn, spec.path,
+                                "its CPU share is not held: " + added.error());
+        }
+    }
     c.pid.store(c.process.pid);
     c.spawned_ns = platform::monotonic_ns();
     c.refilled_ns = c.spawned_ns;

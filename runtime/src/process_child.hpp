@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,6 +15,7 @@
 
 #include "bus_journal.hpp"
 #include "generations.hpp"
+#include "hmk/platform/cpu.hpp"
 #include "hmk/platform/process.hpp"
 #include "hmk/platform/shm.hpp"
 #include "hmk/runtime/system.hpp"
@@ -261,6 +263,10 @@ class UplinkPump final : public HandoffWatcher {
     // spec and system changes), read by others under the shared lock. Never
     // removed: their index tags their epoll events.
     mutable std::shared_mutex m_seats;
+    // CPU shares of children with a `cpu` quota, by module (a replica shares
+    // its module's); made at their first spawn.
+    mutable std::mutex m_cpu_mutex;
+    std::map<ModuleId, std::unique_ptr<platform::CpuShare>> m_cpu;
     std::vector<std::unique_ptr<ProcessChild>> m_children;
     platform::UniqueFd m_epoll;
     platform::UniqueFd m_wake;  // stop() and commands ring it

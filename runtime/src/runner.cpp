@@ -2,6 +2,7 @@
 #include "runner.hpp"
 
 #include <fmt/core.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <exception>
@@ -118,7 +119,15 @@ void Runner::detach_readers() {
 }
 
 void Runner::start() {
-    m_thread = std::thread([this] { run(); });
+    m_thread = std::thread([this] {
+        if (m_cpu_share != nullptr) {
+            if (auto added = m_cpu_share->add_thread(static_cast<pid_t>(::gettid())); !added) {
+                m_host.logger().log(LogLevel::warn, m_path,
+                                    "its CPU share is not held: " + added.error());
+            }
+        }
+        run();
+    });
 }
 
 void Runner::request_stop() {

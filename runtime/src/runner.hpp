@@ -17,6 +17,7 @@
 #include <fmt/core.h>
 
 #include "hmk/handoff_format.hpp"
+#include "hmk/platform/cpu.hpp"
 #include "hmk/runtime/system.hpp"
 #include "inproc_bus.hpp"
 #include "runner_state.hpp"
@@ -122,6 +123,8 @@ class Runner final : public Env {
     Runner(const Runner&) = delete;
     Runner& operator=(const Runner&) = delete;
 
+    /// Before start(): the thread runs under `share` (its module's CPU quota).
+    void set_cpu_share(platform::CpuShare* share) { m_cpu_share = share; }
     void start();
     /// Runs the module on the calling thread until it stops or fails (a module host's main).
     void run();
@@ -260,6 +263,7 @@ class Runner final : public Env {
     CatchUp* m_child_catch_up;
     std::unique_ptr<Module> m_module;
     std::thread m_thread;
+    platform::CpuShare* m_cpu_share = nullptr;
     std::atomic<bool> m_stop{false};
     std::atomic<bool> m_abandoned{false};
     std::atomic<bool> m_crash{false};

@@ -391,6 +391,7 @@ void SystemImpl::start_instance(ModuleSlot& slot) {
     auto runner =
         std::make_unique<Runner>(*this, slot.spec, slot.kind, slot.parent_bus, slot.child_bus, bell,
                                  std::move(plan), slot.catch_up.get(), slot.child_catch_up.get());
+    runner->set_cpu_share(slot.cpu.get());
     Runner* r = runner.get();
     {
         const std::unique_lock lock(m_instances);

@@ -243,6 +243,10 @@ Result<void, std::string> SystemImpl::build() {
             s->journal = j != m_journals.end() ? j->second.get() : nullptr;
             s->is_monitor = s->journal != nullptr && s->journal->monitor() == n.id;
             s->process = s->spec->isolation == Isolation::process;
+            // Its in-process instances' threads run under it (a move into
+            // the parent's process makes it then).
+            if (s->spec->quota.cpu > 0 && !s->process)
+                s->cpu = platform::CpuShare::make("t" + std::to_string(n.id), s->spec->quota.cpu);
         }
         if (n.is_gateway()) {
             s->child_bus = m_buses.at(n.id).get();
@@ -689,14 +693,18 @@ std::vector<std::pair<std::string, std::vector<std::string>>> System::sandbox_re
     for (const auto& [bus, pump] : m_impl->m_pumps) {
         for (auto& entry : pump->sandbox_report()) out.push_back(std::move(entry));
     }
-    // Grants mean nothing to a module in the kernel's process: say so.
+    // In the kernel's process, a module has the kernel's file access (its
+    // grants mean nothing there: said so), and its CPU share if it has one.
     for (const auto& s : m_impl->m_slots) {
-        if (s->spec == nullptr || s->process || s->spec->grants.empty()) continue;
-        out.emplace_back(s->spec->path,
-                         std::vector<std::string>{
-                             "none: it runs inproc, with the kernel's own file access (its " +
+        if (s->spec == nullptr || s->process) continue;
+        std::vector<std::string> layers;
+        if (!s->spec->grants.empty()) {
+            layers.push_back("none: it runs inproc, with the kernel's own file access (its " +
                              std::to_string(s->spec->grants.size()) +
-                             " grants apply once it runs in a process)"});
+                             " grants apply once it runs in a process)");
+        }
+        if (s->cpu != nullptr) layers.push_back("cpu (its thread): " + s->cpu->describe());
+        if (!layers.empty()) out.emplace_back(s->spec->path, std::move(layers));
     }
     return out;
 }

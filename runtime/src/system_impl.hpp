@@ -60,6 +60,8 @@ struct ModuleSlot {
     Supervisor* own_sup = nullptr;     ///< gateways
     bool process = false;
     bool is_monitor = false;  ///< journals its parent bus
+    /// In-process instances with a `cpu` quota: the share their threads run under.
+    std::unique_ptr<platform::CpuShare> cpu;
 
     // The in-process instance. Replaced by the supervision thread under the
     // system's instance lock; read by others under its shared lock.

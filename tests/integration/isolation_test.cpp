@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "recorder.hpp"
@@ -395,6 +396,102 @@ isolation = "process"
     EXPECT_NE(text.find("/g/granted: could not start (see above): the system boots without it"),
               std::string::npos)
         << text;
+}
+
+// CPU time of process `pid` so far (user + system), seconds.
+double cpu_seconds(std::int64_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::string f;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && fields >> f; ++i) {
+        if (i == 14 || i == 15) ticks += std::stod(f);
+    }
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// A parent holds its children's share of the processor (quota.cpu): a
+// child that spins gets its share and no more, in a process of its own or
+// on a thread of its parent's; its busy sibling keeps the rest.
+TEST(IsolationTest, ASpinningChildGetsItsCpuShareAndNoMore) {
+    testing::RecordBook book;
+    Registry reg = testing::test_registry(book);
+    std::FILE* log = std::tmpfile();
+    auto b = testing::boot(fmt::format(R"(
+[system]
+plugins = ["{}"]
+[[module]]
+path = "/g"
+kind = "gateway"
+supervisor = {{ stop_grace_ms = 100 }}
+[[module]]
+path = "/g/spin"
+kind = "evil"
+isolation = "process"
+config = {{ mode = "hang" }}
+quota = {{ cpu = 0.25 }}
+[[module]]
+path = "/g/busy"
+kind = "evil"
+isolation = "process"
+config = {{ mode = "hang" }}
+[[module]]
+path = "/g/thread"
+kind = "evil"
+config = {{ mode = "hang" }}
+quota = {{ cpu = 0.25 }}
+)",
+                                       HMK_TEST_PLUGIN),
+                           reg, log, LogLevel::info);
+    std::string held;
+    for (const auto& [path, layers] : b->system->sandbox_report()) {
+        for (const auto& l : layers) {
+            if (path == "/g/spin" && l.rfind("cpu: ", 0) == 0) held = l;
+        }
+    }
+    ASSERT_FALSE(held.empty()) << "no cpu layer for /g/spin";
+    if (held.find("weight") != std::string::npos) {
+        b->system->stop();
+        GTEST_SKIP() << "no cgroup to hold a CPU share on this machine: " << held;
+    }
+    const std::int64_t spin = b->system->module_stats(b->id("/g/spin")).pid;
+    const std::int64_t busy = b->system->module_stats(b->id("/g/busy")).pid;
+    for (const char* path : {"/g/spin", "/g/busy", "/g/thread"}) {
+        Outgoing go;
+        go.destination = b->id(path);
+        ASSERT_TRUE(b->system->inject(go).has_value());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const auto t0 = std::chrono::steady_clock::now();
+    const double spin0 = cpu_seconds(spin), busy0 = cpu_seconds(busy);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double spin_cores = (cpu_seconds(spin) - spin0) / wall;
+    const double busy_cores = (cpu_seconds(busy) - busy0) / wall;
+    std::printf("spinning child capped at 0.25: %.3f cores; its busy sibling: %.3f cores\n",
+                spin_cores, busy_cores);
+    // The ceiling is the kernel's: it holds whatever else the machine does
+    // (a clock tick of slack either side of the window).
+    EXPECT_LE(spin_cores, 0.25 * 1.2 + 0.02 / wall) << held;
+    EXPECT_GT(spin_cores, 0.0);
+    // Loosely (a shared machine): the sibling without a ceiling got more.
+    EXPECT_GT(busy_cores, spin_cores);
+    // The thread's share is a cgroup of its own, and it was held back.
+    std::ifstream stat(
+        fmt::format("/sys/fs/cgroup/cpu/hmk.{}/t{}/cpu.stat", ::getpid(), b->id("/g/thread")));
+    std::string key;
+    std::uint64_t value = 0, throttled = 0;
+    bool v1 = false;
+    while (stat >> key >> value) {
+        if (key == "nr_throttled") throttled = value, v1 = true;
+    }
+    if (v1) {
+        EXPECT_GT(throttled, 0u) << "the in-process child's thread was never held back";
+    }
+    b->system->stop();
+    std::fclose(log);
 }
 
 }  // namespace

@@ -52,6 +52,10 @@ struct QuotaSpec {
     std::uint64_t memory = 1ull << 30;  ///< address space, bytes
     std::uint32_t open_files = 64;
     std::uint32_t grace_ms = 1000;  ///< over quota this long without a break: stopped
+    /// Share of the processor, in cores (0.25: a quarter of one); 0: no
+    /// limit. Held by a cgroup where one can be made, else by a lower
+    /// scheduling weight (docs/isolation.md, "CPU").
+    double cpu = 0;
 };
 
 /// Whether a parent restarts a failed child (after Erlang/OTP).
