@@ -176,8 +176,18 @@ INSTANTIATE_TEST_SUITE_P(
                   "bad.toml:4:9", "a quota applies to modules in processes of their own"},
         BadConfig{"quota_unknown_key",
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
-                  "cpu = 1 }\n",
-                  "bad.toml:5:17", "unknown key 'cpu'"},
+                  "disk = 1 }\n",
+                  "bad.toml:5:18", "unknown key 'disk'"},
+        BadConfig{"quota_cpu_too_small",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nquota = { cpu = 0.001 }\n",
+                  "bad.toml:4:17", "'cpu' is 0.001, must be from 0.01 to 1024"},
+        BadConfig{"grant_outside",
+                  "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\n"
+                  "grants = [{ dir = \"/etc\" }]\n",
+                  "bad.toml:5:19", "grant \"/etc\" is not inside the system's directory"},
+        BadConfig{"grant_on_gateway",
+                  "[[module]]\npath = \"/a\"\nkind = \"gateway\"\ngrants = [{ dir = \"x\" }]\n",
+                  "bad.toml:4:10", "grants are for the modules that use files"},
         BadConfig{"quota_too_little_memory",
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\nquota = { "
                   "memory = 1000 }\n",
