@@ -568,14 +568,7 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                                            "runs inproc (a sandboxed process has no file access)",
                                            pm.spec.path, pm.spec.kind));
             }
-            if (pm.spec.isolation == Isolation::process && pm.kind->role == Role::gateway) {
-                return ld.fail(
-                    *t->get("isolation"),
-                    fmt::format(
-                        "module {} is a gateway: process isolation for gateways is not available "
-                        "yet (its children would need a host of their own)",
-                        pm.spec.path));
-            }
+
             if (const toml::node* r = t->get("restart")) {
                 const auto text = HMK_TRY(get_as<std::string>(ld, *r, "restart", "a string"));
                 if (text == "permanent") {
@@ -634,7 +627,7 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
             if (const toml::node* quota = t->get("quota")) {
                 // (An inproc leaf may have one: it applies once the module is
                 // moved into a process. Gateways always run in their parent's.)
-                if (pm.kind->role == Role::gateway) {
+                if (pm.kind->role == Role::gateway && pm.spec.isolation != Isolation::process) {
                     return ld.fail(*quota,
                                    fmt::format("module {} is a gateway, which runs in its "
                                                "parent's process: a quota applies to modules in "
@@ -752,6 +745,21 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                            fmt::format("module {} journals a bus of capacity {}: a journaled bus "
                                        "needs a capacity of at least 256",
                                        pm.spec.path, bus_spec(n->parent).capacity));
+        }
+        // A journal's writer is its bus's owner, which opens files: not yet
+        // inside a gateway's own sandboxed process.
+        for (ModuleId up = n->parent; up != k_root_id; up = spec.topology.find(up)->parent) {
+            const auto g =
+                std::find_if(pending.begin(), pending.end(), [&](const PendingModule& o) {
+                    return o.spec.path == spec.topology.find(up)->path;
+                });
+            if (g != pending.end() && g->spec.isolation == Isolation::process) {
+                return ld.fail(*pm.node,
+                               fmt::format("module {} journals its bus inside gateway {}, which "
+                                           "runs in a process of its own: journals are written "
+                                           "by the system's own process for now (make {} inproc)",
+                                           pm.spec.path, g->spec.path, g->spec.path));
+            }
         }
         journal_of[n->parent] = &pm;
         spec.journals.push_back(n->id);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "hmk/uplink_ring.hpp"
 #include "process_child.hpp"
 #include "runner.hpp"
+#include "system_impl.hpp"
 
 namespace hmk {
 namespace {
@@ -242,6 +244,91 @@ std::string read_system_text(std::uint64_t size) {
     return text;
 }
 
+void note_sandbox(Logger& logger, const std::string& module, const platform::SandboxReport& report,
+                  UplinkRing& uplink) {
+    std::string active;
+    for (const auto& a : report.active) active += (active.empty() ? "" : ", ") + a;
+    logger.log(LogLevel::debug, module, "sandbox: " + active);
+    for (const auto& s : report.skipped)
+        logger.log(LogLevel::warn, module, "sandbox layer skipped: " + s);
+    std::uint32_t bits = 0;
+    for (const auto& a : report.active) {
+        if (a.rfind("landlock", 0) == 0) bits |= k_sandbox_landlock;
+        if (a == "no_new_privs") bits |= k_sandbox_no_new_privs;
+        if (a.rfind("seccomp allowlist", 0) == 0) bits |= k_sandbox_seccomp;
+    }
+    uplink.stats().sandbox.store(bits, std::memory_order_release);
+}
+
+/// A gateway in a process of its own: it owns its bus here and manages its
+/// children as the system's own process manages Level 1 (the same owner,
+/// SystemImpl, with this gateway at its top): in-process children on
+/// threads of this process, sandboxed ones in processes that are this
+/// process's children. Its own instance runs on this thread, forwarding
+/// between its parent's bus (through the uplink) and its own.
+int run_gateway(const HostOptions& o, Logger& logger, Registry& registry, SystemSpec& spec,
+                const ModuleSpec& mine, const ModuleKind& kind, RemoteBus& bus, HostSide& side,
+                detail::Doorbell bell, detail::StartPlan plan, detail::CatchUp* catch_up,
+                UplinkRing& uplink) {
+    auto fail = [&](const std::string& why) {
+        logger.log(LogLevel::error, mine.path, "gateway host: " + why);
+        return 2;
+    };
+    // Its children run the same host program with the same plugins.
+    char self[4096];
+    const ssize_t len = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0) return fail("cannot tell its own program (/proc/self/exe)");
+    RuntimeOptions runtime;
+    runtime.host_program.assign(self, static_cast<std::size_t>(len));
+    runtime.std_plugin = o.plugins.front();
+    spec.plugins.assign(o.plugins.begin() + 1, o.plugins.end());
+    detail::SystemImpl owner(spec, registry, logger, runtime, mine.id);
+    if (auto built = owner.build(); !built) return fail(built.error());
+    detail::InprocBus& own_bus = *owner.top_bus();
+    if (auto subscribed = own_bus.subscribe(bell); !subscribed) return fail(subscribed.error());
+    plan.child_from_seq = own_bus.ring().first();
+    detail::Runner runner(side, &mine, &kind, &bus, &own_bus, bell, std::move(plan), catch_up);
+
+    // The sandbox closes before any thread or child exists: every one of
+    // them inherits it. It may read what its subtree is granted.
+    std::vector<platform::PathGrant> grants;
+    auto below = [&](ModuleId id) {
+        for (ModuleId up = id; up != k_root_id; up = spec.topology.find(up)->parent)
+            if (up == mine.id) return true;
+        return false;
+    };
+    for (const ModuleSpec& m : spec.modules) {
+        if (!below(m.id)) continue;
+        for (const Grant& g : m.grants)
+            grants.push_back({g.path, g.type == Grant::Type::dir, g.write, g.create});
+    }
+    const platform::SandboxResult closed =
+        platform::close_gateway_sandbox(runtime.host_program, grants);
+    if (!closed.error.empty()) return fail(closed.error);
+    note_sandbox(logger, mine.path, closed.report, uplink);
+
+    if (auto started = owner.start(); !started) return fail(started.error());
+    // Its subtree failing past its supervision is its own failure: the
+    // parent decides what then happens to the whole of it.
+    std::atomic<bool> done{false};
+    std::thread watch([&] {
+        while (!done.load()) {
+            if (owner.wait_failure(std::chrono::milliseconds(100))) {
+                runner.crash("its subtree failed: " + owner.failure().value_or("?"));
+                return;
+            }
+        }
+    });
+    runner.run();
+    done.store(true);
+    watch.join();
+    owner.stop();
+    const ModuleStats s = runner.stats();
+    side.progress(s);
+    uplink.stats().state.store(static_cast<std::uint32_t>(s.state), std::memory_order_release);
+    return s.state == ModuleState::failed ? 1 : 0;
+}
+
 }  // namespace
 
 int run_module_host(const HostOptions& o) {
@@ -324,10 +411,14 @@ int run_module_host(const HostOptions& o) {
     // for a feed that never comes.
     const bool journaled = spec->journal_of(parent->id) != nullptr;
     UplinkBells& bells = uplink->bells();
-    detail::Runner runner(
-        side, mine, kind, &bus, nullptr,
-        detail::Doorbell{&bells.child_word, &bells.child_armed, platform::FutexScope::shared},
-        std::move(plan), journaled ? &catch_up : nullptr);
+    const detail::Doorbell bell{&bells.child_word, &bells.child_armed,
+                                platform::FutexScope::shared};
+    if (kind->role == Role::gateway) {
+        return run_gateway(o, logger, registry, *spec, *mine, *kind, bus, side, bell,
+                           std::move(plan), journaled ? &catch_up : nullptr, *uplink);
+    }
+    detail::Runner runner(side, mine, kind, &bus, nullptr, bell, std::move(plan),
+                          journaled ? &catch_up : nullptr);
 
     // Last step before module code runs: the sandbox closes, for good.
     logger.log(LogLevel::debug, o.module, "closing the sandbox");
@@ -336,19 +427,7 @@ int run_module_host(const HostOptions& o) {
         grants.push_back({g.path, g.type == Grant::Type::dir, g.write, g.create});
     const platform::SandboxResult closed = platform::close_sandbox(grants);
     if (!closed.error.empty()) return fail(closed.error);
-    const platform::SandboxReport& report = closed.report;
-    std::string active;
-    for (const auto& a : report.active) active += (active.empty() ? "" : ", ") + a;
-    logger.log(LogLevel::debug, o.module, "sandbox: " + active);
-    for (const auto& s : report.skipped)
-        logger.log(LogLevel::warn, o.module, "sandbox layer skipped: " + s);
-    std::uint32_t bits = 0;
-    for (const auto& a : report.active) {
-        if (a.rfind("landlock", 0) == 0) bits |= k_sandbox_landlock;
-        if (a == "no_new_privs") bits |= k_sandbox_no_new_privs;
-        if (a == "seccomp allowlist") bits |= k_sandbox_seccomp;
-    }
-    uplink->stats().sandbox.store(bits, std::memory_order_release);
+    note_sandbox(logger, o.module, closed.report, *uplink);
 
     runner.run();
     const ModuleStats s = runner.stats();

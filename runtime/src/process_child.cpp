@@ -73,13 +73,44 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
     toml::table root{{"system", toml::table{{"name", spec.name}}},
                      {"bus", bus_table(spec.root_bus, false)}};
     toml::array modules;
+    // A gateway runs its whole subtree in its process: it learns the kinds
+    // and configs of its descendants too, and nothing of anyone else's.
+    auto inside = [&](ModuleId id) {
+        for (ModuleId up = id; up != k_root_id; up = spec.topology.find(up)->parent)
+            if (up == module) return true;
+        return false;
+    };
     for (const ModuleSpec& m : spec.modules) {
         const TopologyNode* n = spec.topology.find(m.id);
         toml::table t{{"path", m.path}, {"id", static_cast<std::int64_t>(m.id)}};
-        if (m.id == module) {
+        if (inside(m.id)) {
             t.insert("kind", m.kind);
             t.insert("version", static_cast<std::int64_t>(m.version));
-            t.insert("isolation", "process");
+            t.insert("isolation", m.id == module ? "process" : to_string(m.isolation));
+            t.insert("restart", to_string(m.restart));
+            if (n->is_gateway()) {
+                const SupervisorSpec& v = m.supervisor;
+                t.insert(
+                    "supervisor",
+                    toml::table{{"strategy", to_string(v.strategy)},
+                                {"intensity", static_cast<std::int64_t>(v.intensity)},
+                                {"period_ms", static_cast<std::int64_t>(v.period_ms)},
+                                {"backoff_ms", static_cast<std::int64_t>(v.backoff_ms)},
+                                {"heartbeat_ms", static_cast<std::int64_t>(v.heartbeat_ms)},
+                                {"heartbeat_misses", static_cast<std::int64_t>(v.heartbeat_misses)},
+                                {"stop_grace_ms", static_cast<std::int64_t>(v.stop_grace_ms)}});
+            }
+            if (m.isolation == Isolation::process || (!n->is_gateway() && m.quota.cpu > 0)) {
+                const QuotaSpec& q = m.quota;
+                toml::table quota{{"messages_per_s", q.messages_per_s},
+                                  {"bytes_per_s", q.bytes_per_s},
+                                  {"uplink_slots", static_cast<std::int64_t>(q.uplink_slots)},
+                                  {"memory", static_cast<std::int64_t>(q.memory)},
+                                  {"open_files", static_cast<std::int64_t>(q.open_files)},
+                                  {"grace_ms", static_cast<std::int64_t>(q.grace_ms)}};
+                if (q.cpu > 0) quota.insert("cpu", q.cpu);
+                t.insert("quota", std::move(quota));
+            }
             if (m.recovery == Recovery::journal) {
                 t.insert("recover", "journal");
                 t.insert("snapshot_every", static_cast<std::int64_t>(m.snapshot_every));
@@ -460,6 +491,10 @@ void UplinkPump::spawn(ProcessChild& c, const StartPlan& plan) {
     if (snapshot) o.fds.push_back(snapshot->fd());
     o.limits.address_space = spec.quota.memory;
     o.limits.open_files = spec.quota.open_files;
+    // A gateway holds a handful of descriptors for each child of its own.
+    const TopologyNode* node = c.system->topology.find(spec.id);
+    if (node != nullptr && node->is_gateway())
+        o.limits.open_files = std::max<std::uint64_t>(o.limits.open_files, 4096);
     // A module with grants uses the system's own files: it keeps our uid
     // (still with no capability at all), and Landlock holds it to them.
     o.drop_privileges = spec.grants.empty();

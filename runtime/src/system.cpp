@@ -157,8 +157,8 @@ std::uint64_t entropy() {
 }  // namespace
 
 SystemImpl::SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
-                       const RuntimeOptions& options)
-    : m_generations(spec), m_registry(registry), m_logger(logger) {
+                       const RuntimeOptions& options, ModuleId top)
+    : m_generations(spec), m_registry(registry), m_logger(logger), m_top(top) {
     // Operator requests must not reuse a correlation id of an earlier boot:
     // a recovering module may answer an old request again.
     m_correlation.store(entropy() >> 1);
@@ -187,11 +187,34 @@ SystemImpl::~SystemImpl() {
     }
 }
 
+bool SystemImpl::manages(ModuleId id) const {
+    const SystemSpec& spec = m_generations.latest();
+    const Topology& topo = spec.topology;
+    if (id == m_top) return true;
+    const TopologyNode* n = topo.find(id);
+    if (n == nullptr || id == k_root_id) return false;
+    for (ModuleId up = n->parent; up != m_top; up = topo.find(up)->parent) {
+        if (up == k_root_id) return false;  // not below the top
+        const ModuleSpec* gateway = spec.module(up);
+        if (gateway != nullptr && gateway->isolation == Isolation::process) return false;
+    }
+    return true;
+}
+
 Result<void, std::string> SystemImpl::build() {
     const SystemSpec& m_spec = m_generations.spec(0);
     const Topology& topo = m_spec.topology;
+    // A gateway in a process of its own owns its bus there: here it is a
+    // child like a leaf, with no bus and no supervisor.
+    auto owns_bus = [&](const TopologyNode& n) {
+        if (!n.is_gateway() || !manages(n.id)) return false;
+        if (n.id == m_top) return true;
+        const ModuleSpec* m = m_spec.module(n.id);
+        return m != nullptr && m->isolation != Isolation::process;
+    };
     // Journals first: a journaled bus continues after its journal's last record.
     for (ModuleId id : m_spec.journals) {
+        if (!manages(id)) continue;
         const ModuleSpec* monitor = m_spec.module(id);
         const BusId bus = topo.find(id)->parent;
         auto journal = std::make_unique<BusJournal>(*monitor, bus);
@@ -218,18 +241,25 @@ Result<void, std::string> SystemImpl::build() {
         }
         m_buses.emplace(id, std::move(bus));
     };
-    make_bus(k_root_id, "Bus 0", m_spec.root_bus);
+    if (m_top == k_root_id) make_bus(k_root_id, "Bus 0", m_spec.root_bus);
     for (const ModuleSpec& m : m_spec.modules) {
         const TopologyNode* n = topo.find(m.id);
-        if (n != nullptr && n->is_gateway()) make_bus(m.id, m.path, m.bus);
+        if (n != nullptr && owns_bus(*n)) make_bus(m.id, m.path, m.bus);
     }
 
-    // Slots, in preorder, and a supervisor for every gateway.
+    // Slots, in preorder (the top first), and a supervisor for every gateway.
     for (const TopologyNode& n : topo.nodes()) {
+        if (!manages(n.id)) continue;
         auto s = std::make_unique<ModuleSlot>();
         s->id = n.id;
         if (n.id == k_root_id) {
             s->kind = &m_kernel_kind;
+        } else if (n.id == m_top) {
+            // A gateway hosted in its own process: its instance is the host's.
+            s->spec = m_spec.module(n.id);
+            s->kind = m_registry.find(s->spec->kind, s->spec->version);
+            if (s->kind == nullptr)
+                return Err{fmt::format("{}: no module kind '{}'", n.path, s->spec->kind)};
         } else {
             s->spec = m_spec.module(n.id);
             s->kind =
@@ -248,7 +278,7 @@ Result<void, std::string> SystemImpl::build() {
             if (s->spec->quota.cpu > 0 && !s->process)
                 s->cpu = platform::CpuShare::make("t" + std::to_string(n.id), s->spec->quota.cpu);
         }
-        if (n.is_gateway()) {
+        if (owns_bus(n)) {
             s->child_bus = m_buses.at(n.id).get();
             auto sup = std::make_unique<Supervisor>();
             sup->owner = s.get();
@@ -266,7 +296,7 @@ Result<void, std::string> SystemImpl::build() {
         m_slots.push_back(std::move(s));
     }
     for (auto& s : m_slots) {
-        if (s->id == k_root_id) continue;
+        if (s->id == m_top) continue;
         Supervisor& sup = *m_supervisors.at(topo.find(s->id)->parent);
         s->parent_sup = &sup;
         sup.children.push_back(s.get());
@@ -292,18 +322,21 @@ Result<void, std::string> SystemImpl::build() {
                                                            s->spec->path);
         }
     }
+    // (A hosted top's instance subscribes its own bell: module_host.cpp.)
     ModuleSlot& root = *m_slots.front();
-    HMK_TRY(root.child_bus->subscribe(root.bell->doorbell()));
+    if (m_top == k_root_id) HMK_TRY(root.child_bus->subscribe(root.bell->doorbell()));
     return {};
 }
 
 Result<void, std::string> SystemImpl::start() {
-    m_expected = m_slots.size();
+    // A hosted top is not started here: its host runs it once we are up.
+    const bool hosted = m_top != k_root_id;
+    m_expected = m_slots.size() - (hosted ? 1 : 0);
     m_sup_thread = std::thread([this] { supervise_loop(); });
     // Every module is planned (and, on a journaled bus, announced) before any
     // runs: each module's life in the journal then begins ahead of all traffic.
     for (auto& s : m_slots) {
-        if (s->spec == nullptr) continue;
+        if (s->parent_bus == nullptr) continue;
         s->boot_plan =
             plan_start(*s->spec, *s->parent_bus, s->journal, 1, s->snapshot_at_most.load(),
                        entropy(), s->parent_bus->ring().first(), m_logger);
@@ -313,13 +346,14 @@ Result<void, std::string> SystemImpl::start() {
     // waits for each of its readers at its start until it is attached.
     for (auto& s : m_slots) {
         if (s->spec == nullptr) continue;
-        s->parent_bus->hold_for(s->spec->id, s->parent_bus->ring().first());
+        if (s->parent_bus != nullptr)
+            s->parent_bus->hold_for(s->spec->id, s->parent_bus->ring().first());
         if (s->child_bus != nullptr)
             s->child_bus->hold_for(s->spec->id, s->child_bus->ring().first());
     }
     // Parents before children: a child relies on its parent, never the reverse.
     for (auto& s : m_slots) {
-        if (!s->process) start_instance(*s);
+        if (!s->process && !(hosted && s->id == m_top)) start_instance(*s);
     }
     for (auto& s : m_slots) {
         if (s->process) {
@@ -371,11 +405,12 @@ Result<void, std::string> SystemImpl::start() {
     std::vector<std::pair<ModuleId, StartResult>> failures = std::move(m_start_failures);
     m_start_failures.clear();
     lock.unlock();
-    for (auto& [id, bus] : m_buses) bus->release_holds();
+    // (A hosted top's hold stays until its instance attaches to its bus.)
+    for (auto& [id, bus] : m_buses) bus->release_holds(hosted ? m_top : k_no_module);
     m_booted.store(true);
     for (const auto& [id, result] : failures) {
         ModuleSlot& s = *slot(id);
-        if (s.spec == nullptr) {  // the microkernel itself
+        if (s.parent_sup == nullptr) {  // the top itself
             stop();
             return Err{std::string("the microkernel could not start")};
         }

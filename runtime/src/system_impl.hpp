@@ -179,8 +179,14 @@ struct HandoffJob {
 
 class SystemImpl final : public RunnerHost, public PumpHost, public EvictionListener {
   public:
+    /// `top`: the module at the top of what this owner manages: the root
+    /// (the microkernel, and Bus 0) in the system's own process, or a
+    /// gateway in its own process (module_host.cpp), whose instance runs
+    /// outside (the host's main thread) and whose children, bus and
+    /// supervision are this owner's. Either way, the subtree of a gateway
+    /// with a process of its own is that process's, not this one's.
     SystemImpl(const SystemSpec& spec, const Registry& registry, Logger& logger,
-               const RuntimeOptions& options);
+               const RuntimeOptions& options, ModuleId top = k_root_id);
     ~SystemImpl() override;
 
     Result<void, std::string> build();
@@ -188,6 +194,13 @@ class SystemImpl final : public RunnerHost, public PumpHost, public EvictionList
     void stop();
 
     ModuleSlot* slot(ModuleId id) const;
+    /// Whether this owner manages module `id` (it is `top` or below it, and
+    /// not below a gateway with a process of its own).
+    bool manages(ModuleId id) const;
+    /// The bus `top` owns (a hosted gateway's runner reads and forwards on it).
+    InprocBus* top_bus() const { return m_slots.front()->child_bus; }
+    /// The host's top instance releases the boot hold on its bus by attaching.
+    ModuleId top() const { return m_top; }
     ModuleStats module_stats(ModuleId id) const;
     Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from);
     Result<void, std::string> kill(ModuleId id);
@@ -277,6 +290,7 @@ class SystemImpl final : public RunnerHost, public PumpHost, public EvictionList
     void give_back_bell(Bell* bell, InprocBus* parent_bus, InprocBus* child_bus);
 
     std::atomic<std::uint64_t> m_correlation{0};
+    ModuleId m_top = k_root_id;
     std::mutex m_start_mutex;
     std::condition_variable m_start_cv;
     std::size_t m_started = 0;

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 extern char** environ;
@@ -53,7 +55,31 @@ int lifeline_read_end() {
 // threads, so only raw system calls here: no allocation, no locks, no glibc
 // wrappers that assume a thread list (setresuid would try to signal threads
 // that exist only in the parent).
-[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root, int lifeline) {
+/// What a child in a user namespace of its own writes into its maps: the
+/// parent's uid and gid, the only ones an unprivileged process may map (a
+/// nested namespace, and file ownership, need its uid mapped).
+struct IdMaps {
+    bool wanted = false;
+    char uid[48] = {};
+    char gid[48] = {};
+};
+
+void write_own(const char* path, const char* text) {
+    const long fd = syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    syscall(SYS_write, fd, text, std::strlen(text));
+    syscall(SYS_close, fd);
+}
+
+[[noreturn]] void child_main(const SpawnOptions& o, char* const* argv, bool as_root, int lifeline,
+                             const IdMaps& maps) {
+    // Right after the clone it holds every capability in its new user
+    // namespace, so it maps itself (before the capabilities go below).
+    if (maps.wanted) {
+        write_own("/proc/self/setgroups", "deny");
+        write_own("/proc/self/uid_map", maps.uid);
+        write_own("/proc/self/gid_map", maps.gid);
+    }
     const int n = static_cast<int>(o.fds.size());
     if (lifeline >= 0 && syscall(SYS_dup2, lifeline, k_lifeline_fd) < 0)
         syscall(SYS_exit_group, 124);
@@ -149,6 +175,9 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
     }
     const int lifeline = lifeline_read_end();
     Child child;
+    IdMaps maps;
+    std::snprintf(maps.uid, sizeof(maps.uid), "%u %u 1", geteuid(), geteuid());
+    std::snprintf(maps.gid, sizeof(maps.gid), "%u %u 1", getegid(), getegid());
     std::uint64_t flags = 0;
     for (const Layer& l : wanted) flags |= l.flag;
     int pidfd = -1;
@@ -172,7 +201,10 @@ Result<Child, std::string> spawn(const SpawnOptions& o) {
         pid = clone3_pidfd(flags, &pidfd);
     }
     if (pid < 0) return Err{std::string("clone3: ") + std::strerror(errno)};
-    if (pid == 0) child_main(o, argv.data(), as_root, lifeline);
+    if (pid == 0) {
+        maps.wanted = (flags & CLONE_NEWUSER) != 0;
+        child_main(o, argv.data(), as_root, lifeline, maps);
+    }
 
     child.pid = static_cast<pid_t>(pid);
     if (k_sanitized && o.limits.address_space != 0) {

@@ -168,9 +168,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"config_path_unknown",
                   "[[module]]\npath = \"/a\"\nkind = \"source\"\nconfig = { to = \"/nowhere\" }\n",
                   "bad.toml:4:17", "/nowhere, which is not a module"},
-        BadConfig{"process_gateway",
-                  "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nisolation = \"process\"\n",
-                  "bad.toml:4:13", "process isolation for gateways is not available yet"},
+        BadConfig{"journal_in_process_gateway",
+                  "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nisolation = \"process\"\n"
+                  "[[module]]\npath = \"/a/m\"\nkind = \"monitor\"\nconfig = { dir = \"j\" }\n",
+                  "bad.toml:5:1", "journals its bus inside gateway /a, which runs in a process"},
         BadConfig{"quota_on_gateway",
                   "[[module]]\npath = \"/a\"\nkind = \"gateway\"\nquota = { memory = 99999999 }\n",
                   "bad.toml:4:9", "a quota applies to modules in processes of their own"},

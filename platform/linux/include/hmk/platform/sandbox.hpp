@@ -37,4 +37,14 @@ struct SandboxResult {
 };
 SandboxResult close_sandbox(std::span<const PathGrant> grants = {});
 
+/// The sandbox of a gateway's own process, which starts its children: as
+/// close_sandbox, and besides `grants` (its subtree's) it may read the
+/// files it has mapped (its executable, libraries and plugins, which its
+/// children load too) and execute `program` (the module host) and nothing
+/// else; its seccomp allowlist adds what spawning, watching and feeding
+/// children takes (clone3, execve, memfd, pidfd, epoll, eventfd, prctl,
+/// setrlimit, namespaces). Threads it starts afterwards inherit it all.
+SandboxResult close_gateway_sandbox(const std::string& program,
+                                    std::span<const PathGrant> grants = {});
+
 }  // namespace hmk::platform
