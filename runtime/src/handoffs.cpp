@@ -111,11 +111,12 @@ void SystemImpl::begin_job() {
         m_job.reset();
     };
     ModuleSlot* s = slot(j.id);
+    if (const std::string why = out_of_reach(j.id); !why.empty()) return refuse(why);
     if (s == nullptr || s->spec == nullptr) return refuse("no such module (or the microkernel)");
     const std::string& path = s->spec->path;
     if (s->is_monitor)
         return refuse(path + " journals its bus: a journal is not swapped (restart it instead)");
-    if (s->child_bus != nullptr)
+    if (s->child_bus != nullptr || spec().topology.find(j.id)->is_gateway())
         return refuse(path + " is a gateway: a gateway is not swapped (move or restart it)");
     if (s->state.load() != ModuleState::running || s->restart_pending)
         return refuse(fmt::format("{} is {}", path, to_string(s->state.load())));
@@ -426,8 +427,20 @@ void SystemImpl::begin_move() {
     };
     ModuleSlot* s = slot(j.id);
     ModuleSlot* to = slot(j.to);
+    if (const std::string why = out_of_reach(j.id); !why.empty()) return refuse(why);
+    if (const std::string why = out_of_reach(j.to); !why.empty()) return refuse(why);
     if (s == nullptr || s->spec == nullptr) return refuse("no such module (or the microkernel)");
     const std::string& path = s->spec->path;
+    if (s->child_bus == nullptr && spec().topology.find(j.id)->is_gateway()) {
+        return refuse(path +
+                      " is a gateway in a process of its own: it moves with its whole "
+                      "subtree, which is not available yet");
+    }
+    if (to != nullptr && to->child_bus == nullptr && spec().topology.find(j.to)->is_gateway()) {
+        return refuse(to->spec->path +
+                      " manages its subtree in a process of its own: moving a "
+                      "module into it is not available yet");
+    }
     if (to == nullptr || to->child_bus == nullptr)
         return refuse("the new place must be a gateway (or / for Bus 0)");
     if (s->is_monitor)

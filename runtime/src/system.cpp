@@ -548,8 +548,24 @@ Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, Mod
     return out.correlation;
 }
 
+std::string SystemImpl::out_of_reach(ModuleId id) const {
+    const Topology& topo = spec().topology;
+    const TopologyNode* n = topo.find(id);
+    if (n == nullptr || manages(id)) return {};
+    // The nearest ancestor we manage is a sandboxed gateway, our child:
+    // the whole of its subtree is its own process's to manage.
+    ModuleId gateway = n->parent;
+    while (!manages(gateway)) gateway = topo.find(gateway)->parent;
+    const std::string& g = topo.find(gateway)->path;
+    return fmt::format(
+        "{} is in the subtree of {}, which manages it in a process of its own: operations do "
+        "not reach through a sandboxed gateway yet (killing {} restarts all of it)",
+        n->path, g, g);
+}
+
 Result<void, std::string> SystemImpl::kill(ModuleId id) {
     ModuleSlot* s = slot(id);
+    if (const std::string why = out_of_reach(id); !why.empty()) return Err{why};
     if (s == nullptr || s->spec == nullptr) return Err{std::string("no such module (or the root)")};
     if (s->state.load() != ModuleState::running)
         return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};

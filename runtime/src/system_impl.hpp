@@ -197,6 +197,9 @@ class SystemImpl final : public RunnerHost, public PumpHost, public EvictionList
     /// Whether this owner manages module `id` (it is `top` or below it, and
     /// not below a gateway with a process of its own).
     bool manages(ModuleId id) const;
+    /// Why an operation cannot reach `id` (it is managed by a sandboxed
+    /// gateway's own process), or empty.
+    std::string out_of_reach(ModuleId id) const;
     /// The bus `top` owns (a hosted gateway's runner reads and forwards on it).
     InprocBus* top_bus() const { return m_slots.front()->child_bus; }
     /// The host's top instance releases the boot hold on its bus by attaching.

@@ -144,6 +144,16 @@ TEST_F(HierarchyTest, TheProcessTreeMirrorsTheModuleTreeAndASubtreeDiesAndComesB
     EXPECT_EQ(before["/a/b/c"].ppid, before["/a/b"].pid);
     EXPECT_EQ(before["/a/b/c/echo"].ppid, before["/a/b/c"].pid);
 
+    // The root manages only its own children: an operation on a module
+    // inside /a's process is refused with the reason, and changes nothing.
+    const auto refused = b->system->kill(b->id("/a/b/echo"));
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().find("/a/b/echo is in the subtree of /a, which manages it in a "
+                                   "process of its own"),
+              std::string::npos)
+        << refused.error();
+    EXPECT_TRUE(answers("/a/b/echo"));
+
     // SIGKILL the middle gateway: nothing below it survives it.
     ASSERT_EQ(::kill(before["/a/b"].pid, SIGKILL), 0);
     for (const char* p : {"/a/b/echo", "/a/b/c", "/a/b/c/echo"}) {
