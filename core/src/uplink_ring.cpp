@@ -101,6 +101,13 @@ bool UplinkRing::try_push(std::span<const std::byte> message) {
 }
 
 void UplinkRing::reset() {
+    // The last child may have scribbled over the whole region, its header
+    // too: the header is written again from the owner's own copy.
+    m_control->magic = k_uplink_magic;
+    m_control->version = k_uplink_version;
+    m_control->slot_count = m_slot_count;
+    m_control->stride = m_stride;
+    m_control->max_payload = m_max_payload;
     m_control->write_pos.store(0, std::memory_order_seq_cst);
     m_control->read_pos.store(0, std::memory_order_seq_cst);
     m_read = 0;

@@ -422,12 +422,14 @@ Result<void, std::string> SystemImpl::start() {
     }
     std::size_t processes = 0;
     for (const auto& s : m_slots) processes += s->process ? 1u : 0u;
+    const std::string what =
+        hosted ? "subtree " + spec().topology.find(m_top)->path : "system '" + spec().name + "'";
     m_logger.log(
-        LogLevel::info, "hmk",
+        LogLevel::info, hosted ? spec().topology.find(m_top)->path : "hmk",
         fmt::format(
-            "system '{}' up: {} modules ({} in processes of their own), {} buses"
+            "{} up: {} modules ({} in processes of their own), {} buses"
             "{}",
-            spec().name, m_slots.size(), processes, m_buses.size(),
+            what, m_slots.size(), processes, m_buses.size(),
             m_journals.empty() ? std::string() : fmt::format(", {} journaled", m_journals.size())));
     return {};
 }

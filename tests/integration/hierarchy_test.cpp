@@ -202,5 +202,147 @@ TEST_F(HierarchyTest, KillingTheTopGatewayLeavesNoProcessOfItsSubtree) {
     })) << testing::read_all(log);
 }
 
+// Every process below `pid` (the forked ones too, not only module hosts).
+std::vector<pid_t> descendants(pid_t pid) {
+    std::vector<pid_t> out;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        const auto p = static_cast<pid_t>(std::stol(name));
+        if (parent_of(p) != 0 && descends_from(p, pid)) out.push_back(p);
+    }
+    return out;
+}
+
+struct Attack {
+    const char* mode;
+    const char* log;  ///< what the parent's log must say ("" for nothing)
+    bool fails;       ///< the gateway ends (and its parent restarts it)
+    friend void PrintTo(const Attack& a, std::ostream* os) { *os << a.mode; }
+};
+
+class HostileGatewayTest : public HierarchyTest, public ::testing::WithParamInterface<Attack> {};
+
+// A hostile gateway (in a process of its own, with a sandboxed child)
+// attacks: its parent and its siblings go on, nothing it forges reaches its
+// parent's bus, and its parent restarts it with its subtree.
+TEST_P(HostileGatewayTest, ItsParentAndSiblingsGoOnAndItComesBack) {
+    const Attack& attack = GetParam();
+    constexpr int k_messages = 1500;
+    b = testing::boot(fmt::format(R"(
+[system]
+plugins = ["{plugin}"]
+[[module]]
+path = "/g"
+kind = "recgw"
+bus = {{ capacity = 8192 }}
+supervisor = {{ intensity = 10 }}
+[[module]]
+path = "/g/evil"
+kind = "evilgw"
+isolation = "process"
+restart = "permanent"
+config = {{ mode = "{mode}", victim = "/g/sink" }}
+quota = {{ messages_per_s = 2000, grace_ms = 300 }}
+[[module]]
+path = "/g/evil/echo"
+kind = "echo"
+isolation = "process"
+restart = "permanent"
+[[module]]
+path = "/g/src"
+kind = "source"
+config = {{ to = "/g/sink", count = {count}, rate = 3000, delay_ms = 100 }}
+[[module]]
+path = "/g/sink"
+kind = "sink"
+[[module]]
+path = "/g/rec"
+kind = "rec"
+[[module]]
+path = "/side"
+kind = "echo"
+)",
+                                  fmt::arg("plugin", HMK_TEST_PLUGIN),
+                                  fmt::arg("mode", attack.mode), fmt::arg("count", k_messages)),
+                      registry, log, LogLevel::info);
+    const ModuleId evil = b->id("/g/evil"), sink = b->id("/g/sink"), src = b->id("/g/src");
+    ASSERT_TRUE(answers("/g/evil/echo")) << testing::read_all(log);
+    const pid_t first = hosts()["/g/evil"].pid;
+    ASSERT_GT(first, 0);
+
+    Outgoing trigger;
+    trigger.destination = evil;
+    auto corr = b->system->inject(trigger);
+    ASSERT_TRUE(corr.has_value());
+    std::vector<pid_t> forked;
+    if (std::string(attack.mode) == "fork") {
+        ASSERT_TRUE(b->system->wait_for_root(*corr, std::chrono::seconds(5)).has_value());
+        for (pid_t p : descendants(first)) {
+            if (p != hosts()["/g/evil/echo"].pid) forked.push_back(p);
+        }
+        EXPECT_EQ(forked.size(), 3u) << "the forks did not happen";
+    }
+    EXPECT_TRUE(answers("/side"));
+    if (std::string(attack.mode) == "stop_forwarding") {
+        EXPECT_FALSE(answers("/g/evil/echo", std::chrono::milliseconds(300)));
+    }
+    if (attack.log[0] != '\0') {
+        EXPECT_TRUE(testing::eventually([&] {
+            return testing::read_all(log).find(attack.log) != std::string::npos;
+        })) << "log lacks '"
+            << attack.log << "':\n"
+            << testing::read_all(log);
+    }
+    if (!attack.fails) {
+        // Its parent stops it (an operator's kill): it comes back whole.
+        ASSERT_TRUE(b->system->kill(evil).has_value());
+    }
+    EXPECT_TRUE(testing::eventually([&] {
+        const pid_t now = hosts()["/g/evil"].pid;
+        return now != 0 && now != first;
+    })) << testing::read_all(log);
+    for (pid_t p : forked) {
+        EXPECT_TRUE(testing::eventually([&] { return !alive(p); }))
+            << "a fork outlived its gateway";
+    }
+    EXPECT_TRUE(testing::eventually([&] {
+        return answers("/g/evil/echo", std::chrono::milliseconds(500));
+    })) << testing::read_all(log);
+    EXPECT_GE(b->system->module_stats(evil).restarts, 1u);
+
+    // The siblings got everything, in order; nothing forged reached /g.
+    auto from_source = [&] {
+        std::size_t n = 0;
+        for (const auto& r : book.of(b->id("/g/rec"))) n += r.header.sender == src;
+        return n;
+    };
+    ASSERT_TRUE(testing::eventually([&] { return from_source() == k_messages; }))
+        << "the recorder got " << from_source() << "\n"
+        << testing::read_all(log);
+    std::uint64_t expected_seq = 0, next_from_source = 1;
+    for (const testing::Record& r : book.of(b->id("/g/rec"))) {
+        if (expected_seq == 0) expected_seq = r.header.seq;
+        ASSERT_EQ(r.header.seq, expected_seq++) << "a gap in the bus order";
+        ASSERT_FALSE(r.header.sender == sink) << "a message posing as the victim reached the bus";
+        ASSERT_FALSE(r.header.via == evil &&
+                     (r.header.sender == k_root_id || r.header.sender == sink))
+            << "the gateway spoke for someone outside its subtree";
+        if (r.header.sender == src) {
+            ASSERT_EQ(r.header.correlation, next_from_source++);
+        }
+    }
+    b->system->stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryAttack, HostileGatewayTest,
+    ::testing::Values(Attack{"crash", "/g/evil: failed: process", true},
+                      Attack{"flood", "over its quota of 2000 messages/s", true},
+                      Attack{"forge_sender", "refused a message claiming sender", false},
+                      Attack{"stop_forwarding", "", false},
+                      Attack{"scribble", "broke its uplink ring", true}, Attack{"fork", "", false}),
+    [](const auto& p) { return std::string(p.param.mode); });
+
 }  // namespace
 }  // namespace hmk

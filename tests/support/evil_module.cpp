@@ -210,9 +210,100 @@ class Evil final : public Module {
     std::uint64_t m_attacks = 0;
 };
 
+// `evilgw`: a hostile gateway, in a process of its own with its subtree.
+// When it gets an addressed message it attacks its parent, its bus or its
+// own children, as `mode` says.
+class EvilGateway final : public Module {
+  public:
+    static Result<std::unique_ptr<Module>, std::string> create(Env& env) {
+        return std::unique_ptr<Module>(new EvilGateway(env));
+    }
+
+    void on_message(const Message& m) override {
+        if (m.header.destination != m_env.id() || m.header.is_reply()) return;
+        const std::string& mode = m_env.config().string("mode");
+        m_env.log(LogLevel::info, "attacking: " + mode);
+        if (mode == "crash") {
+            volatile int* p = nullptr;
+            *p = 1;
+        } else if (mode == "flood") {
+            const std::string text(64, 'f');
+            Outgoing out;
+            out.scope = Scope::bus;
+            out.payload = as_bytes(text);
+            for (;;) (void)m_env.send(out);
+        } else if (mode == "forge_sender") {
+            // Records in its uplink as the victim (outside its subtree) and
+            // as the root, each posing as a forward.
+            const off_t size = lseek(k_host_fd_uplink, 0, SEEK_END);
+            void* p = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE,
+                           MAP_SHARED, k_host_fd_uplink, 0);
+            if (p == MAP_FAILED) std::abort();
+            auto ring =
+                UplinkRing::attach({static_cast<std::byte*>(p), static_cast<std::size_t>(size)});
+            if (!ring) std::abort();
+            const ModuleId victim = m_env.topology().find(m_env.config().string("victim"))->id;
+            for (int i = 0; i < 100; ++i) {
+                Header h;
+                h.sender = i % 2 == 0 ? victim : k_root_id;
+                h.hops = 1;
+                h.type = msg::k_data;
+                h.payload_size = 8;
+                std::vector<std::byte> bytes(k_header_size + 8);
+                encode_header(h, std::span<std::byte, k_header_size>(bytes.data(), k_header_size));
+                while (!ring->try_push(bytes)) usleep(100);
+            }
+            const std::uint64_t one = 1;
+            (void)!write(k_host_fd_event, &one, sizeof(one));
+        } else if (mode == "stop_forwarding") {
+            m_drop = true;
+        } else if (mode == "scribble") {
+            // Every shared mapping it can make writable: its own bus, its
+            // children's uplinks and feeds, and its own uplink to its parent.
+            for (int fd = 3; fd < 1024; ++fd) {
+                const off_t size = lseek(fd, 0, SEEK_END);
+                if (size <= 0) continue;
+                void* p = mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE,
+                               MAP_SHARED, fd, 0);
+                if (p == MAP_FAILED) continue;
+                auto* bytes = static_cast<std::byte*>(p);
+                for (off_t i = 0; i < size; i += 7)
+                    bytes[i] = static_cast<std::byte>(m_env.random());
+            }
+            for (;;) usleep(1000);
+        } else if (mode == "fork") {
+            // Children of its own, which try to outlive it.
+            for (int i = 0; i < 3; ++i) {
+                if (::fork() == 0) {
+                    for (;;) usleep(100000);
+                }
+            }
+            const std::string text = "forked";
+            (void)m_env.reply(m, std::as_bytes(std::span(text.data(), text.size())));
+        }
+    }
+
+    Verdict on_forward(Direction /*direction*/, const Message& /*message*/,
+                       Translation& /*out*/) override {
+        return m_drop ? Verdict::drop : Verdict::forward;
+    }
+
+  private:
+    explicit EvilGateway(Env& env) : m_env(env) {}
+    Env& m_env;
+    bool m_drop = false;
+};
+
 }  // namespace
 
 extern "C" void hmk_register_modules(hmk::Registry& registry) {
+    registry.add<EvilGateway>(
+        "evilgw",
+        "a hostile gateway for isolation tests: attacks when it gets an addressed message",
+        Role::gateway,
+        {ConfigKey("mode", ConfigType::string, std::string("crash"), "the attack")
+             .one_of({"crash", "flood", "forge_sender", "stop_forwarding", "scribble", "fork"}),
+         ConfigKey("victim", ConfigType::path, std::string(), "whom forge_sender poses as")});
     hmk::testing::add_ledger(registry);
     hmk::testing::add_tally(registry);
     registry.add<Evil>(

@@ -110,7 +110,8 @@ class UplinkRing {
     /// Owner only. Copies the next record into `out` (which must hold
     /// max_message() bytes).
     PopResult pop(std::span<std::byte> out);
-    /// Owner only, once the child is gone: empties the ring for a new child.
+    /// Owner only, once the child is gone: empties the ring for a new child
+    /// and writes its header again (whatever the last child left there).
     /// Atomic stores only (others may be ringing the bells meanwhile); the
     /// futex words stay as they are, so a waker never sees them torn.
     void reset();
