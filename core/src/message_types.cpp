@@ -10,7 +10,7 @@ struct Named {
     std::string_view name;
     std::uint32_t type;
 };
-constexpr std::array<Named, 19> k_names{{
+constexpr std::array<Named, 20> k_names{{
     {"ping", k_ping},
     {"stats", k_stats},
     {"reset", k_reset},
@@ -23,6 +23,7 @@ constexpr std::array<Named, 19> k_names{{
     {"lifecycle", k_lifecycle},
     {"feed-gap", k_feed_gap},
     {"handoff", k_handoff},
+    {"manage", k_manage},
     {"data", k_data},
     // The OS services' protocols (docs/services.md).
     {"block", 0x2000},

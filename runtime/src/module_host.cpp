@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "hmk/platform/shm.hpp"
 #include "hmk/runtime/config.hpp"
 #include "hmk/uplink_ring.hpp"
+#include "manage.hpp"
 #include "process_child.hpp"
 #include "runner.hpp"
 #include "system_impl.hpp"
@@ -182,6 +184,53 @@ class HostSide final : public detail::RunnerHost {
         : m_logger(logger), m_topology(topology), m_stats(stats), m_progress(progress) {}
     Logger& logger() override { return m_logger; }
     const Topology& topology() const override { return m_topology; }
+    /// A gateway's host: the owner of its subtree, which its parent's
+    /// management requests are for.
+    void set_owner(detail::SystemImpl* owner, ModuleId self) {
+        m_owner = owner;
+        m_self = self;
+    }
+
+    // Management requests from its parent (on the runner's thread): done by
+    // its owner if it manages the module, else passed down to the child
+    // gateway that does, whose answer goes back up with the parent's
+    // correlation.
+    std::vector<ManageSend> manage(const Message& m) override {
+        if (m_owner == nullptr) return RunnerHost::manage(m);
+        const Header& h = m.header;
+        const std::string_view text(reinterpret_cast<const char*>(m.payload.data()),
+                                    m.payload.size());
+        if (h.is_reply()) {
+            const auto it = m_passed_on.find(h.correlation);
+            if (it == m_passed_on.end()) return {};
+            const auto [sender, correlation] = it->second;
+            m_passed_on.erase(it);
+            return {ManageSend{false, sender, correlation, true, std::string(text)}};
+        }
+        auto answer = [&](std::string t) {
+            return std::vector<ManageSend>{
+                ManageSend{false, h.sender, h.correlation, true, std::move(t)}};
+        };
+        const auto request = detail::parse_manage(text);
+        if (!request) return answer("error not a management request: " + std::string(text));
+        const TopologyNode* target = m_topology.find(request->id);
+        const std::string where = m_topology.find(m_self)->path;
+        if (target == nullptr || request->id == m_self || !below(request->id))
+            return answer(
+                fmt::format("error module #{} is not in the subtree of {}", request->id, where));
+        if (const ModuleId child = m_owner->reached_through(request->id); child != k_no_module) {
+            const std::uint64_t correlation = m_owner->next_correlation();
+            if (m_passed_on.size() >= 1024) m_passed_on.erase(m_passed_on.begin());
+            m_passed_on.emplace(correlation, std::pair{h.sender, h.correlation});
+            return {ManageSend{true, child, correlation, false, std::string(text)}};
+        }
+        if (request->op == detail::ManageRequest::Op::kill) {
+            auto killed = m_owner->kill(request->id);
+            return answer(killed ? std::string("ok") : "error " + killed.error());
+        }
+        return answer(detail::encode_stats(m_owner->module_stats(request->id)));
+    }
+
     void started(ModuleId /*id*/, std::uint64_t /*epoch*/, detail::StartResult result) override {
         m_result = result;
         m_stats.state.store(
@@ -210,10 +259,19 @@ class HostSide final : public detail::RunnerHost {
     }
 
   private:
+    bool below(ModuleId id) const {
+        for (ModuleId up = id; up != k_root_id; up = m_topology.find(up)->parent)
+            if (up == m_self) return true;
+        return false;
+    }
+
     Logger& m_logger;
     const Topology& m_topology;
     UplinkStats& m_stats;
     UplinkProgress& m_progress;
+    detail::SystemImpl* m_owner = nullptr;
+    ModuleId m_self = k_no_module;
+    std::map<std::uint64_t, std::pair<ModuleId, std::uint64_t>> m_passed_on;
     detail::StartResult m_result = detail::StartResult::ok;
 };
 
@@ -288,6 +346,7 @@ int run_gateway(const HostOptions& o, Logger& logger, Registry& registry, System
     if (auto subscribed = own_bus.subscribe(bell); !subscribed) return fail(subscribed.error());
     plan.child_from_seq = own_bus.ring().first();
     detail::Runner runner(side, &mine, &kind, &bus, &own_bus, bell, std::move(plan), catch_up);
+    side.set_owner(&owner, mine.id);
 
     // The sandbox closes before any thread or child exists: every one of
     // them inherits it. It may read what its subtree is granted.

@@ -708,14 +708,20 @@ void UplinkPump::start_replica_now(const Command& cmd) {
 bool UplinkPump::handoff_record_ok(const ProcessChild& c, const Header& h,
                                    std::span<const std::byte> payload) const {
     // The runtime's own messages a module host may send: its journaled
-    // timers (to itself), its snapshots (to its parent) and, while it hands
-    // over, its state and its last word (to itself). Anything else of the
+    // timers (to itself), its snapshots (to its parent), a gateway's answers
+    // to its parent's management requests and, while it hands over, its
+    // state and its last word (to itself). Anything else of the
     // runtime's types is a forgery.
     switch (h.type) {
         case msg::k_timer:
             return h.destination == c.spec->id;
         case msg::k_snapshot:
             return h.destination == m_bus.id();
+        case msg::k_manage:
+            // A gateway's answer to its parent's request, and only that.
+            return h.destination == m_bus.id() && h.is_reply() && h.hops == 0 &&
+                   c.system->topology.find(c.spec->id) != nullptr &&
+                   c.system->topology.find(c.spec->id)->is_gateway();
         case msg::k_handoff: {
             const std::uint64_t handoff = c.handing_over.load(std::memory_order_acquire);
             std::span<const std::byte> data;

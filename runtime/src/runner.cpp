@@ -118,6 +118,14 @@ void Runner::detach_readers() {
     if (m_child_bus != nullptr) m_child_bus->detach_reader(m_ring_own[1]);
 }
 
+std::vector<RunnerHost::ManageSend> RunnerHost::manage(const Message& message) {
+    if (message.header.is_reply()) return {};
+    const TopologyNode* me = topology().find(message.header.destination);
+    return {ManageSend{false, message.header.sender, message.header.correlation, true,
+                       fmt::format("error {} manages no subtree of its own",
+                                   me != nullptr ? me->path : "this module")}};
+}
+
 void Runner::start() {
     m_thread = std::thread([this] {
         if (m_cpu_share != nullptr) {
@@ -591,6 +599,25 @@ bool Runner::runtime_message(Side side, const Message& message) {
         case msg::k_handoff:
             handoff_message(side, message);
             break;
+        case msg::k_manage: {
+            const bool request = to_me && from_parent && m_live;
+            const bool answer = side == Side::child_bus && h.destination == m_id && h.is_reply() &&
+                                h.hops == 0 && h.via == h.sender;
+            if (!request && !answer) {
+                if (to_me) bump(m_denied);
+                break;
+            }
+            for (const RunnerHost::ManageSend& send : m_host.manage(message)) {
+                Outgoing out;
+                out.destination = send.destination;
+                out.type = msg::k_manage;
+                out.correlation = send.correlation;
+                if (send.reply) out.flags = k_flag_reply;
+                out.payload = as_bytes(send.text);
+                (void)publish_on(send.down ? m_child_bus : m_parent_bus, out, Origin::runtime);
+            }
+            break;
+        }
         default:
             break;
     }
@@ -673,7 +700,7 @@ Result<void, SendError> Runner::publish_on(BusPort* bus, const Outgoing& message
         // A recovering instance: what the old one sent is on the bus already
         // (even to a module that has since left the system).
         if (m_suppress_left > 0 && h.type != msg::k_timer && h.type != msg::k_snapshot &&
-            h.type != msg::k_handoff) {
+            h.type != msg::k_handoff && h.type != msg::k_manage) {
             --m_suppress_left;
             bump(m_suppressed);
             return {};

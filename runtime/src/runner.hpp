@@ -52,6 +52,20 @@ class RunnerHost {
     /// Whether progress() does anything (asked once: the runner skips building
     /// the counters on its message path otherwise).
     virtual bool wants_progress() const { return false; }
+
+    /// What the runner sends for a management message (msg::k_manage).
+    struct ManageSend {
+        bool down = false;  ///< on its own bus (to a child); else up, on its parent's
+        ModuleId destination = k_no_module;
+        std::uint64_t correlation = 0;
+        bool reply = false;
+        std::string text;
+    };
+    /// A management request from this module's parent (`request`), or an
+    /// answer to one it passed on to a child gateway (a reply addressed to
+    /// it on its own bus): what to send for it. Default: a request gets an
+    /// error (this module manages no subtree of its own), a reply nothing.
+    virtual std::vector<ManageSend> manage(const Message& message);
 };
 
 /// Where a runner gets messages of its parent bus that the bus ring no

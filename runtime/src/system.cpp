@@ -11,6 +11,8 @@
 #include <random>
 
 #include "hmk/platform/clock.hpp"
+#include "hmk/platform/process.hpp"
+#include "manage.hpp"
 #include "system_impl.hpp"
 
 namespace hmk {
@@ -499,6 +501,23 @@ ModuleSlot* SystemImpl::slot(ModuleId id) const {
 
 ModuleStats SystemImpl::module_stats(ModuleId id) const {
     const ModuleSlot* s = slot(id);
+    if (const ModuleId gateway = reached_through(id); gateway != k_no_module) {
+        // Asked of its manager, down the tree; its pid as this process sees it.
+        auto text = const_cast<SystemImpl*>(this)->ask_through(
+            id, manage_text(ManageRequest::Op::stats, id));
+        if (!text) return ModuleStats{};
+        auto stats = decode_stats(*text);
+        if (!stats) return ModuleStats{};
+        if (stats->pid != 0) {
+            const ModuleSlot* g = slot(gateway);
+            const std::int64_t top = g->pump != nullptr ? g->pump->stats(gateway).pid : 0;
+            stats->pid = top > 0 ? platform::find_descendant(
+                                       static_cast<pid_t>(top),
+                                       {"hmk-host", "--module", spec().topology.find(id)->path})
+                                 : 0;
+        }
+        return *stats;
+    }
     if (s == nullptr) return ModuleStats{};
     ModuleStats out;
     {
@@ -550,24 +569,71 @@ Result<std::uint64_t, SendError> SystemImpl::inject(const Outgoing& message, Mod
     return out.correlation;
 }
 
-std::string SystemImpl::out_of_reach(ModuleId id) const {
+ModuleId SystemImpl::reached_through(ModuleId id) const {
     const Topology& topo = spec().topology;
     const TopologyNode* n = topo.find(id);
-    if (n == nullptr || manages(id)) return {};
+    if (n == nullptr || manages(id)) return k_no_module;
     // The nearest ancestor we manage is a sandboxed gateway, our child:
     // the whole of its subtree is its own process's to manage.
     ModuleId gateway = n->parent;
     while (!manages(gateway)) gateway = topo.find(gateway)->parent;
-    const std::string& g = topo.find(gateway)->path;
+    return gateway;
+}
+
+std::string SystemImpl::out_of_reach(ModuleId id) const {
+    const ModuleId gateway = reached_through(id);
+    if (gateway == k_no_module) return {};
+    const std::string& g = spec().topology.find(gateway)->path;
     return fmt::format(
-        "{} is in the subtree of {}, which manages it in a process of its own: operations do "
-        "not reach through a sandboxed gateway yet (killing {} restarts all of it)",
-        n->path, g, g);
+        "{} is in the subtree of {}, which manages it in a process of its own: this operation "
+        "does not reach through a sandboxed gateway yet (killing {} restarts all of it)",
+        spec().topology.find(id)->path, g, g);
+}
+
+Result<std::string, std::string> SystemImpl::ask_through(ModuleId id, const std::string& request) {
+    const ModuleId gateway = reached_through(id);
+    ModuleSlot* g = slot(gateway);
+    if (g == nullptr || g->parent_bus == nullptr) return Err{std::string("no such module")};
+    // From the gateway's parent (the owner of the bus it is on): the only
+    // sender it takes such a request from.
+    const ModuleId parent = spec().topology.find(gateway)->parent;
+    Header h;
+    h.sender = parent;
+    h.destination = gateway;
+    h.type = msg::k_manage;
+    h.correlation = next_correlation();
+    h.payload_size = static_cast<std::uint32_t>(request.size());
+    InprocBus& bus = *g->parent_bus;
+    const auto payload = as_bytes(request);
+    auto sent = bus.publish(h, payload, parent);
+    const std::uint64_t limit =
+        platform::monotonic_ns() + (std::uint64_t{bus.wait_limit_ms()} + 1000) * 1'000'000;
+    while (!sent && sent.error() == SendError::full && platform::monotonic_ns() < limit) {
+        bus.wait_for_room(1'000'000);
+        sent = bus.publish(h, payload, parent);
+    }
+    const std::string& path = spec().topology.find(gateway)->path;
+    if (!sent) return Err{fmt::format("cannot ask {}: {}", path, to_string(sent.error()))};
+    auto answer = m_mailbox.wait(h.correlation, std::chrono::seconds(3));
+    if (!answer) return Err{fmt::format("{} did not answer within 3 s", path)};
+    std::string text(reinterpret_cast<const char*>(answer->payload.data()), answer->payload.size());
+    if (text.rfind("error ", 0) == 0) return Err{text.substr(6)};
+    return text;
+}
+
+std::vector<RunnerHost::ManageSend> SystemImpl::manage(const Message& message) {
+    if (!message.header.is_reply()) return RunnerHost::manage(message);
+    m_mailbox.put(message);
+    return {};
 }
 
 Result<void, std::string> SystemImpl::kill(ModuleId id) {
     ModuleSlot* s = slot(id);
-    if (const std::string why = out_of_reach(id); !why.empty()) return Err{why};
+    if (reached_through(id) != k_no_module) {
+        // Its own manager kills it, asked down the tree.
+        HMK_TRY(ask_through(id, manage_text(ManageRequest::Op::kill, id)));
+        return {};
+    }
     if (s == nullptr || s->spec == nullptr) return Err{std::string("no such module (or the root)")};
     if (s->state.load() != ModuleState::running)
         return Err{fmt::format("{} is {}", s->spec->path, to_string(s->state.load()))};

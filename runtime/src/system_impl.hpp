@@ -200,6 +200,14 @@ class SystemImpl final : public RunnerHost, public PumpHost, public EvictionList
     /// Why an operation cannot reach `id` (it is managed by a sandboxed
     /// gateway's own process), or empty.
     std::string out_of_reach(ModuleId id) const;
+    /// The gateway with a process of its own, one of ours, through which
+    /// `id` is reached (k_no_module if we manage `id`, or it is unknown).
+    ModuleId reached_through(ModuleId id) const;
+    /// Asks that gateway for an operation on `id` (msg::k_manage) and
+    /// waits for its answer ("ok", "stats ...", or an error).
+    Result<std::string, std::string> ask_through(ModuleId id, const std::string& request);
+    // RunnerHost: an answer to a management request, for whoever waits.
+    std::vector<ManageSend> manage(const Message& message) override;
     /// The bus `top` owns (a hosted gateway's runner reads and forwards on it).
     InprocBus* top_bus() const { return m_slots.front()->child_bus; }
     /// The host's top instance releases the boot hold on its bus by attaching.

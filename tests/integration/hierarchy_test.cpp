@@ -144,15 +144,36 @@ TEST_F(HierarchyTest, TheProcessTreeMirrorsTheModuleTreeAndASubtreeDiesAndComesB
     EXPECT_EQ(before["/a/b/c"].ppid, before["/a/b"].pid);
     EXPECT_EQ(before["/a/b/c/echo"].ppid, before["/a/b/c"].pid);
 
-    // The root manages only its own children: an operation on a module
-    // inside /a's process is refused with the reason, and changes nothing.
-    const auto refused = b->system->kill(b->id("/a/b/echo"));
-    ASSERT_FALSE(refused.has_value());
-    EXPECT_NE(refused.error().find("/a/b/echo is in the subtree of /a, which manages it in a "
-                                   "process of its own"),
-              std::string::npos)
-        << refused.error();
-    EXPECT_TRUE(answers("/a/b/echo"));
+    // Operations travel the tree, owner to owner: the stats of a module
+    // three sandboxed gateways down, with its pid as this process sees it,
+    // and a kill that its own gateway carries out.
+    const ModuleStats deep = b->system->module_stats(b->id("/a/b/c/echo"));
+    EXPECT_EQ(deep.state, ModuleState::running);
+    EXPECT_EQ(deep.pid, before["/a/b/c/echo"].pid);
+    EXPECT_GE(deep.rx, 1u);
+    ASSERT_TRUE(b->system->kill(b->id("/a/b/c/echo")).has_value());
+    EXPECT_TRUE(testing::eventually([&] {
+        const auto now = hosts();
+        return now.count("/a/b/c/echo") != 0 &&
+               now.at("/a/b/c/echo").pid != before["/a/b/c/echo"].pid;
+    }));
+    EXPECT_TRUE(testing::eventually(
+        [&] { return answers("/a/b/c/echo", std::chrono::milliseconds(500)); }));
+    EXPECT_EQ(hosts()["/a/b/c"].pid, before["/a/b/c"].pid) << "its gateway should not restart";
+    EXPECT_GE(b->system->module_stats(b->id("/a/b/c/echo")).restarts, 1u);
+    // Only a gateway's parent may ask it: the same request from a sibling
+    // of /a is refused, and nothing is killed.
+    const std::uint64_t restarts = b->system->module_stats(b->id("/a/b/c/echo")).restarts;
+    const std::string forged = fmt::format("kill {}", b->id("/a/b/c/echo"));
+    Outgoing manage;
+    manage.destination = b->id("/a");
+    manage.type = msg::k_manage;
+    manage.payload = as_bytes(forged);
+    auto corr = b->system->inject(manage, b->id("/side"));
+    ASSERT_TRUE(corr.has_value());
+    EXPECT_FALSE(b->system->wait_for_root(*corr, std::chrono::milliseconds(300)).has_value());
+    EXPECT_EQ(b->system->module_stats(b->id("/a/b/c/echo")).restarts, restarts);
+    before = hosts();
 
     // SIGKILL the middle gateway: nothing below it survives it.
     ASSERT_EQ(::kill(before["/a/b"].pid, SIGKILL), 0);

@@ -41,6 +41,10 @@ inline constexpr std::uint32_t k_feed_gap = 0x0016;
 /// A swap or a move under way: how a running instance hands over to its
 /// replica (handoff_format.hpp; docs/swap.md, docs/relocation.md).
 inline constexpr std::uint32_t k_handoff = 0x0017;
+/// A parent's request to a gateway that manages its subtree in a process of
+/// its own ("kill ID", "stats ID"), and its answer (docs/isolation.md): how
+/// an operation travels the tree, owner to owner. Only from the parent.
+inline constexpr std::uint32_t k_manage = 0x0018;
 
 inline constexpr std::uint32_t k_user_base = 0x1000;
 inline constexpr std::uint32_t k_data = 0x1000;  ///< opaque application data

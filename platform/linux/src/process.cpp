@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "hmk/platform/process.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/sched.h>
@@ -245,6 +246,67 @@ std::optional<ExitStatus> try_reap(const UniqueFd& pidfd) {
     s.exited = info.si_code == CLD_EXITED;
     s.code = info.si_status;
     return s;
+}
+
+namespace {
+
+// The parent of `pid` (0 if it is gone or a zombie), from /proc/PID/stat.
+pid_t parent_pid(pid_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+    FILE* f = std::fopen(path, "re");
+    if (f == nullptr) return 0;
+    char buf[1024];
+    const std::size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    const char* close = std::strrchr(buf, ')');
+    if (close == nullptr) return 0;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(close + 1, " %c %d", &state, &ppid) != 2 || state == 'Z') return 0;
+    return static_cast<pid_t>(ppid);
+}
+
+}  // namespace
+
+pid_t find_descendant(pid_t ancestor, const std::vector<std::string>& argv) {
+    DIR* proc = opendir("/proc");
+    if (proc == nullptr) return 0;
+    pid_t found = 0;
+    while (const dirent* e = readdir(proc)) {
+        char* end = nullptr;
+        const long pid = std::strtol(e->d_name, &end, 10);
+        if (end == e->d_name || *end != '\0' || pid <= 1) continue;
+        char path[64];
+        std::snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        FILE* f = std::fopen(path, "re");
+        if (f == nullptr) continue;
+        std::string text(4096, '\0');
+        text.resize(std::fread(text.data(), 1, text.size(), f));
+        std::fclose(f);
+        std::size_t at = 0;
+        bool match = true;
+        for (const std::string& a : argv) {
+            if (text.compare(at, a.size() + 1, a.c_str(), a.size() + 1) != 0) {
+                match = false;
+                break;
+            }
+            at += a.size() + 1;
+        }
+        if (!match) continue;
+        pid_t up = static_cast<pid_t>(pid);
+        for (int depth = 0; depth < 64 && up > 1; ++depth) {
+            up = parent_pid(up);
+            if (up == ancestor) break;
+        }
+        if (up == ancestor) {
+            found = static_cast<pid_t>(pid);
+            break;
+        }
+    }
+    closedir(proc);
+    return found;
 }
 
 void kill_child(const UniqueFd& pidfd) {

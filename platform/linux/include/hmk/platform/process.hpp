@@ -60,4 +60,9 @@ std::optional<ExitStatus> try_reap(const UniqueFd& pidfd);
 /// Sends SIGKILL through the pidfd.
 void kill_child(const UniqueFd& pidfd);
 
+/// A live process below `ancestor` (its child, grandchild, ...) whose
+/// command line begins with `argv`, as this process's /proc shows it
+/// (nested pid namespaces included): its pid here, or 0.
+pid_t find_descendant(pid_t ancestor, const std::vector<std::string>& argv);
+
 }  // namespace hmk::platform
