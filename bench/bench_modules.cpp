@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// `blaster`: on an addressed message, sends `count` 64-byte broadcasts, each
-// carrying the kernel clock at sending, `gap_ns` apart (0: as fast as the bus
-// takes them), numbered 1..count in the correlation. Used by hmk_ipc_bench
-// and hmk_delivery_bench, in-process and in a process of its own.
+// `blaster`: on an addressed message, sends `count` 64-byte broadcasts (or,
+// with `to`, messages addressed to that module), each carrying the kernel
+// clock at sending, `gap_ns` apart (0: as fast as the bus takes them),
+// numbered 1..count in the correlation. Used by hmk_ipc_bench and
+// hmk_delivery_bench, in-process and in a process of its own.
 #include <time.h>
 #include <cstring>
 
@@ -26,6 +27,8 @@ class Blaster final : public Module {
         m_count = static_cast<std::uint64_t>(m_env.config().integer("count"));
         m_gap = static_cast<std::uint64_t>(m_env.config().integer("gap_ns"));
         m_spin = m_env.config().string("pace") == "spin";
+        const std::string& to = m_env.config().string("to");
+        m_to = to.empty() ? k_no_module : m_env.topology().find(to)->id;
         m_next_ns = now_ns();
         m_sent = 0;
         blast();
@@ -38,6 +41,7 @@ class Blaster final : public Module {
     void blast() {
         std::byte payload[64] = {};
         Outgoing out;
+        out.destination = m_to;
         out.payload = std::span<const std::byte>(payload, 64);
         while (m_sent < m_count) {
             if (m_gap != 0) wait_until(m_next_ns, m_spin);
@@ -57,6 +61,7 @@ class Blaster final : public Module {
 
     Env& m_env;
     std::uint64_t m_count = 0, m_gap = 0, m_sent = 0, m_next_ns = 0;
+    ModuleId m_to = k_no_module;
     bool m_spin = false;
 };
 
@@ -68,5 +73,7 @@ extern "C" void hmk_register_modules(hmk::Registry& registry) {
         {ConfigKey("count", ConfigType::integer, std::int64_t{10000}, "messages"),
          ConfigKey("gap_ns", ConfigType::integer, std::int64_t{0}, "pause between messages"),
          ConfigKey("pace", ConfigType::string, std::string("sleep"), "how to wait the gap")
-             .one_of({"sleep", "spin"})});
+             .one_of({"sleep", "spin"}),
+         ConfigKey("to", ConfigType::path, std::string(),
+                   "the module to address them to (default: broadcasts on its bus)")});
 }

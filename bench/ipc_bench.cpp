@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -142,8 +143,66 @@ class Receiver final : public Module {
     Samples& m_samples;
 };
 
+/// The system of a run: the blaster /.../tx and the receiver /.../rx, given
+/// its message count and pace.
+using Layout = std::function<std::string(std::uint64_t count, const Pace& pace)>;
+
+Figures hmk_figures(const std::string& name, const std::string& isolation,
+                    const std::string& plugin);
+
+/// `levels` gateways g1/g2/... above the blaster, which addresses the
+/// receiver on Bus 0: every message climbs all of them. `isolation` for the
+/// gateways and the blaster alike.
+Layout levels_layout(int levels, const std::string& isolation, const std::string& plugin) {
+    return [=](std::uint64_t count, const Pace& pace) {
+        const bool process = isolation == "process";
+        const std::string quota =
+            process ? "quota = { messages_per_s = 1e9, bytes_per_s = 1e12, uplink_slots = 4096 }\n"
+                    : "";
+        std::string toml =
+            fmt::format("[system]\nplugins = [\"{}\"]\n[bus]\ncapacity = 65536\n", plugin);
+        std::string path;
+        for (int l = 1; l <= levels; ++l) {
+            path += "/g" + std::to_string(l);
+            toml += fmt::format(
+                "[[module]]\npath = \"{}\"\nkind = \"gateway\"\nisolation = \"{}\"\n"
+                "bus = {{ capacity = 65536 }}\n{}",
+                path, isolation, quota);
+        }
+        toml += fmt::format(
+            "[[module]]\npath = \"{}/tx\"\nkind = \"blaster\"\nisolation = \"{}\"\n"
+            "config = {{ count = {}, gap_ns = {}, pace = \"{}\", to = \"/rx\" }}\n{}"
+            "[[module]]\npath = \"/rx\"\nkind = \"receiver\"\n",
+            path, isolation, count, pace.gap_ns, pace.name, quota);
+        return toml;
+    };
+}
+
+Figures hmk_figures(const std::string& name, const Layout& layout, const std::string& tx,
+                    std::uint64_t throughput_messages);
+
 Figures hmk_figures(const std::string& name, const std::string& isolation,
                     const std::string& plugin) {
+    return hmk_figures(
+        name,
+        [&](std::uint64_t count, const Pace& pace) {
+            const std::string quota =
+                isolation == "process"
+                    ? "quota = { messages_per_s = 1e9, bytes_per_s = 1e12, uplink_slots = 4096 }\n"
+                    : "";
+            return fmt::format(
+                "[system]\nplugins = [\"{}\"]\n[[module]]\npath = \"/b\"\nkind = "
+                "\"gateway\"\nbus = {{ capacity = 65536 }}\n"
+                "[[module]]\npath = \"/b/tx\"\nkind = \"blaster\"\nisolation = \"{}\"\n"
+                "config = {{ count = {}, gap_ns = {}, pace = \"{}\" }}\n{}"
+                "[[module]]\npath = \"/b/rx\"\nkind = \"receiver\"\n",
+                plugin, isolation, count, pace.gap_ns, pace.name, quota);
+        },
+        "/b/tx", k_throughput_messages);
+}
+
+Figures hmk_figures(const std::string& name, const Layout& layout, const std::string& tx,
+                    std::uint64_t throughput_messages) {
     Figures f{name};
     auto run = [&](std::uint64_t count, const Pace& pace, Samples& s) -> std::uint64_t {
         Registry reg;
@@ -156,18 +215,7 @@ Figures hmk_figures(const std::string& name, const std::string& isolation,
                            [&s](Env& env) -> Result<std::unique_ptr<Module>, std::string> {
                                return std::unique_ptr<Module>(std::make_unique<Receiver>(env, s));
                            }});
-        const std::string quota =
-            isolation == "process"
-                ? "quota = { messages_per_s = 1e9, bytes_per_s = 1e12, uplink_slots = 4096 }\n"
-                : "";
-        const std::string toml = fmt::format(
-            "[system]\nplugins = [\"{}\"]\n[[module]]\npath = \"/b\"\nkind = \"gateway\"\nbus = {{ "
-            "capacity = 65536 }}\n"
-            "[[module]]\npath = \"/b/tx\"\nkind = \"blaster\"\nisolation = \"{}\"\nconfig = {{ "
-            "count = {}, gap_ns = {}, pace = \"{}\" }}\n{}"
-            "[[module]]\npath = \"/b/rx\"\nkind = \"receiver\"\n",
-            plugin, isolation, count, pace.gap_ns, pace.name, quota);
-        auto spec = parse_system(toml, "bench.toml", reg);
+        auto spec = parse_system(layout(count, pace), "bench.toml", reg);
         if (!spec) {
             fmt::print(stderr, "{}\n", spec.error().to_string());
             std::exit(2);
@@ -180,7 +228,7 @@ Figures hmk_figures(const std::string& name, const std::string& isolation,
         }
         s.latency.reserve(count);
         Outgoing go;
-        go.destination = sys->topology().find("/b/tx")->id;
+        go.destination = sys->topology().find(tx)->id;
         const std::uint64_t start = now_ns();
         (void)sys->inject(go);
         const std::uint64_t deadline = start + 60'000'000'000ull;
@@ -196,7 +244,7 @@ Figures hmk_figures(const std::string& name, const std::string& isolation,
     f.p99_us = percentile(sparse.latency, 0.99);
     f.stream_p50_us = percentile(stream.latency, 0.50);
     f.stream_p99_us = percentile(stream.latency, 0.99);
-    const std::uint64_t start = run(k_throughput_messages, Pace{"sleep", 0, false}, thr);
+    const std::uint64_t start = run(throughput_messages, Pace{"sleep", 0, false}, thr);
     f.msgs_per_s =
         static_cast<double>(thr.count) / (static_cast<double>(thr.last_ns - start) / 1e9);
     return f;
@@ -232,6 +280,12 @@ double fanout_ns(int receivers, bool remote) {
     const std::uint64_t cpu0 = thread_cpu_ns();
     for (int i = 0; i < k_n; ++i) (void)bus.publish(h, payload, h.sender);
     return static_cast<double>(thread_cpu_ns() - cpu0) / k_n;
+}
+
+std::string levels_path(int levels) {
+    std::string path;
+    for (int l = 1; l <= levels; ++l) path += "/g" + std::to_string(l);
+    return path;
 }
 
 }  // namespace
@@ -285,6 +339,32 @@ int main(int argc, char** argv) {
     fmt::print(
         "(latencies in us; the ratios are the p50s and the throughput relative to the unix socket "
         "pair)\n");
+
+    // Across gateway levels: a blaster below L gateways addresses a receiver
+    // on Bus 0, all inproc, then gateways and blaster each in a process.
+    fmt::print(
+        "\none-way latency of {}-byte messages that climb L gateways to Bus 0 (sparse, {} each) "
+        "and throughput ({} flat out)\n",
+        k_size, k_latency_messages, k_throughput_messages / 4);
+    fmt::print("{:<10} {:>6} {:>10} {:>10} {:>11} | {:>14} {:>8}\n", "isolation", "levels",
+               "sparse p50", "sparse p99", "msgs/s", "p50 per level", "vs unix");
+    for (const char* isolation : {"inproc", "process"}) {
+        double base_p50 = 0;
+        for (int levels = 0; levels <= 3; ++levels) {
+            const Figures f = hmk_figures(fmt::format("{} x{}", isolation, levels),
+                                          levels_layout(levels, isolation, plugin),
+                                          levels_path(levels) + "/tx", k_throughput_messages / 4);
+            if (levels == 0) base_p50 = f.p50_us;
+            const std::string per_level =
+                levels == 0 ? std::string("-")
+                            : fmt::format("+{:.2f}", (f.p50_us - base_p50) / levels);
+            fmt::print("{:<10} {:>6} {:>10.2f} {:>10.2f} {:>11.0f} | {:>14} {:>7.2f}x\n", isolation,
+                       levels, f.p50_us, f.p99_us, f.msgs_per_s, per_level, f.p50_us / base.p50_us);
+        }
+    }
+    fmt::print(
+        "(us; 'p50 per level': what each gateway level adds to the p50 of level 0; 'vs unix': "
+        "the p50 against the unix socket pair above)\n");
 
     fmt::print("\nsender CPU per publish (ns) by receivers on the bus (no reader asleep)\n");
     fmt::print("{:<12} {:>12} {:>16}\n", "receivers", "in-process", "other processes");

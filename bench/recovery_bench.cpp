@@ -7,8 +7,11 @@
 //   recovery  = the new instance live (its snapshot restored, the journal
 //               replayed, the old instance's outputs dropped) - detection
 // for N = 1k, 10k, 100k, with and without snapshots every 1k messages.
+// Then a subtree: a sandboxed gateway with 10 sandboxed children, killed 50
+// times: the time until all 10 answer again.
 #include <fmt/core.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -264,6 +267,72 @@ std::vector<double> kernel_baseline_us() {
     return out;
 }
 
+// A sandboxed gateway with 10 sandboxed children is SIGKILLed `kills`
+// times: from the kill until all 10 answer a ping again (the gateway's
+// process restarted by its parent, its bus made again, its 10 children
+// spawned by it), in microseconds.
+std::vector<double> subtree_recovery_us(int children, int kills) {
+    std::string toml =
+        "[supervisor]\nintensity = 100000\nperiod_ms = 1000\nbackoff_ms = 1\n"
+        "[[module]]\npath = \"/g\"\nkind = \"gateway\"\nisolation = \"process\"\n"
+        "restart = \"permanent\"\n";
+    for (int i = 0; i < children; ++i) {
+        toml += fmt::format(
+            "[[module]]\npath = \"/g/e{}\"\nkind = \"echo\"\nisolation = \"process\"\n", i);
+    }
+    auto b = hmk::bench::boot(toml, "subtree.toml");
+    std::vector<double> out;
+    if (!b) return out;
+    System& sys = *b->system;
+    const ModuleId g = sys.topology().find("/g")->id;
+    std::vector<ModuleId> ids;
+    for (int i = 0; i < children; ++i)
+        ids.push_back(sys.topology().find(fmt::format("/g/e{}", i))->id);
+    auto answers = [&](ModuleId id) {
+        Outgoing ping;
+        ping.destination = id;
+        ping.type = msg::k_ping;
+        auto corr = sys.inject(ping);
+        return corr && sys.wait_for_root(*corr, std::chrono::milliseconds(20)).has_value();
+    };
+    for (int k = 0; k < kills; ++k) {
+        for (ModuleId id : ids) {
+            if (!wait_for([&] { return answers(id); }, 10000)) return out;
+        }
+        const std::int64_t pid = sys.module_stats(g).pid;
+        if (pid <= 0) return out;
+        const std::uint64_t t0 = now_ns();
+        ::kill(static_cast<pid_t>(pid), SIGKILL);
+        // Until the new gateway process runs (a ping could find the old one's
+        // children still alive for a moment), then until every child answers.
+        if (!wait_for(
+                [&] {
+                    const auto p = sys.module_stats(g).pid;
+                    return p > 0 && p != pid;
+                },
+                10000))
+            return out;
+        // One ping each: published after the new gateway started reading
+        // its parent's bus, it waits on the new bus for a child still
+        // starting (a child reads its bus from the start at boot).
+        std::vector<std::uint64_t> pings;
+        for (ModuleId id : ids) {
+            Outgoing ping;
+            ping.destination = id;
+            ping.type = msg::k_ping;
+            auto corr = sys.inject(ping);
+            if (!corr) return out;
+            pings.push_back(*corr);
+        }
+        for (std::uint64_t corr : pings) {
+            if (!sys.wait_for_root(corr, std::chrono::seconds(10))) return out;
+        }
+        out.push_back(static_cast<double>(now_ns() - t0) / 1e3);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -323,6 +392,18 @@ int main(int argc, char** argv) {
         if (baseline == 0) baseline = r;
         fmt::print("{:<26} {:>8.0f} k msgs/s  {:>5.2f}x  lost by the sink: {}\n", j.name, r / 1e3,
                    baseline > 0 ? r / baseline : 0.0, lost);
+    }
+    constexpr int k_children = 10, k_kills = 50;
+    const auto subtree = subtree_recovery_us(k_children, k_kills);
+    if (subtree.size() == k_kills) {
+        fmt::print(
+            "\nA sandboxed gateway with {} sandboxed children, SIGKILLed {} times: kill -> all {} "
+            "answer again\n(its parent restarts it; it makes its bus and spawns its children): "
+            "p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms\n",
+            k_children, k_kills, k_children, percentile(subtree, 0.5) / 1e3,
+            percentile(subtree, 0.99) / 1e3, percentile(subtree, 1.0) / 1e3);
+    } else {
+        fmt::print("\nsubtree recovery: failed after {} of {} kills\n", subtree.size(), k_kills);
     }
     const auto kernel = kernel_baseline_us();
     fmt::print(

@@ -103,11 +103,11 @@ void InprocBus::hold_for(ModuleId module, std::uint64_t from) {
     m_room_until = 0;
 }
 
-void InprocBus::release_holds(ModuleId keep) {
+void InprocBus::release_holds() {
     {
         const std::lock_guard lock(m_write);
         for (Reader& r : m_readers) {
-            if (r.placeholder && r.module != keep) r = Reader{};
+            if (r.placeholder) r = Reader{};
         }
     }
     wake_room();

@@ -134,8 +134,7 @@ class InprocBus final : public BusPort {
     /// started. A placeholder past the deadline is dropped quietly.
     void hold_for(ModuleId module, std::uint64_t from);
     /// Once every module has started: drops the placeholders left.
-    /// (`keep`: that module's hold stays, until it attaches.)
-    void release_holds(ModuleId keep = k_no_module);
+    void release_holds();
     std::atomic<std::uint64_t>* attach_reader(std::atomic<std::uint64_t>& own, ModuleId module,
                                               std::uint64_t epoch, Gated gated) override {
         if (gated == Gated::yes) add_reader(&own, module, epoch);

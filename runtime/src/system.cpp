@@ -347,7 +347,9 @@ Result<void, std::string> SystemImpl::start() {
     // No sender started first may lap a reader not started yet: each bus
     // waits for each of its readers at its start until it is attached.
     for (auto& s : m_slots) {
-        if (s->spec == nullptr) continue;
+        // (A hosted top's instance is attached to its bus already: made
+        // before this owner starts, it reads from the bus's start.)
+        if (s->spec == nullptr || (hosted && s->id == m_top)) continue;
         if (s->parent_bus != nullptr)
             s->parent_bus->hold_for(s->spec->id, s->parent_bus->ring().first());
         if (s->child_bus != nullptr)
@@ -407,8 +409,7 @@ Result<void, std::string> SystemImpl::start() {
     std::vector<std::pair<ModuleId, StartResult>> failures = std::move(m_start_failures);
     m_start_failures.clear();
     lock.unlock();
-    // (A hosted top's hold stays until its instance attaches to its bus.)
-    for (auto& [id, bus] : m_buses) bus->release_holds(hosted ? m_top : k_no_module);
+    for (auto& [id, bus] : m_buses) bus->release_holds();
     m_booted.store(true);
     for (const auto& [id, result] : failures) {
         ModuleSlot& s = *slot(id);

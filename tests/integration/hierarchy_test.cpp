@@ -204,6 +204,39 @@ TEST_F(HierarchyTest, TheProcessTreeMirrorsTheModuleTreeAndASubtreeDiesAndComesB
     EXPECT_NE(text.find("killed by SIGKILL"), std::string::npos) << text;
 }
 
+// More messages than a sandboxed gateway's bus holds climb through it, flat
+// out, and every one arrives: its own bus waits for nobody that is not
+// there (a boot hold kept for the gateway's own instance, which attached
+// before its children started, once wedged this at one ring's worth).
+TEST_F(HierarchyTest, AFloodThroughASandboxedGatewayArrivesWhole) {
+    constexpr int k_count = 5000;
+    b = testing::boot(fmt::format(R"(
+[bus]
+capacity = 256
+[[module]]
+path = "/g"
+kind = "gateway"
+isolation = "process"
+bus = {{ capacity = 256 }}
+[[module]]
+path = "/g/src"
+kind = "source"
+isolation = "process"
+config = {{ to = "/sink", count = {}, rate = 0, delay_ms = 50 }}
+[[module]]
+path = "/sink"
+kind = "sink"
+)",
+                                  k_count),
+                      registry, log, LogLevel::info);
+    EXPECT_TRUE(testing::eventually([&] {
+        return b->system->module_stats(b->id("/sink")).rx >= static_cast<std::uint64_t>(k_count);
+    })) << "the sink got "
+        << b->system->module_stats(b->id("/sink")).rx << "\n"
+        << testing::read_all(log);
+    EXPECT_EQ(b->system->module_stats(b->id("/sink")).lost, 0u);
+}
+
 // A child never outlives its parent, whatever kills the parent: SIGKILL of
 // the top gateway takes the whole subtree.
 TEST_F(HierarchyTest, KillingTheTopGatewayLeavesNoProcessOfItsSubtree) {
