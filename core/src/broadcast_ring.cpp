@@ -82,7 +82,8 @@ std::size_t BroadcastRing::region_size(std::uint32_t slot_count, std::uint32_t m
 Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> region,
                                                        std::uint32_t slot_count,
                                                        std::uint32_t max_payload,
-                                                       std::uint64_t first_seq, CommitMode mode) {
+                                                       std::uint64_t first_seq, CommitMode mode,
+                                                       Zeroed zeroed) {
     static_assert(sizeof(Control) <= k_control_size);
     if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
         return Err{RingError::misaligned};
@@ -92,7 +93,7 @@ Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> regi
         return Err{RingError::bad_geometry};
     }
     if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
-    std::memset(region.data(), 0, region_size(slot_count, max_payload));
+    if (zeroed == Zeroed::no) std::memset(region.data(), 0, region_size(slot_count, max_payload));
     auto* control = new (region.data()) Control{};
     control->magic = k_ring_magic;
     control->version = k_ring_version;
@@ -104,7 +105,8 @@ Result<BroadcastRing, RingError> BroadcastRing::create(std::span<std::byte> regi
     control->head.store(first_seq - 1, std::memory_order_release);
     control->commit.store(first_seq - 1, std::memory_order_release);
     std::byte* slots = region.data() + k_control_size;
-    for (std::uint32_t i = 0; i < slot_count; ++i) {
+    // An empty slot is all zero bytes: zeroed memory holds empty slots already.
+    for (std::uint32_t i = 0; zeroed == Zeroed::no && i < slot_count; ++i) {
         new (slots + std::size_t{i} * control->stride) Slot{};
     }
     return BroadcastRing(control, slots, slot_count, control->stride, max_payload, first_seq, mode);

@@ -45,14 +45,14 @@ std::size_t UplinkRing::region_size(std::uint32_t slot_count, std::uint32_t max_
 
 Result<UplinkRing, RingError> UplinkRing::create(std::span<std::byte> region,
                                                  std::uint32_t slot_count,
-                                                 std::uint32_t max_payload) {
+                                                 std::uint32_t max_payload, Zeroed zeroed) {
     static_assert(sizeof(Control) <= k_control_size);
     if (reinterpret_cast<std::uintptr_t>(region.data()) % 64 != 0)
         return Err{RingError::misaligned};
     if (!is_power_of_two(slot_count) || max_payload > k_max_payload)
         return Err{RingError::bad_geometry};
     if (region.size() < region_size(slot_count, max_payload)) return Err{RingError::too_small};
-    std::memset(region.data(), 0, region_size(slot_count, max_payload));
+    if (zeroed == Zeroed::no) std::memset(region.data(), 0, region_size(slot_count, max_payload));
     auto* c = new (region.data()) Control{};
     c->magic = k_uplink_magic;
     c->version = k_uplink_version;

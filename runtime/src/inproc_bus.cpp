@@ -27,8 +27,8 @@ platform::SharedRegion make_region(BusId id, const BusSettings& s) {
 }
 
 BroadcastRing make_ring(platform::SharedRegion& region, const BusSettings& s) {
-    auto ring =
-        BroadcastRing::create(region.bytes(), s.slot_count, s.max_payload, s.first_seq, s.commit);
+    auto ring = BroadcastRing::create(region.bytes(), s.slot_count, s.max_payload, s.first_seq,
+                                      s.commit, Zeroed::yes);
     // Settings are checked when the system is loaded; a bad geometry here is a bug.
     if (!ring) std::abort();
     // From now on nobody can map the ring writable again: readers in other

@@ -173,7 +173,7 @@ Result<ProcessChild*, std::string> UplinkPump::make_seat(const ModuleSpec& spec)
         HMK_TRY(platform::SharedRegion::create(("hmk-uplink-" + std::to_string(spec.id)).c_str(),
                                                UplinkRing::region_size(slots, max_payload)));
     HMK_TRY(child->region.seal_size());
-    auto ring = UplinkRing::create(child->region.bytes(), slots, max_payload);
+    auto ring = UplinkRing::create(child->region.bytes(), slots, max_payload, Zeroed::yes);
     if (!ring) return Err{std::string("uplink ring: ") + to_string(ring.error())};
     child->uplink = *ring;
     // The feed carries whole bus messages as payloads, so it needs a header more.
@@ -181,7 +181,8 @@ Result<ProcessChild*, std::string> UplinkPump::make_seat(const ModuleSpec& spec)
     child->feed_region = HMK_TRY(
         platform::SharedRegion::create(("hmk-feed-" + std::to_string(spec.id)).c_str(),
                                        BroadcastRing::region_size(k_feed_slots, feed_payload)));
-    auto feed = BroadcastRing::create(child->feed_region.bytes(), k_feed_slots, feed_payload);
+    auto feed = BroadcastRing::create(child->feed_region.bytes(), k_feed_slots, feed_payload, 1,
+                                      CommitMode::on_publish, Zeroed::yes);
     if (!feed) return Err{std::string("feed ring: ") + to_string(feed.error())};
     child->feed = *feed;
     // Only we write it; the child maps it read-only.

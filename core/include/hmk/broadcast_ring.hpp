@@ -20,6 +20,12 @@ enum class RingError : std::uint8_t {
 };
 const char* to_string(RingError error);
 
+/// Whether a region given to a ring's create() is all zero bytes already
+/// (fresh shared memory is): then create() writes its header only, and
+/// touches none of the slots' pages (a child's start need not fault in
+/// megabytes of memory it may never use).
+enum class Zeroed : std::uint8_t { no, yes };
+
 /// How far a reader may read: up to the newest published message, or only
 /// up to the writer's commit point (a bus whose journal must have a message
 /// before anyone acts on it; see commit()).
@@ -67,7 +73,8 @@ class BroadcastRing {
                                                    std::uint32_t slot_count,
                                                    std::uint32_t max_payload,
                                                    std::uint64_t first_seq = 1,
-                                                   CommitMode mode = CommitMode::on_publish);
+                                                   CommitMode mode = CommitMode::on_publish,
+                                                   Zeroed zeroed = Zeroed::no);
     /// Views a region another party formatted; checks its control block.
     static Result<BroadcastRing, RingError> attach(std::span<std::byte> region);
 

@@ -98,8 +98,8 @@ class UplinkRing {
     static std::size_t region_size(std::uint32_t slot_count, std::uint32_t max_payload);
     /// Owner: formats the region.
     static Result<UplinkRing, RingError> create(std::span<std::byte> region,
-                                                std::uint32_t slot_count,
-                                                std::uint32_t max_payload);
+                                                std::uint32_t slot_count, std::uint32_t max_payload,
+                                                Zeroed zeroed = Zeroed::no);
     /// Child: views a region its owner formatted.
     static Result<UplinkRing, RingError> attach(std::span<std::byte> region);
 
