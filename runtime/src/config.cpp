@@ -329,25 +329,53 @@ Result<SupervisorSpec, ConfigError> parse_supervisor(const Loader& ld, const tom
 // `create` (docs/system-toml.md). Names are relative to the system file's
 // directory and must stay inside it, whatever symbolic links they pass.
 Result<Grant, ConfigError> parse_grant(const Loader& ld, const toml::node& node,
-                                       const std::string& module) {
+                                       const std::string& module, const ModuleKind& kind,
+                                       const ModuleConfig& config) {
     const toml::table* t = node.as_table();
     if (t == nullptr) {
         return ld.fail(node, fmt::format("a grant must be a table ({{ file = \"NAME\" }} or "
                                          "{{ dir = \"NAME\" }}), not {}",
                                          type_name(node)));
     }
-    HMK_TRY(only_keys(ld, *t, {"file", "dir", "write", "create"}, "a grant"));
+    HMK_TRY(
+        only_keys(ld, *t, {"file", "dir", "file_key", "dir_key", "write", "create"}, "a grant"));
     Grant g;
     g.where = ld.at(node);
-    const toml::node* file = t->get("file");
-    const toml::node* dir = t->get("dir");
-    if ((file == nullptr) == (dir == nullptr))
-        return ld.fail(node, "a grant names one 'file' or one 'dir'");
-    g.type = file != nullptr ? Grant::Type::file : Grant::Type::dir;
-    const toml::node& name_node = file != nullptr ? *file : *dir;
-    const std::string name = HMK_TRY(
-        get_as<std::string>(ld, name_node, file != nullptr ? "file" : "dir", "a file name"));
+    // The path itself (file, dir), or the config key that names it
+    // (file_key, dir_key: what the module opens is then what it may open).
+    const toml::node* named = nullptr;
+    int names = 0;
+    for (const char* k : {"file", "dir", "file_key", "dir_key"}) {
+        if (const toml::node* n = t->get(k)) {
+            named = n;
+            ++names;
+            g.type = k[0] == 'f' ? Grant::Type::file : Grant::Type::dir;
+        }
+    }
+    if (names != 1)
+        return ld.fail(node, "a grant names one 'file', 'dir', 'file_key' or 'dir_key'");
+    const bool by_key = t->get("file_key") != nullptr || t->get("dir_key") != nullptr;
+    const toml::node& name_node = *named;
+    std::string name = HMK_TRY(
+        get_as<std::string>(ld, name_node, "the grant", by_key ? "a config key" : "a file name"));
     if (name.empty()) return ld.fail(name_node, "the grant's name is empty");
+    if (by_key) {
+        const auto key = std::find_if(kind.config.begin(), kind.config.end(),
+                                      [&](const ConfigKey& c) { return c.name == name; });
+        if (key == kind.config.end() || key->type != ConfigType::file) {
+            std::string list;
+            for (const ConfigKey& c : kind.config)
+                if (c.type == ConfigType::file) list += (list.empty() ? "" : ", ") + c.name;
+            return ld.fail(name_node,
+                           fmt::format("module {}: kind '{}' has no file config key '{}' (its file "
+                                       "keys: {})",
+                                       module, kind.name, name, list.empty() ? "none" : list));
+        }
+        name = config.string(name);
+        if (name.empty())
+            return ld.fail(name_node, fmt::format("module {}: its config key '{}' is empty", module,
+                                                  key->name));
+    }
     if (const toml::node* w = t->get("write"))
         g.write = HMK_TRY(get_as<bool>(ld, *w, "write", "a boolean"));
     if (const toml::node* c = t->get("create"))
@@ -409,10 +437,12 @@ Result<Grant, ConfigError> parse_grant(const Loader& ld, const toml::node& node,
 
 // `grants = [ {...}, ... ]`, or one table alone.
 Result<std::vector<Grant>, ConfigError> parse_grants(const Loader& ld, const toml::node& node,
-                                                     const std::string& module) {
+                                                     const std::string& module,
+                                                     const ModuleKind& kind,
+                                                     const ModuleConfig& config) {
     std::vector<Grant> grants;
     if (node.is_table()) {
-        grants.push_back(HMK_TRY(parse_grant(ld, node, module)));
+        grants.push_back(HMK_TRY(parse_grant(ld, node, module, kind, config)));
         return grants;
     }
     const toml::array* arr = node.as_array();
@@ -423,7 +453,7 @@ Result<std::vector<Grant>, ConfigError> parse_grants(const Loader& ld, const tom
     }
     if (arr->size() > 64) return ld.fail(node, "at most 64 grants a module");
     for (const toml::node& item : *arr) {
-        Grant g = HMK_TRY(parse_grant(ld, item, module));
+        Grant g = HMK_TRY(parse_grant(ld, item, module, kind, config));
         for (const Grant& other : grants) {
             if (other.path == g.path)
                 return ld.fail(item, fmt::format("module {}: {} is granted twice", module, g.path));
@@ -636,14 +666,6 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                 }
                 pm.spec.quota = HMK_TRY(parse_quota(ld, *quota));
             }
-            if (const toml::node* g = t->get("grants")) {
-                if (pm.kind->role == Role::gateway) {
-                    return ld.fail(*g, fmt::format("module {} is a gateway: grants are for the "
-                                                   "modules that use files, not for gateways",
-                                                   pm.spec.path));
-                }
-                pm.spec.grants = HMK_TRY(parse_grants(ld, *g, pm.spec.path));
-            }
             if (const toml::node* bus = t->get("bus")) {
                 if (pm.kind->role != Role::gateway) {
                     return ld.fail(
@@ -660,6 +682,15 @@ Result<SystemSpec, ConfigError> build_spec(const Loader& ld, const toml::table& 
                 }
             }
             pm.spec.config = HMK_TRY(parse_module_config(ld, *pm.kind, pm.config_table, item));
+            if (const toml::node* g = t->get("grants")) {
+                if (pm.kind->role == Role::gateway) {
+                    return ld.fail(*g, fmt::format("module {} is a gateway: grants are for the "
+                                                   "modules that use files, not for gateways",
+                                                   pm.spec.path));
+                }
+                pm.spec.grants =
+                    HMK_TRY(parse_grants(ld, *g, pm.spec.path, *pm.kind, pm.spec.config));
+            }
             pending.push_back(std::move(pm));
         }
     }

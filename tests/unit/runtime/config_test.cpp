@@ -186,6 +186,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[module]]\npath = \"/a\"\nkind = \"echo\"\nisolation = \"process\"\n"
                   "grants = [{ dir = \"/etc\" }]\n",
                   "bad.toml:5:19", "grant \"/etc\" is not inside the system's directory"},
+        BadConfig{
+            "grant_by_unknown_key",
+            "[[module]]\npath = \"/a\"\nkind = \"gateway\"\n[[module]]\npath = \"/a/m\"\n"
+            "kind = \"monitor\"\nconfig = { dir = \"j\" }\ngrants = [{ file_key = \"fsync\" }]\n",
+            "bad.toml:8:24", "kind 'monitor' has no file config key 'fsync' (its file keys: dir)"},
         BadConfig{"grant_on_gateway",
                   "[[module]]\npath = \"/a\"\nkind = \"gateway\"\ngrants = [{ dir = \"x\" }]\n",
                   "bad.toml:4:10", "grants are for the modules that use files"},
