@@ -5,6 +5,7 @@
 // and its subtree lives and dies with it.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <signal.h>
 #include <unistd.h>
@@ -64,9 +65,34 @@ struct HostProcess {
     pid_t ppid = 0;
 };
 
+// A /proc file whole, or empty: plain read(), since a process may end
+// while it is read (ESRCH), which a stream would throw for.
+std::string read_proc(const std::string& path) {
+    std::string out;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;)
+        out.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    return out;
+}
+
+/// The pids under /proc now (entries may vanish while they are looked at).
+std::vector<pid_t> all_pids() {
+    std::vector<pid_t> out;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return out;
+}
+
 pid_t parent_of(pid_t pid) {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string text = read_proc(fmt::format("/proc/{}/stat", pid));
     const auto close = text.rfind(')');
     if (close == std::string::npos) return 0;
     std::istringstream rest(text.substr(close + 2));
@@ -88,11 +114,8 @@ bool descends_from(pid_t pid, pid_t ancestor) {
 /// what runs, whatever the system says of itself).
 std::map<std::string, HostProcess> hosts() {
     std::map<std::string, HostProcess> out;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-        const std::string name = entry.path().filename().string();
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        const auto pid = static_cast<pid_t>(std::stol(name));
-        std::ifstream in(entry.path() / "cmdline");
+    for (const pid_t pid : all_pids()) {
+        std::istringstream in(read_proc(fmt::format("/proc/{}/cmdline", pid)));
         std::vector<std::string> args;
         for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
         if (args.size() < 3 || args[0] != "hmk-host" || args[1] != "--module") continue;
@@ -104,7 +127,7 @@ std::map<std::string, HostProcess> hosts() {
 }
 
 bool alive(pid_t pid) {
-    return std::filesystem::exists(fmt::format("/proc/{}", pid)) && parent_of(pid) != 0;
+    return parent_of(pid) != 0;
 }
 
 class HierarchyTest : public ::testing::Test {
@@ -259,10 +282,7 @@ TEST_F(HierarchyTest, KillingTheTopGatewayLeavesNoProcessOfItsSubtree) {
 // Every process below `pid` (the forked ones too, not only module hosts).
 std::vector<pid_t> descendants(pid_t pid) {
     std::vector<pid_t> out;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-        const std::string name = entry.path().filename().string();
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        const auto p = static_cast<pid_t>(std::stol(name));
+    for (const pid_t p : all_pids()) {
         if (parent_of(p) != 0 && descends_from(p, pid)) out.push_back(p);
     }
     return out;
