@@ -53,11 +53,16 @@ const char* type_name(const toml::node& node) {
     }
 }
 
-// Absolute file names stay; others are taken relative to the system file.
+// Absolute file names stay; others are taken relative to the system file's
+// directory, and made absolute: a sandboxed module host opens them from a
+// working directory of its own.
 std::string resolve_plugin(const std::string& system_file, const std::string& plugin) {
     if (!plugin.empty() && plugin.front() == '/') return plugin;
-    const std::size_t slash = system_file.rfind('/');
-    return slash == std::string::npos ? plugin : system_file.substr(0, slash + 1) + plugin;
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::path base = fs::absolute(fs::path(system_file), ec).parent_path();
+    if (ec) base = fs::path(system_file).parent_path();
+    return (base / plugin).lexically_normal().string();
 }
 
 // Rejects keys of `table` that are not in `allowed`.

@@ -74,6 +74,21 @@ require("${OUT_TEXT}" "sandbox of /block:")
 require("${OUT_TEXT}" "grant: read-write file ${OUT}/figure1/state/disk.img (made when missing)")
 require("${OUT_TEXT}" "landlock: its grants only")
 
+# Named from another directory (make run's way), a sandboxed module's files
+# are still found relative to its system file: the block device makes its
+# granted image there.
+file(MAKE_DIRECTORY ${OUT}/rel)
+file(WRITE ${OUT}/rel/system.toml "[[module]]\npath = \"/b\"\nkind = \"blockdev\"\nisolation = \"process\"\nrestart = \"permanent\"\nconfig = { image = \"state/disk.img\", blocks = 1024 }\ngrants = { file_key = \"image\", write = true, create = true }\n")
+execute_process(COMMAND ${HMK} run rel/system.toml --for 0.3 --no-control --log-level warn
+    WORKING_DIRECTORY ${OUT} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT ${HMK_TIMEOUT})
+if(NOT rc EQUAL 0 OR NOT EXISTS ${OUT}/rel/state/disk.img)
+    die("a sandboxed block device named from another directory: exit ${rc}\n${out}\n${err}")
+endif()
+file(SIZE ${OUT}/rel/state/disk.img image_size)
+if(NOT image_size EQUAL 4194304)
+    die("the granted image has ${image_size} bytes, wanted 1024 blocks of 4096")
+endif()
+
 # Grants are checked with the description, naming the file, line and reason.
 file(WRITE ${OUT}/grant.toml "[[module]]\npath = \"/b\"\nkind = \"blockdev\"\nisolation = \"process\"\nconfig = { image = \"disk.img\" }\ngrants = { file = \"../disk.img\", write = true }\n")
 run_hmk(2 check ${OUT}/grant.toml)
