@@ -231,12 +231,19 @@ class HostSide final : public detail::RunnerHost {
         return answer(detail::encode_stats(m_owner->module_stats(request->id)));
     }
 
+    /// The runner it hosts (its state at start tells running from recovering).
+    void set_runner(const detail::Runner* runner) { m_runner = runner; }
     void started(ModuleId /*id*/, std::uint64_t /*epoch*/, detail::StartResult result) override {
         m_result = result;
-        m_stats.state.store(
-            static_cast<std::uint32_t>(result == detail::StartResult::ok ? ModuleState::running
-                                                                         : ModuleState::failed),
-            std::memory_order_release);
+        // A recovering instance says so from the start: had it said running
+        // first, its parent would see it up a moment before it is.
+        ModuleState state = ModuleState::failed;
+        if (result == detail::StartResult::ok) {
+            state = m_runner != nullptr && m_runner->stats().state == ModuleState::recovering
+                        ? ModuleState::recovering
+                        : ModuleState::running;
+        }
+        m_stats.state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
     }
     detail::StartResult result() const { return m_result; }
     bool wants_progress() const override { return true; }
@@ -271,6 +278,7 @@ class HostSide final : public detail::RunnerHost {
     UplinkProgress& m_progress;
     detail::SystemImpl* m_owner = nullptr;
     ModuleId m_self = k_no_module;
+    const detail::Runner* m_runner = nullptr;
     std::map<std::uint64_t, std::pair<ModuleId, std::uint64_t>> m_passed_on;
     detail::StartResult m_result = detail::StartResult::ok;
 };
@@ -347,6 +355,7 @@ int run_gateway(const HostOptions& o, Logger& logger, Registry& registry, System
     plan.child_from_seq = own_bus.ring().first();
     detail::Runner runner(side, &mine, &kind, &bus, &own_bus, bell, std::move(plan), catch_up);
     side.set_owner(&owner, mine.id);
+    side.set_runner(&runner);
 
     // The sandbox closes before any thread or child exists: every one of
     // them inherits it. It may read what its subtree is granted.
@@ -478,6 +487,7 @@ int run_module_host(const HostOptions& o) {
     }
     detail::Runner runner(side, mine, kind, &bus, nullptr, bell, std::move(plan),
                           journaled ? &catch_up : nullptr);
+    side.set_runner(&runner);
 
     // Last step before module code runs: the sandbox closes, for good.
     logger.log(LogLevel::debug, o.module, "closing the sandbox");
