@@ -215,7 +215,8 @@ class HostSide final : public detail::RunnerHost {
         if (!request) return answer("error not a management request: " + std::string(text));
         const TopologyNode* target = m_topology.find(request->id);
         const std::string where = m_topology.find(m_self)->path;
-        if (target == nullptr || request->id == m_self || !below(request->id))
+        if (target == nullptr || request->id == m_self ||
+            !m_topology.in_subtree(request->id, m_self))
             return answer(
                 fmt::format("error module #{} is not in the subtree of {}", request->id, where));
         if (const ModuleId child = m_owner->reached_through(request->id); child != k_no_module) {
@@ -266,12 +267,6 @@ class HostSide final : public detail::RunnerHost {
     }
 
   private:
-    bool below(ModuleId id) const {
-        for (ModuleId up = id; up != k_root_id; up = m_topology.find(up)->parent)
-            if (up == m_self) return true;
-        return false;
-    }
-
     Logger& m_logger;
     const Topology& m_topology;
     UplinkStats& m_stats;
@@ -360,13 +355,8 @@ int run_gateway(const HostOptions& o, Logger& logger, Registry& registry, System
     // The sandbox closes before any thread or child exists: every one of
     // them inherits it. It may read what its subtree is granted.
     std::vector<platform::PathGrant> grants;
-    auto below = [&](ModuleId id) {
-        for (ModuleId up = id; up != k_root_id; up = spec.topology.find(up)->parent)
-            if (up == mine.id) return true;
-        return false;
-    };
     for (const ModuleSpec& m : spec.modules) {
-        if (!below(m.id)) continue;
+        if (!spec.topology.in_subtree(m.id, mine.id)) continue;
         for (const Grant& g : m.grants)
             grants.push_back({g.path, g.type == Grant::Type::dir, g.write, g.create});
     }

@@ -75,15 +75,10 @@ std::string host_description(const SystemSpec& spec, ModuleId module) {
     toml::array modules;
     // A gateway runs its whole subtree in its process: it learns the kinds
     // and configs of its descendants too, and nothing of anyone else's.
-    auto inside = [&](ModuleId id) {
-        for (ModuleId up = id; up != k_root_id; up = spec.topology.find(up)->parent)
-            if (up == module) return true;
-        return false;
-    };
     for (const ModuleSpec& m : spec.modules) {
         const TopologyNode* n = spec.topology.find(m.id);
         toml::table t{{"path", m.path}, {"id", static_cast<std::int64_t>(m.id)}};
-        if (inside(m.id)) {
+        if (spec.topology.in_subtree(m.id, module)) {
             t.insert("kind", m.kind);
             t.insert("version", static_cast<std::int64_t>(m.version));
             t.insert("isolation", m.id == module ? "process" : to_string(m.isolation));

@@ -210,7 +210,6 @@ class SystemImpl final : public RunnerHost, public PumpHost, public EvictionList
     std::vector<ManageSend> manage(const Message& message) override;
     /// The bus `top` owns (a hosted gateway's runner reads and forwards on it).
     InprocBus* top_bus() const { return m_slots.front()->child_bus; }
-    ModuleId top() const { return m_top; }
     ModuleStats module_stats(ModuleId id) const;
     Result<std::uint64_t, SendError> inject(const Outgoing& message, ModuleId from);
     Result<void, std::string> kill(ModuleId id);
